@@ -1,0 +1,73 @@
+"""remotecell: serverless GPU compute for Jupyter, on your own hardware.
+
+In a notebook::
+
+    %load_ext remotecell
+
+    %%remote
+    y = double(x)      # runs on a runner; `x` and `double` travel with the cell
+
+`import remotecell` stays cheap: the magics, the client and gRPC load when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthError",
+    "ClosureError",
+    "ConnectionError",
+    "JobNotFoundError",
+    "RemoteCellError",
+    "RemoteError",
+    "RemoteJob",
+    "__version__",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+if TYPE_CHECKING:
+    from remotecell.client.errors import (
+        AuthError,
+        ClosureError,
+        ConnectionError,
+        JobNotFoundError,
+        RemoteCellError,
+        RemoteError,
+    )
+    from remotecell.kernel_magics import RemoteJob
+
+_LAZY = {
+    "AuthError": "remotecell.client.errors",
+    "ClosureError": "remotecell.client.errors",
+    "ConnectionError": "remotecell.client.errors",
+    "JobNotFoundError": "remotecell.client.errors",
+    "RemoteCellError": "remotecell.client.errors",
+    "RemoteError": "remotecell.client.errors",
+    "RemoteJob": "remotecell.kernel_magics",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'remotecell' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext remotecell`: registers `%%remote` and friends."""
+    from remotecell.kernel_magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from remotecell.kernel_magics import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -1,0 +1,3 @@
+from remotecell.cli import main
+
+main()

@@ -1,0 +1,631 @@
+"""The control plane's async shell: carries out the scheduler's decisions.
+
+It owns the jobs that are still active, the runners' connections and the executor,
+stores every event before anyone sees it, and fans events out to the clients that
+follow a job.
+
+Sequence numbers: the controller numbers a job's events until it hands the job to a
+runner; from then until the runner's ``finished`` event (or its death) the runner
+numbers them, starting at ``Task.first_seq``. So no two writers ever share a job's
+numbers, and a runner can resend its events after a reconnect with no duplicates
+(the store ignores a sequence number it already has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from remotecell._proto import pb
+from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
+from remotecell.backend.scheduler.queue import (
+    Assign,
+    Event,
+    Instruction,
+    JobDequeued,
+    JobQueued,
+    Pool,
+    Prewarm,
+    RunnerConnected,
+    RunnerGone,
+    Scheduler,
+    SchedulerConfig,
+    StartRunner,
+    StopRunner,
+    TaskDone,
+    Tick,
+    Waiting,
+)
+from remotecell.backend.state.store import Store
+
+log = logging.getLogger("remotecell.controller")
+
+TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.CANCELLED)
+RETRYABLE = (pb.Error.USER_CODE, pb.Error.RUNNER_DIED, pb.Error.TIMEOUT)
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+@dataclass
+class ControllerConfig:
+    control_url: str  # the address runners connect to
+    token: str
+    scaledown_window: float = 60.0
+    session_idle_timeout: float = 1800.0
+    min_containers: int = 0
+    max_runners: int = 8
+    cancel_grace: float = 5.0
+    #: How long a job whose runner lost its connection (or that was running when the
+    #: control plane restarted) waits for that runner to come back.
+    reconnect_grace: float = 15.0
+    tick: float = 1.0
+    prewarm: int = 0  # runners started with the control plane, before any job
+
+
+@dataclass
+class _Job:
+    id: str
+    spec: pb.JobSpec
+    state: int
+    next_seq: int
+    attempt: int = 0
+    runner_id: str = ""
+    cancel_reason: str = ""
+    timed_out: bool = False
+    last_error_kind: int = -1
+    subscribers: set[asyncio.Queue[pb.JobEvent]] = field(default_factory=set)
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @property
+    def pool(self) -> Pool:
+        return Pool(self.spec.image, self.spec.session)
+
+    def clear_timers(self) -> None:
+        for t in self.timers:
+            t.cancel()
+        self.timers.clear()
+
+
+@dataclass
+class _Runner:
+    id: str
+    pool: Pool
+    handle: RunnerHandle | None = None
+    outbox: asyncio.Queue[pb.RunnerInstruction | None] | None = None
+    job: str = ""
+    pid: int = 0
+    connected: bool = False
+    ever_connected: bool = False
+    exited: bool = False
+    lost_timer: asyncio.TimerHandle | None = None
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig, store: Store, executor: Executor) -> None:
+        self.config = config
+        self.store = store
+        self.executor = executor
+        self.scheduler = Scheduler(
+            SchedulerConfig(
+                scaledown_window=config.scaledown_window,
+                session_idle_timeout=config.session_idle_timeout,
+                min_containers=config.min_containers,
+                max_runners=config.max_runners,
+                id_prefix=secrets.token_hex(2) + "-",
+            )
+        )
+        self.jobs: dict[str, _Job] = {}
+        self.runners: dict[str, _Runner] = {}
+        self.started = time.time()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Picks up where the last control plane left off: queued jobs are queued again;
+        running jobs wait ``reconnect_grace`` for their runners to reconnect."""
+        loop = asyncio.get_running_loop()
+        for row in self.store.active_jobs():
+            job = _Job(
+                row.id, row.spec, row.state, self.store.next_seq(row.id), row.attempt, row.runner_id
+            )
+            self.jobs[job.id] = job
+            if row.state == pb.QUEUED:
+                self._handle(JobQueued(job.id, job.pool, time.time()))
+            else:
+                job.timers.append(
+                    loop.call_later(
+                        self.config.reconnect_grace, self._orphaned, job.id, job.attempt
+                    )
+                )
+        self._ticker = asyncio.create_task(self._tick_forever())
+        if self.config.prewarm:
+            self._handle(Prewarm(self.config.prewarm, time.time()))
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ticker:
+            self._ticker.cancel()
+        for runner in list(self.runners.values()):
+            if runner.outbox is not None:
+                runner.outbox.put_nowait(
+                    pb.RunnerInstruction(shutdown=pb.Shutdown(reason="control plane stopping"))
+                )
+        deadline = time.monotonic() + 2.0
+        while any(not r.exited for r in self.runners.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for runner in list(self.runners.values()):
+            if runner.handle is not None and not runner.exited:
+                await self.executor.kill(runner.handle)
+        await self.executor.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick)
+            self._handle(Tick(time.time()))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ clients
+
+    def submit(self, spec: pb.JobSpec) -> str:
+        job_id = "job-" + secrets.token_hex(5)
+        accepted = pb.JobEvent(
+            job_id=job_id, seq=0, time=time.time(), accepted=pb.Accepted(state=pb.QUEUED)
+        )
+        self.store.create_job(job_id, spec, accepted)
+        job = _Job(job_id, spec, pb.QUEUED, next_seq=1)
+        self.jobs[job_id] = job
+        self._handle(JobQueued(job_id, job.pool, accepted.time))
+        return job_id
+
+    async def follow(self, job_id: str, from_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
+        """The job's events from ``from_seq``: stored ones first, then live ones."""
+        job = self.jobs.get(job_id)
+        if job is None and self.store.get_job(job_id) is None:
+            raise JobNotFound(job_id)
+        queue: asyncio.Queue[pb.JobEvent] = asyncio.Queue()
+        if job is not None:
+            job.subscribers.add(queue)
+        try:
+            last = from_seq - 1
+            for event in self.store.events(job_id, from_seq):
+                yield event
+                last = event.seq
+                if event.HasField("finished"):
+                    return
+            if job is None or job.id not in self.jobs:
+                # Finished between the lookup and the replay: anything newer is stored.
+                for event in self.store.events(job_id, last + 1):
+                    yield event
+                return
+            while True:
+                event = await queue.get()
+                if event.seq <= last:
+                    continue
+                yield event
+                last = event.seq
+                if event.HasField("finished"):
+                    return
+        finally:
+            if job is not None:
+                job.subscribers.discard(queue)
+
+    async def cancel(self, job_id: str, reason: str = "") -> tuple[int, bool]:
+        """Cancels a job; returns (state afterwards, whether it was running)."""
+        reason = reason or "cancelled by the user"
+        job = self.jobs.get(job_id)
+        if job is None:
+            row = self.store.get_job(job_id)
+            if row is None:
+                raise JobNotFound(job_id)
+            return row.state, False
+        if job.state == pb.QUEUED:
+            self._handle(JobDequeued(job_id, time.time()))
+            self._finish(job, pb.CANCELLED, f"cancelled before it started: {reason}")
+            return pb.CANCELLED, False
+        job.cancel_reason = reason
+        runner = self.runners.get(job.runner_id)
+        if runner is None or not runner.connected:
+            self._finish(job, pb.CANCELLED, f"cancelled: {reason}")
+            return pb.CANCELLED, True
+        self._interrupt(job, runner, reason)
+        return job.state, True
+
+    def _interrupt(self, job: _Job, runner: _Runner, reason: str) -> None:
+        assert runner.outbox is not None
+        runner.outbox.put_nowait(
+            pb.RunnerInstruction(cancel=pb.CancelTask(job_id=job.id, reason=reason))
+        )
+        loop = asyncio.get_running_loop()
+        job.timers.append(
+            loop.call_later(self.config.cancel_grace, self._kill_stuck, job.id, job.attempt)
+        )
+
+    def _kill_stuck(self, job_id: str, attempt: int) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.attempt != attempt or job.state != pb.RUNNING:
+            return
+        runner = self.runners.get(job.runner_id)
+        log.warning(
+            "job %s ignored its interrupt for %.0f s; killing runner %s",
+            job_id,
+            self.config.cancel_grace,
+            job.runner_id,
+        )
+        job.cancel_reason = (job.cancel_reason or "cancelled") + (
+            f"; the cell did not stop within {self.config.cancel_grace:g} s of the interrupt, "
+            "so its runner was killed"
+        )
+        if runner is not None and runner.handle is not None:
+            self._spawn(self.executor.kill(runner.handle))
+        elif runner is not None:
+            self._runner_exited(runner.id, RunnerExit(None))
+
+    def _on_timeout(self, job_id: str, attempt: int) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.attempt != attempt or job.state != pb.RUNNING:
+            return
+        job.timed_out = True
+        runner = self.runners.get(job.runner_id)
+        reason = f"timeout: the cell ran longer than its timeout of {job.spec.timeout_s:g} s"
+        if runner is not None and runner.connected:
+            self._interrupt(job, runner, reason)
+
+    # ------------------------------------------------------------------ events
+
+    def _publish(self, job: _Job, event: pb.JobEvent) -> None:
+        for queue in job.subscribers:
+            queue.put_nowait(event)
+
+    def _emit(
+        self, job: _Job, fields: dict[str, object] | None = None, **body: object
+    ) -> pb.JobEvent:
+        event = pb.JobEvent(job_id=job.id, seq=job.next_seq, time=time.time(), **body)  # type: ignore[arg-type]
+        job.next_seq += 1
+        self.store.update_job(job.id, event, **(fields or {}))
+        self._publish(job, event)
+        return event
+
+    def _finish(self, job: _Job, state: int, message: str, error: pb.Error | None = None) -> None:
+        if error is not None:
+            self._emit(job, error=error)
+        job.state = state
+        job.clear_timers()
+        self._emit(
+            job,
+            {"state": state, "finished": time.time(), "message": message},
+            finished=pb.Finished(state=state, message=message),  # type: ignore[arg-type]
+        )
+        self.jobs.pop(job.id, None)
+
+    def _retry_or_fail(self, job: _Job, error: pb.Error, message: str) -> None:
+        """After a failed attempt: queue it again when ``retries`` allows, else fail the job."""
+        if job.attempt <= job.spec.retries and not job.cancel_reason:
+            job.state = pb.QUEUED
+            job.clear_timers()
+            job.timed_out = False
+            self._emit(
+                job,
+                {"state": pb.QUEUED, "runner_id": ""},
+                status=pb.Status(
+                    state=pb.QUEUED,
+                    message=f"attempt {job.attempt} failed ({message}); retrying "
+                    f"(attempt {job.attempt + 1} of {job.spec.retries + 1})",
+                    attempt=job.attempt,
+                ),
+            )
+            self._handle(JobQueued(job.id, job.pool, time.time(), front=True))
+        else:
+            self._finish(job, pb.FAILED, message, error)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _handle(self, event: Event) -> None:
+        self._apply(self.scheduler.handle(event))
+
+    def _apply(self, instructions: list[Instruction]) -> None:
+        for ins in instructions:
+            if isinstance(ins, Assign):
+                self._assign(ins.job_id, ins.runner_id)
+            elif isinstance(ins, StartRunner):
+                self.runners[ins.runner_id] = _Runner(ins.runner_id, ins.pool)
+                self._spawn(self._launch(ins.runner_id, ins.pool))
+            elif isinstance(ins, StopRunner):
+                self._stop_runner(ins.runner_id, ins.reason)
+            elif isinstance(ins, Waiting):
+                job = self.jobs.get(ins.job_id)
+                if job is not None:
+                    self._emit(job, status=pb.Status(state=pb.QUEUED, message=ins.message))
+
+    def _assign(self, job_id: str, runner_id: str) -> None:
+        job = self.jobs.get(job_id)
+        runner = self.runners.get(runner_id)
+        if job is None or runner is None or runner.outbox is None:
+            # The job was cancelled or the runner vanished in between: free the runner.
+            self._handle(TaskDone(runner_id, time.time()))
+            return
+        job.attempt += 1
+        job.state = pb.RUNNING
+        job.runner_id = runner_id
+        runner.job = job_id
+        now = time.time()
+        self._emit(
+            job,
+            {"state": pb.RUNNING, "started": now, "attempt": job.attempt, "runner_id": runner_id},
+            status=pb.Status(
+                state=pb.RUNNING,
+                message=f"running on {runner_id}",
+                runner_id=runner_id,
+                attempt=job.attempt,
+            ),
+        )
+        task = pb.Task(job_id=job_id, attempt=job.attempt, first_seq=job.next_seq, spec=job.spec)
+        runner.outbox.put_nowait(pb.RunnerInstruction(task=task))
+        if job.spec.timeout_s > 0:
+            loop = asyncio.get_running_loop()
+            job.timers.append(
+                loop.call_later(job.spec.timeout_s, self._on_timeout, job_id, job.attempt)
+            )
+
+    async def _launch(self, runner_id: str, pool: Pool) -> None:
+        launch = RunnerLaunch(
+            runner_id=runner_id,
+            control_url=self.config.control_url,
+            token=self.config.token,
+            image=pool.image,
+            session=pool.session,
+        )
+        try:
+            handle = await self.executor.start(launch)
+        except Exception as err:
+            self._start_failed(runner_id, pool, f"could not start a runner: {err}")
+            return
+        runner = self.runners.get(runner_id)
+        if runner is None:  # stopped while starting
+            await self.executor.kill(handle)
+            return
+        runner.handle = handle
+        runner.pid = handle.pid
+        self._spawn(self._watch(runner_id, handle))
+
+    def _start_failed(self, runner_id: str, pool: Pool, message: str) -> None:
+        log.error("runner %s: %s", runner_id, message)
+        self.runners.pop(runner_id, None)
+        waiting = self.scheduler.queued_in(pool)
+        for job_id in waiting:
+            self._handle(JobDequeued(job_id, time.time()))
+        self._handle(RunnerGone(runner_id, time.time()))
+        for job_id in waiting:
+            job = self.jobs.get(job_id)
+            if job is not None:
+                error = pb.Error(kind=pb.Error.SETUP, type_name="RunnerStartError", message=message)
+                self._finish(job, pb.FAILED, message, error)
+
+    async def _watch(self, runner_id: str, handle: RunnerHandle) -> None:
+        exit_info = await self.executor.wait(handle)
+        self._runner_exited(runner_id, exit_info)
+
+    def _stop_runner(self, runner_id: str, reason: str) -> None:
+        runner = self.runners.get(runner_id)
+        if runner is None:
+            return
+        log.info("stopping runner %s: %s", runner_id, reason)
+        if runner.outbox is not None:
+            runner.outbox.put_nowait(pb.RunnerInstruction(shutdown=pb.Shutdown(reason=reason)))
+        if runner.handle is not None:
+            handle = runner.handle
+
+            async def kill_later() -> None:
+                await asyncio.sleep(5.0)
+                if not runner.exited:
+                    await self.executor.kill(handle)
+
+            self._spawn(kill_later())
+
+    def _runner_exited(self, runner_id: str, exit_info: RunnerExit) -> None:
+        runner = self.runners.pop(runner_id, None)
+        if runner is None or runner.exited:
+            return
+        runner.exited = True
+        if runner.lost_timer is not None:
+            runner.lost_timer.cancel()
+        log.info("runner %s ended: %s", runner_id, exit_info.describe())
+        if not runner.ever_connected and runner.handle is not None and not self._closing:
+            tail = self.executor.log_tail(runner.handle)
+            self._start_failed(
+                runner_id,
+                runner.pool,
+                f"the runner ended before it connected ({exit_info.describe()})"
+                + (f"; its log ends with:\n{tail}" if tail else ""),
+            )
+            return
+        self._handle(RunnerGone(runner_id, time.time()))
+        job = self.jobs.get(runner.job)
+        if job is not None and job.runner_id == runner_id and job.state == pb.RUNNING:
+            self._job_lost_runner(job, exit_info)
+        if runner.outbox is not None:
+            runner.outbox.put_nowait(None)
+
+    def _job_lost_runner(self, job: _Job, exit_info: RunnerExit) -> None:
+        if job.cancel_reason and not job.timed_out:
+            self._finish(job, pb.CANCELLED, job.cancel_reason)
+            return
+        if job.timed_out:
+            message = f"the cell ran longer than its timeout of {job.spec.timeout_s:g} s; its runner was killed"
+            error = pb.Error(kind=pb.Error.TIMEOUT, type_name="TimeoutError", message=message)
+        else:
+            message = f"the runner running this cell died: {exit_info.describe()}"
+            error = pb.Error(kind=pb.Error.RUNNER_DIED, type_name="RunnerDied", message=message)
+        self._retry_or_fail(job, error, message)
+
+    def _orphaned(self, job_id: str, attempt: int) -> None:
+        """A job that was running when the control plane restarted never got its runner back."""
+        job = self.jobs.get(job_id)
+        if job is None or job.attempt != attempt or job.state != pb.RUNNING:
+            return
+        runner = self.runners.get(job.runner_id)
+        if runner is not None and runner.connected:
+            return
+        message = (
+            f"the runner running this cell did not reconnect within {self.config.reconnect_grace:g} s "
+            "after the control plane restarted"
+        )
+        self._retry_or_fail(
+            job,
+            pb.Error(kind=pb.Error.RUNNER_DIED, type_name="RunnerLost", message=message),
+            message,
+        )
+
+    # ------------------------------------------------------------------ runners
+
+    async def runner_session(
+        self, requests: AsyncIterator[pb.RunnerMessage]
+    ) -> AsyncIterator[pb.RunnerInstruction]:
+        first = await anext(aiter(requests), None)
+        if first is None or not first.HasField("hello"):
+            return
+        hello = first.hello
+        runner = self._register(hello)
+        outbox: asyncio.Queue[pb.RunnerInstruction | None] = asyncio.Queue()
+        runner.outbox = outbox
+        reader = asyncio.create_task(self._read_runner(runner, requests, outbox))
+        self._connected(runner, hello)
+        try:
+            while True:
+                ins = await outbox.get()
+                if ins is None:
+                    return
+                yield ins
+        finally:
+            reader.cancel()
+            if runner.outbox is outbox:
+                runner.outbox = None
+
+    def _register(self, hello: pb.RunnerHello) -> _Runner:
+        runner = self.runners.get(hello.runner_id)
+        pool = Pool(hello.image, hello.session)
+        if runner is None:
+            # A runner we did not start in this process: it reconnects after a restart.
+            runner = _Runner(hello.runner_id, pool, pid=hello.pid)
+            runner.handle = RunnerHandle(hello.runner_id, hello.pid)
+            self.runners[hello.runner_id] = runner
+            self._spawn(self._watch(hello.runner_id, runner.handle))
+        if runner.lost_timer is not None:
+            runner.lost_timer.cancel()
+            runner.lost_timer = None
+        runner.pool = pool
+        runner.pid = hello.pid or runner.pid
+        return runner
+
+    def _connected(self, runner: _Runner, hello: pb.RunnerHello) -> None:
+        runner.connected = runner.ever_connected = True
+        busy_with = ""
+        if hello.current_job_id:
+            for event in hello.replay:
+                self._runner_event(runner, event)
+            job = self.jobs.get(hello.current_job_id)
+            if job is not None and job.state == pb.RUNNING and hello.busy:
+                job.runner_id = runner.id
+                runner.job = job.id
+                busy_with = job.id
+                if job.cancel_reason:
+                    self._interrupt(job, runner, job.cancel_reason)
+        self._handle(RunnerConnected(runner.id, runner.pool, time.time(), busy_with=busy_with))
+
+    async def _read_runner(
+        self,
+        runner: _Runner,
+        requests: AsyncIterator[pb.RunnerMessage],
+        outbox: asyncio.Queue[pb.RunnerInstruction | None],
+    ) -> None:
+        try:
+            async for message in requests:
+                if message.HasField("event"):
+                    self._runner_event(runner, message.event)
+        except Exception as err:  # the stream broke: treated like a disconnect
+            log.info("runner %s stream ended: %s", runner.id, err)
+        finally:
+            if runner.outbox is outbox:
+                self._disconnected(runner)
+            outbox.put_nowait(None)
+
+    def _disconnected(self, runner: _Runner) -> None:
+        runner.connected = False
+        runner.outbox = None
+        if runner.exited or self._closing:
+            return
+        # Its process may still be alive (a dropped connection): give it time to come back.
+        loop = asyncio.get_running_loop()
+
+        def give_up() -> None:
+            if not runner.connected and not runner.exited:
+                log.warning("runner %s did not reconnect; stopping it", runner.id)
+                if runner.handle is not None:
+                    self._spawn(self.executor.kill(runner.handle))
+                else:
+                    self._runner_exited(runner.id, RunnerExit(None))
+
+        runner.lost_timer = loop.call_later(self.config.reconnect_grace, give_up)
+
+    def _runner_event(self, runner: _Runner, event: pb.JobEvent) -> None:
+        job = self.jobs.get(event.job_id)
+        if job is None:
+            # Finished already (cancelled, or killed): keep what arrives, fill no one.
+            self.store.add_event(event)
+            return
+        if event.HasField("finished"):
+            if event.seq < job.next_seq and self._stored(job.id, event.seq):
+                return
+            self._task_finished(runner, job, event)
+            return
+        if event.HasField("error"):
+            job.last_error_kind = event.error.kind
+        if self.store.add_event(event):
+            job.next_seq = max(job.next_seq, event.seq + 1)
+            self._publish(job, event)
+
+    def _stored(self, job_id: str, seq: int) -> bool:
+        return any(True for _ in self.store.events(job_id, seq))
+
+    def _task_finished(self, runner: _Runner, job: _Job, event: pb.JobEvent) -> None:
+        runner.job = ""
+        job.next_seq = max(job.next_seq, event.seq)
+        state = event.finished.state
+        if (
+            state == pb.FAILED
+            and job.last_error_kind in RETRYABLE
+            and job.attempt <= job.spec.retries
+            and not job.cancel_reason
+        ):
+            self._retry_or_fail(job, pb.Error(), event.finished.message)
+        else:
+            job.state = state
+            job.clear_timers()
+            job.next_seq = event.seq + 1
+            self.store.update_job(
+                job.id, event, state=state, finished=event.time, message=event.finished.message
+            )
+            self._publish(job, event)
+            self.jobs.pop(job.id, None)
+        self._handle(TaskDone(runner.id, time.time()))
+
+    # ------------------------------------------------------------------ health
+
+    def counts(self) -> tuple[int, int, int]:
+        running = sum(j.state == pb.RUNNING for j in self.jobs.values())
+        queued = sum(j.state == pb.QUEUED for j in self.jobs.values())
+        return len(self.runners), running, queued

@@ -1,0 +1,85 @@
+"""How a runner process gets started: the executor interface.
+
+An executor only starts ``python -m remotecell.backend.runner`` somewhere (a local
+process, a container, a Ray actor), can end it, and reports how it ended. Everything
+else (the protocol, streaming, cancellation) belongs to the runner and the controller
+and is the same for every executor.
+"""
+
+from __future__ import annotations
+
+import signal
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunnerLaunch:
+    """What a runner needs to start and find its way back."""
+
+    runner_id: str
+    control_url: str
+    token: str
+    image: str = ""
+    session: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunnerHandle:
+    runner_id: str
+    pid: int
+    log_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunnerExit:
+    """How a runner process ended."""
+
+    returncode: int | None  # None: unknown (not our child, or still running)
+
+    def describe(self) -> str:
+        code = self.returncode
+        if code is None:
+            return "its connection dropped"
+        if code < 0 or code > 128:
+            signum = -code if code < 0 else code - 128
+            try:
+                name = signal.Signals(signum).name
+            except ValueError:
+                name = f"signal {signum}"
+            hint = " (out of memory, or killed by hand)" if signum == signal.SIGKILL else ""
+            return f"it was killed by {name}{hint}"
+        return f"it exited with code {code}"
+
+
+class Executor(ABC):
+    """Starts and stops runner processes."""
+
+    name: str = "base"
+
+    @abstractmethod
+    async def start(self, launch: RunnerLaunch) -> RunnerHandle:
+        """Starts a runner; returns once the process exists (not once it has connected).
+
+        Raises:
+            RuntimeError: the runner could not be started; the message says why.
+        """
+
+    @abstractmethod
+    async def wait(self, handle: RunnerHandle) -> RunnerExit:
+        """Waits until the runner's process has ended."""
+
+    @abstractmethod
+    async def kill(self, handle: RunnerHandle) -> None:
+        """Ends the runner at once (SIGKILL or the equivalent)."""
+
+    def log_tail(self, handle: RunnerHandle, lines: int = 20) -> str:
+        if handle.log_path is None or not handle.log_path.exists():
+            return ""
+        text = handle.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Releases what the executor holds (runners are stopped by the controller)."""

@@ -1,0 +1,7 @@
+"""The runner: the process that executes cells inside an image.
+
+``python -m remotecell.backend.runner --runner-id ID --url ADDRESS`` (the token in
+``REMOTECELL_RUNNER_TOKEN``) connects back to the control plane, takes tasks one at a
+time, runs each cell in an IPython shell and streams its events back. Every executor
+starts this same process; only where it runs differs.
+"""

@@ -1,0 +1,3 @@
+from remotecell.backend.runner._main import main
+
+raise SystemExit(main())

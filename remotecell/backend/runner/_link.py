@@ -1,0 +1,169 @@
+"""The runner's connection to the control plane, on its own event-loop thread.
+
+Events the cell produces are queued here from any thread, numbered and sent in order;
+consecutive output of the same stream is merged into one event while the connection
+is busy, so a chatty loop costs few messages without delaying a lone ``print``.
+
+If the connection drops (the control plane restarted), the link reconnects and says
+hello again with the current task and all of its events so far; the control plane
+stores those it lacks. With no control plane for ``orphan_timeout`` and no task
+running, the runner gives up and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from remotecell._proto import pb, pb_grpc
+from remotecell.client._async import CHANNEL_OPTIONS
+from remotecell.client._blocking import _LoopThread
+from remotecell.client.config import Endpoint
+
+log = logging.getLogger("remotecell.runner")
+
+
+class Link:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        hello: pb.RunnerHello,
+        on_cancel: Callable[[pb.CancelTask], None],
+        orphan_timeout: float = 120.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.hello = hello
+        self.on_cancel = on_cancel
+        self.orphan_timeout = orphan_timeout
+        #: Tasks and shutdowns for the main thread; None means "stop".
+        self.instructions: queue.SimpleQueue[pb.RunnerInstruction | None] = queue.SimpleQueue()
+        self.connected = threading.Event()
+        self._thread = _LoopThread("remotecell-link")
+        self._pending: collections.deque[tuple[str, Any]] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._job = ""
+        self._seq = 0
+        self._busy = False
+        self._replay: list[pb.JobEvent] = []
+        self._closed = False
+        self._future = self._thread.submit(self._run())
+
+    # -- from any thread -----------------------------------------------------------
+
+    def begin(self, task: pb.Task) -> None:
+        self._push("begin", task)
+
+    def emit(self, **body: Any) -> None:
+        self._push("event", body)
+
+    def end(self) -> None:
+        self._push("end", None)
+
+    def _push(self, kind: str, item: Any) -> None:
+        self._pending.append((kind, item))
+        loop = self._thread.loop
+        if self._wake is not None:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Waits until everything queued so far was handed to the connection."""
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return not self._pending
+
+    def close(self) -> None:
+        self._closed = True
+        self.flush(2.0)
+        self._future.cancel()
+        self._thread.stop()
+
+    # -- on the loop thread ----------------------------------------------------------
+
+    async def _run(self) -> None:
+        self._wake = asyncio.Event()
+        channel = grpc.aio.insecure_channel(self.endpoint.target, options=CHANNEL_OPTIONS)
+        stub = pb_grpc.ControlPlaneStub(channel)
+        md = (("authorization", f"Bearer {self.endpoint.token}"),)
+        lost_since = time.monotonic()
+        while not self._closed:
+            try:
+                call = stub.RunnerSession(self._requests(), metadata=md)
+                async for ins in call:
+                    if not self.connected.is_set():
+                        self.connected.set()
+                    lost_since = time.monotonic()
+                    if ins.HasField("cancel"):
+                        self.on_cancel(ins.cancel)
+                    else:
+                        self.instructions.put(ins)
+                        if ins.HasField("shutdown"):
+                            return
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    log.error("the control plane refused this runner's token; exiting")
+                    self.instructions.put(None)
+                    return
+                log.info("connection to the control plane lost: %s", err.code())
+            except Exception:
+                log.exception("runner connection failed")
+            self.connected.clear()
+            if not self._busy and time.monotonic() - lost_since > self.orphan_timeout:
+                log.warning("no control plane for %.0f s; exiting", self.orphan_timeout)
+                self.instructions.put(None)
+                return
+            await asyncio.sleep(0.2)
+
+    async def _requests(self) -> AsyncIterator[pb.RunnerMessage]:
+        hello = pb.RunnerHello()
+        hello.CopyFrom(self.hello)
+        hello.current_job_id = self._job
+        hello.busy = self._busy
+        hello.replay.extend(self._replay)
+        yield pb.RunnerMessage(hello=hello)
+        assert self._wake is not None
+        while True:
+            while not self._pending:
+                self._wake.clear()
+                if self._pending:
+                    break
+                await self._wake.wait()
+            kind, item = self._pending.popleft()
+            if kind == "begin":
+                self._job, self._seq, self._busy = item.job_id, item.first_seq, True
+                self._replay = []
+            elif kind == "end":
+                self._busy = False
+            else:
+                event = self._event(self._merge(item))
+                self._replay.append(event)
+                yield pb.RunnerMessage(event=event)
+
+    def _merge(self, body: dict[str, Any]) -> dict[str, Any]:
+        stream = body.get("stream")
+        if stream is None:
+            return body
+        text = [stream.text]
+        while self._pending:
+            kind, nxt = self._pending[0]
+            other = nxt.get("stream") if kind == "event" else None
+            if other is None or other.name != stream.name:
+                break
+            self._pending.popleft()
+            text.append(other.text)
+        if len(text) == 1:
+            return body
+        return {"stream": pb.Stream(name=stream.name, text="".join(text))}
+
+    def _event(self, body: dict[str, Any]) -> pb.JobEvent:
+        event = pb.JobEvent(job_id=self._job, seq=self._seq, time=time.time(), **body)
+        self._seq += 1
+        return event

@@ -1,0 +1,76 @@
+"""The runner's entry point: connect, then run tasks until told to stop."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+
+from remotecell._proto import pb
+from remotecell.backend.executors.local import TOKEN_ENV
+from remotecell.backend.runner._link import Link
+from remotecell.client._blocking import Client
+from remotecell.client.config import Endpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m remotecell.backend.runner")
+    parser.add_argument("--runner-id", required=True)
+    parser.add_argument("--url", required=True, help="the control plane's address")
+    parser.add_argument("--image", default="")
+    parser.add_argument("--session", default="")
+    parser.add_argument("--orphan-timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {args.runner_id} %(levelname)s %(message)s"
+    )
+    token = os.environ.pop(TOKEN_ENV, "")
+    if not token:
+        print(f"the runner needs its token in {TOKEN_ENV}", file=sys.stderr)
+        return 2
+    endpoint = Endpoint(args.url, token)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until a cell runs (see CellShell)
+
+    hello = pb.RunnerHello(
+        runner_id=args.runner_id,
+        pid=os.getpid(),
+        hostname=socket.gethostname(),
+        image=args.image,
+        session=args.session,
+    )
+    shell_box: list = []
+
+    def on_cancel(cancel: pb.CancelTask) -> None:
+        if shell_box:
+            shell_box[0].interrupt(cancel)
+
+    # Connect first, then import IPython while the hello travels: both take a while.
+    link = Link(endpoint, hello, on_cancel, orphan_timeout=args.orphan_timeout)
+    from remotecell.backend.runner._shell import CellShell
+
+    shell = CellShell()
+    shell_box.append(shell)
+    blobs = Client(endpoint)
+    signal.signal(signal.SIGTERM, lambda *_: link.instructions.put(None))
+    try:
+        while True:
+            try:
+                ins = link.instructions.get()
+            except KeyboardInterrupt:
+                continue
+            if ins is None or ins.HasField("shutdown"):
+                break
+            if ins.HasField("task"):
+                link.begin(ins.task)
+                try:
+                    shell.run_task(ins.task, link.emit, blobs.fetch, blobs.upload)
+                except KeyboardInterrupt:  # a late interrupt, after the cell ended
+                    pass
+                link.end()
+    finally:
+        link.close()
+        blobs.close()
+    return 0

@@ -1,0 +1,338 @@
+"""Running one cell in the runner's IPython shell and turning what happens into events.
+
+The cell runs in an IPython ``InteractiveShell`` so ``display``, ``!cmd``, magics and
+matplotlib (inline backend, PNG) behave as in a notebook. Output is captured where
+IPython produces it: ``sys.stdout``/``sys.stderr`` writes, the display publisher, the
+display hook (the cell's last expression) and the traceback hook.
+
+The cell's source gets one leading comment line, standing for the ``%%remote`` line, so
+remote tracebacks show the line numbers the user sees in the notebook cell (IPython
+drops leading blank lines, so it must be a comment). A cell that starts with a cell
+magic of its own (``%%time``) keeps its first line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+from remotecell._proto import pb
+from remotecell.client import values
+from remotecell.client.errors import ClosureError
+
+Emit = Callable[..., None]
+
+
+class _EventWriter:
+    """A text stream whose writes become stream events."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def __init__(self, name: int, emit: Emit) -> None:
+        self._name = name
+        self._emit = emit
+
+    def write(self, text: str) -> int:
+        if text:
+            self._emit(stream=pb.Stream(name=self._name, text=str(text)))  # type: ignore[arg-type]
+        return len(text)
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+def _jsonable_bundle(data: dict[str, Any]) -> dict[str, Any]:
+    # Binary MIME data (PNG from matplotlib) travels base64-encoded, as Jupyter expects.
+    return {
+        k: base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v
+        for k, v in data.items()
+    }
+
+
+def _build_shell() -> Any:
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    class ResultHook(DisplayHook):
+        """Keeps the last expression's value for the Result event instead of printing it."""
+
+        quiet_cell = False
+
+        def __call__(self, result: Any = None) -> None:
+            if result is not None and not self.quiet_cell:
+                self.fill_exec_result(result)
+
+    class Publisher(DisplayPublisher):
+        emit: Emit | None = None
+
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):  # type: ignore[no-untyped-def,override]
+            if self.emit is None:
+                return
+            display_id = (transient or {}).get("display_id", "")
+            self.emit(
+                display=pb.Display(
+                    data_json=json.dumps(_jsonable_bundle(data), default=str),
+                    metadata_json=json.dumps(metadata or {}, default=str),
+                    display_id=str(display_id or ""),
+                    update=bool(update),
+                )
+            )
+
+        def clear_output(self, wait: bool = False) -> None:
+            if self.emit is not None:
+                self.emit(display=pb.Display(clear=True, clear_wait=wait))
+
+    class RunnerShell(InteractiveShell):
+        displayhook_class = ResultHook
+        display_pub_class = Publisher
+        captured: tuple[Any, ...] | None = None
+        cancelling = False
+
+        def _showtraceback(self, etype, evalue, stb):  # type: ignore[no-untyped-def]
+            self.captured = (etype, evalue, stb)
+
+        def showtraceback(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if self.cancelling and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                return
+            super().showtraceback(*args, **kwargs)
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    config.InteractiveShell.colors = "Linux"
+    config.InteractiveShell.autocall = 0
+    return RunnerShell.instance(config=config)
+
+
+class CellShell:
+    """One IPython shell; runs tasks one after another on the main thread."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        self.shell = _build_shell()
+        self._fresh_ns = dict(self.shell.user_ns)
+        self._main_thread = threading.main_thread().ident
+        self._job = ""
+        self._in_cell = False
+        self._cancel: pb.CancelTask | None = None
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    # -- cancellation (from the link thread) --------------------------------------------
+
+    def interrupt(self, cancel: pb.CancelTask) -> None:
+        if cancel.job_id != self._job or self._cancel is not None:
+            return
+        self._cancel = cancel
+        self.shell.cancelling = True
+        if self._in_cell and self._main_thread is not None:
+            signal.pthread_kill(self._main_thread, signal.SIGINT)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._in_cell:
+            raise KeyboardInterrupt
+
+    # -- one task --------------------------------------------------------------------
+
+    def run_task(
+        self, task: pb.Task, emit: Emit, fetch: Callable[[str], Any], upload: Callable[[dict], int]
+    ) -> None:
+        spec = task.spec
+        self._job = task.job_id
+        self._cancel = None
+        self.shell.cancelling = False
+        self.shell.captured = None
+        ns = self.shell.user_ns
+        if not spec.session:
+            ns.clear()
+            ns.update(self._fresh_ns)
+        saved_env = {k: os.environ.get(k) for k in spec.env}
+        os.environ.update(spec.env)
+        self.shell.display_pub.emit = emit
+        self.shell.displayhook.quiet_cell = self.shell.displayhook.semicolon_at_end_of_expression(
+            spec.code
+        )
+        try:
+            self._run(spec, ns, emit, fetch, upload)
+        except Exception as err:  # a bug of ours, not the cell's: still end the task cleanly
+            emit(
+                error=pb.Error(
+                    kind=pb.Error.INTERNAL,
+                    type_name=type(err).__name__,
+                    message=str(err),
+                    traceback=traceback.format_exc().splitlines(),
+                )
+            )
+            emit(finished=pb.Finished(state=pb.FAILED, message=f"the runner failed: {err}"))
+        finally:
+            self._in_cell = False
+            self._job = ""
+            self.shell.display_pub.emit = None
+            for key, old in saved_env.items():
+                if old is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = old
+            if not spec.session:
+                ns.clear()
+                ns.update(self._fresh_ns)
+
+    def _run(
+        self,
+        spec: pb.JobSpec,
+        ns: dict[str, Any],
+        emit: Emit,
+        fetch: Callable[[str], Any],
+        upload: Callable[[dict], int],
+    ) -> None:
+        try:
+            ns.update(values.unpack(spec.closure, fetch, namespace=ns))
+        except ModuleNotFoundError as err:
+            self._fail_setup(
+                emit,
+                f"module {err.name!r} is not installed on the runner; "
+                "install it in the runner's environment (or its image)",
+            )
+            return
+        except Exception as err:
+            self._fail_setup(
+                emit,
+                f"the cell's variables could not be loaded on the runner: "
+                f"{type(err).__name__}: {err}",
+            )
+            return
+        result = None
+        with self._captured_output(emit):
+            try:
+                self._in_cell = True
+                if self._cancel is None:
+                    result = self.shell.run_cell(
+                        _numbered_like_notebook(spec.code), store_history=False
+                    )
+            except KeyboardInterrupt:
+                pass
+            finally:
+                self._in_cell = False
+        if self._cancel is not None:
+            self._finish_cancelled(emit)
+            return
+        assert result is not None
+        failure = result.error_before_exec or result.error_in_exec
+        if failure is not None:
+            etype, evalue, stb = self.shell.captured or (type(failure), failure, [])
+            name = (
+                etype.__name__
+                if etype.__module__ == "builtins"
+                else f"{etype.__module__}.{etype.__qualname__}"
+            )
+            emit(
+                error=pb.Error(
+                    kind=pb.Error.USER_CODE,
+                    type_name=name,
+                    message=str(evalue),
+                    traceback=list(stb),
+                )
+            )
+            emit(finished=pb.Finished(state=pb.FAILED, message=f"{name}: {evalue}"))
+            return
+        items: dict[str, Any] = {n: ns[n] for n in spec.pull if n in ns}
+        has_output = result.result is not None
+        if has_output:
+            items[""] = result.result
+        packed, skipped = _pack_what_can_be_sent(items)
+        upload(packed.blobs)
+        emit(
+            result=pb.Result(
+                values=packed.values,
+                has_output=has_output and "" in _names(packed),
+                skipped=skipped,
+            )
+        )
+        emit(finished=pb.Finished(state=pb.SUCCEEDED))
+
+    @contextmanager
+    def _captured_output(self, emit: Emit):  # type: ignore[no-untyped-def]
+        saved = sys.stdout, sys.stderr
+        sys.stdout = _EventWriter(pb.Stream.STDOUT, emit)  # type: ignore[assignment]
+        sys.stderr = _EventWriter(pb.Stream.STDERR, emit)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = saved
+
+    def _fail_setup(self, emit: Emit, message: str) -> None:
+        emit(error=pb.Error(kind=pb.Error.SETUP, type_name="SetupError", message=message))
+        emit(finished=pb.Finished(state=pb.FAILED, message=message))
+
+    def _finish_cancelled(self, emit: Emit) -> None:
+        cancel = self._cancel
+        assert cancel is not None
+        if cancel.timeout:
+            emit(
+                error=pb.Error(
+                    kind=pb.Error.TIMEOUT, type_name="TimeoutError", message=cancel.reason
+                )
+            )
+            emit(finished=pb.Finished(state=pb.FAILED, message=cancel.reason))
+        else:
+            emit(
+                error=pb.Error(
+                    kind=pb.Error.CANCELLED, type_name="Cancelled", message=cancel.reason
+                )
+            )
+            emit(finished=pb.Finished(state=pb.CANCELLED, message=cancel.reason))
+
+
+def _numbered_like_notebook(code: str) -> str:
+    return code if code.lstrip().startswith("%%") else "# %%remote\n" + code
+
+
+def _names(packed: values.Packed) -> set[str]:
+    out: set[str] = set()
+    for value in packed.values:
+        out.update(value.names if value.kind == pb.Value.NAMESPACE else [value.name])
+    return out
+
+
+def _pack_what_can_be_sent(items: dict[str, Any]) -> tuple[values.Packed, list[str]]:
+    """Packs the values to send back; one that cannot be serialised is left out and named."""
+    try:
+        return values.pack(items), []
+    except ClosureError:
+        pass
+    skipped: list[str] = []
+    good: dict[str, Any] = {}
+    for name, obj in items.items():
+        try:
+            values.pack({name: obj})
+            good[name] = obj
+        except ClosureError as err:
+            label = "the cell's result" if name == "" else f"`{name}`"
+            skipped.append(f"{label} ({values.type_name(obj)}): {err.reason}")
+    return values.pack(good), skipped

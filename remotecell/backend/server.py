@@ -1,0 +1,182 @@
+"""`remotecell serve`: the control plane process, wiring only.
+
+It opens the store and blob store, starts the controller with the local executor,
+serves gRPC on the configured addresses (a Unix socket and/or TCP on loopback), and
+advertises itself in ``DATA_DIR/server.json`` for the notebook side to find.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import signal
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+import remotecell
+from remotecell._proto import pb_grpc
+from remotecell.backend.auth import TokenAuth
+from remotecell.backend.controller import Controller, ControllerConfig
+from remotecell.backend.executors.local import LocalExecutor
+from remotecell.backend.service import ControlPlaneService
+from remotecell.backend.state.blobs import BlobStore
+from remotecell.backend.state.store import Store
+from remotecell.client.config import ENDPOINT_FILE, TOKEN_FILE
+
+log = logging.getLogger("remotecell.server")
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+]
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    #: gRPC addresses: ``unix:/path`` or ``host:port`` (port 0 picks a free one).
+    #: Empty: a Unix socket in the data directory.
+    listen: list[str] = field(default_factory=list)
+    token: str = ""  # empty: the data directory's token file, created when missing
+    blob_url: str = ""  # fsspec URL; empty: DATA_DIR/blobs
+    scaledown_window: float = 60.0
+    session_idle_timeout: float = 1800.0
+    min_containers: int = 0
+    max_runners: int = 8
+    cancel_grace: float = 5.0
+    reconnect_grace: float = 15.0
+    prewarm: int = 0
+
+
+def default_socket(data_dir: Path) -> str:
+    path = data_dir / "cp.sock"
+    if len(str(path)) > 100:  # AF_UNIX paths are limited to 108 bytes
+        # Stable per data directory, so runners find a restarted control plane again.
+        digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+        path = Path(tempfile.gettempdir()) / f"remotecell-{os.getuid()}-{digest}.sock"
+    return f"unix:{path}"
+
+
+def ensure_token(data_dir: Path) -> str:
+    """The data directory's token, created (mode 0600) if it does not exist."""
+    path = data_dir / TOKEN_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def _lock(data_dir: Path) -> IO[str]:
+    handle = open(data_dir / "server.lock", "a+")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise AlreadyRunning(
+            f"a remotecell control plane already runs on {data_dir}; stop it first "
+            "(`remotecell stop`) or pass another --data-dir"
+        ) from None
+    return handle
+
+
+async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = None) -> None:
+    """Runs the control plane until cancelled or signalled (SIGTERM/SIGINT)."""
+    data_dir = config.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = _lock(data_dir)
+    token = config.token or ensure_token(data_dir)
+    token_file = data_dir / TOKEN_FILE
+    if config.token and not token_file.exists():
+        token_file.write_text(config.token)
+        token_file.chmod(0o600)
+    store = Store(data_dir / "state.sqlite3")
+    blobs = BlobStore(config.blob_url or str(data_dir / "blobs"))
+
+    server = grpc.aio.server(interceptors=[TokenAuth(token)], options=GRPC_OPTIONS)
+    addresses: list[str] = []
+    for address in config.listen or [default_socket(data_dir)]:
+        if address.startswith("unix:"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address[len("unix:") :])
+            server.add_insecure_port(address)
+            addresses.append(address)
+        else:
+            host = address.rpartition(":")[0]
+            bound = server.add_insecure_port(address)
+            if bound == 0:
+                raise OSError(f"cannot listen on {address}")
+            addresses.append(f"{host}:{bound}")
+
+    controller = Controller(
+        ControllerConfig(
+            control_url=addresses[0],
+            token=token,
+            scaledown_window=config.scaledown_window,
+            session_idle_timeout=config.session_idle_timeout,
+            min_containers=config.min_containers,
+            max_runners=config.max_runners,
+            cancel_grace=config.cancel_grace,
+            reconnect_grace=config.reconnect_grace,
+            prewarm=config.prewarm,
+        ),
+        store,
+        LocalExecutor(data_dir / "logs" / "runners"),
+    )
+    pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller, blobs), server)
+    await server.start()
+    await controller.start()
+    endpoint = data_dir / ENDPOINT_FILE
+    tmp = endpoint.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps(
+            {
+                "url": addresses[0],
+                "urls": addresses,
+                "pid": os.getpid(),
+                "version": remotecell.__version__,
+                "token_file": str(token_file),
+            }
+        )
+    )
+    os.replace(tmp, endpoint)
+    log.info(
+        "remotecell control plane %s listening on %s", remotecell.__version__, ", ".join(addresses)
+    )
+    if ready is not None:
+        ready(addresses)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        with contextlib.suppress(FileNotFoundError):
+            info = json.loads(endpoint.read_text())
+            if info.get("pid") == os.getpid():
+                endpoint.unlink()
+        await controller.close()
+        await server.stop(grace=1.0)
+        store.close()
+        lock.close()

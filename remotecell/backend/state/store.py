@@ -1,0 +1,218 @@
+"""The control plane's durable state: jobs and their events, in SQLite (WAL).
+
+Every write commits before the caller acknowledges anything to a client or runner, so
+a job that was accepted, and every event a client saw, survive a crash of the control
+plane. WAL with ``synchronous=NORMAL`` is durable against a process crash (the case we
+guard against); only a power loss can drop the last transactions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from remotecell._proto import pb
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id        TEXT PRIMARY KEY,
+    state     INTEGER NOT NULL,
+    spec      BLOB NOT NULL,
+    created   REAL NOT NULL,
+    started   REAL NOT NULL DEFAULT 0,
+    finished  REAL NOT NULL DEFAULT 0,
+    attempt   INTEGER NOT NULL DEFAULT 0,
+    runner_id TEXT NOT NULL DEFAULT '',
+    session   TEXT NOT NULL DEFAULT '',
+    summary   TEXT NOT NULL DEFAULT '',
+    message   TEXT NOT NULL DEFAULT '',
+    origin    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    body   BLOB NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+"""
+
+ACTIVE_STATES = (pb.QUEUED, pb.RUNNING)
+
+
+@dataclass
+class JobRow:
+    id: str
+    state: int
+    spec: pb.JobSpec
+    created: float
+    started: float
+    finished: float
+    attempt: int
+    runner_id: str
+    session: str
+    summary: str
+    message: str
+    origin: str
+
+    def info(self, events: int = 0) -> pb.JobInfo:
+        return pb.JobInfo(
+            job_id=self.id,
+            state=self.state,  # type: ignore[arg-type]
+            created=self.created,
+            started=self.started,
+            finished=self.finished,
+            summary=self.summary,
+            runner_id=self.runner_id,
+            attempt=self.attempt,
+            session=self.session,
+            message=self.message,
+            events=events,
+            origin=self.origin,
+        )
+
+
+def summary_of(code: str) -> str:
+    for line in code.splitlines():
+        if line.strip():
+            return line.strip()[:120]
+    return ""
+
+
+class Store:
+    """SQLite-backed jobs and events. Used from the control plane's event loop thread only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- jobs -----------------------------------------------------------------
+
+    def create_job(self, job_id: str, spec: pb.JobSpec, accepted: pb.JobEvent) -> None:
+        """Stores a new job and its first event in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO jobs (id, state, spec, created, session, summary, origin)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    pb.QUEUED,
+                    spec.SerializeToString(),
+                    accepted.time,
+                    spec.session,
+                    summary_of(spec.code),
+                    spec.origin,
+                ),
+            )
+            self._insert_event(accepted)
+
+    def update_job(self, job_id: str, event: pb.JobEvent | None = None, **fields: object) -> bool:
+        """Updates a job's columns and stores ``event`` with them atomically.
+
+        Returns whether the event was new (False when it was stored before).
+        """
+        with self._db:
+            self._db.execute("BEGIN")
+            if fields:
+                assignments = ", ".join(f"{name} = ?" for name in fields)
+                self._db.execute(
+                    f"UPDATE jobs SET {assignments} WHERE id = ?", (*fields.values(), job_id)
+                )
+            return self._insert_event(event) if event is not None else False
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _row(row) if row else None
+
+    def list_jobs(self, limit: int = 50) -> list[JobRow]:
+        rows = self._db.execute(
+            "SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    def active_jobs(self) -> list[JobRow]:
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created", ACTIVE_STATES
+        ).fetchall()
+        return [_row(r) for r in rows]
+
+    # -- events ---------------------------------------------------------------
+
+    def add_event(self, event: pb.JobEvent) -> bool:
+        """Stores an event; False when an event with its sequence number was already stored."""
+        with self._db:
+            return self._insert_event(event)
+
+    def _insert_event(self, event: pb.JobEvent) -> bool:
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO events (job_id, seq, body) VALUES (?, ?, ?)",
+            (event.job_id, event.seq, event.SerializeToString()),
+        )
+        return cur.rowcount == 1
+
+    def events(self, job_id: str, from_seq: int = 0) -> Iterator[pb.JobEvent]:
+        cur = self._db.execute(
+            "SELECT body FROM events WHERE job_id = ? AND seq >= ? ORDER BY seq",
+            (job_id, from_seq),
+        )
+        for (body,) in cur.fetchall():
+            yield pb.JobEvent.FromString(body)
+
+    def next_seq(self, job_id: str) -> int:
+        (top,) = self._db.execute(
+            "SELECT MAX(seq) FROM events WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return 0 if top is None else top + 1
+
+    def count_events(self, job_id: str) -> int:
+        (n,) = self._db.execute(
+            "SELECT COUNT(*) FROM events WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return int(n)
+
+
+def _row(row: tuple) -> JobRow:
+    (
+        job_id,
+        state,
+        spec,
+        created,
+        started,
+        finished,
+        attempt,
+        runner_id,
+        session,
+        summary,
+        message,
+        origin,
+    ) = row
+    return JobRow(
+        id=job_id,
+        state=state,
+        spec=pb.JobSpec.FromString(spec),
+        created=created,
+        started=started,
+        finished=finished,
+        attempt=attempt,
+        runner_id=runner_id,
+        session=session,
+        summary=summary,
+        message=message,
+        origin=origin,
+    )
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,263 @@
+"""The `remotecell` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from remotecell import __version__
+
+
+def _client(url: str, token: str) -> Any:
+    from remotecell.client import connect
+    from remotecell.client.errors import RemoteCellError
+
+    try:
+        return connect(url, token)
+    except RemoteCellError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="remotecell")
+def main() -> None:
+    """remotecell: run notebook cells on remote runners (`%%remote` in Jupyter)."""
+
+
+_url = click.option(
+    "--url",
+    envvar="REMOTECELL_URL",
+    default="",
+    help="Control plane address (default: the embedded one).",
+)
+_token = click.option("--token", envvar="REMOTECELL_TOKEN", default="", help="Control plane token.")
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="State, blobs and logs (default: the user data dir, or REMOTECELL_DATA_DIR).",
+)
+@click.option(
+    "--listen",
+    multiple=True,
+    help="Address to serve: unix:/path or 127.0.0.1:PORT (repeatable). Default: a Unix socket in the data dir.",
+)
+@click.option(
+    "--scaledown-window",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds an idle runner stays warm.",
+)
+@click.option(
+    "--min-containers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Runners kept warm at all times.",
+)
+@click.option(
+    "--max-runners", type=int, default=8, show_default=True, help="Runners at most, busy or idle."
+)
+@click.option(
+    "--cancel-grace",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds a cancelled cell gets to stop before its runner is killed.",
+)
+@click.option(
+    "--reconnect-grace",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds a running job waits for its runner to reconnect.",
+)
+@click.option(
+    "--prewarm",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Runners to start at once, before any job.",
+)
+@click.option(
+    "--embedded",
+    is_flag=True,
+    help="Run as the embedded default (started by %load_ext remotecell).",
+)
+def serve(
+    data_dir: Path | None,
+    listen: tuple[str, ...],
+    scaledown_window: float,
+    min_containers: int,
+    max_runners: int,
+    cancel_grace: float,
+    reconnect_grace: float,
+    prewarm: int,
+    embedded: bool,
+) -> None:
+    """Run the control plane in the foreground."""
+    from remotecell.backend.server import AlreadyRunning, ServerConfig, run
+    from remotecell.client.config import data_dir as default_data_dir
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = ServerConfig(
+        data_dir=(data_dir or default_data_dir()).resolve(),
+        listen=list(listen),
+        scaledown_window=scaledown_window,
+        min_containers=min_containers,
+        max_runners=max_runners,
+        cancel_grace=cancel_grace,
+        reconnect_grace=reconnect_grace,
+        prewarm=prewarm or (1 if embedded else 0),
+    )
+
+    def ready(addresses: list[str]) -> None:
+        if not embedded:
+            click.echo(f"remotecell control plane listening on {', '.join(addresses)}", err=True)
+            click.echo(f"token: {config.data_dir / 'token'}", err=True)
+
+    try:
+        asyncio.run(run(config, ready))
+    except AlreadyRunning as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+def stop(data_dir: Path | None) -> None:
+    """Stop the embedded control plane of this user (or of --data-dir)."""
+    from remotecell.client._embedded import stop as stop_server
+    from remotecell.client.config import data_dir as default_data_dir
+
+    directory = (data_dir or default_data_dir()).resolve()
+    if stop_server(directory):
+        click.echo(f"stopped the control plane of {directory}")
+    else:
+        click.echo(f"no control plane runs for {directory}")
+
+
+@main.command()
+@click.argument("notebook", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--timeout", type=int, default=600, show_default=True, help="Seconds per cell.")
+@click.option("--kernel", default="python3", show_default=True, help="Kernel name.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the executed notebook here.",
+)
+def run(notebook: Path, timeout: int, kernel: str, output: Path | None) -> None:
+    """Execute NOTEBOOK headlessly and print its outputs."""
+    from remotecell._notebook import execute
+
+    ok = execute(notebook, timeout=timeout, kernel=kernel, output=output, echo=click.echo)
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+@_url
+@_token
+def jobs(limit: int, url: str, token: str) -> None:
+    """List recent jobs."""
+    from remotecell.client._listing import format_jobs
+
+    client = _client(url, token)
+    try:
+        click.echo(format_jobs(client.list_jobs(limit)))
+    finally:
+        client.close()
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
+@_url
+@_token
+def logs(job_id: str, follow: bool, url: str, token: str) -> None:
+    """Print a job's output (stdout, stderr, errors)."""
+    import json
+
+    from remotecell._proto import pb
+    from remotecell.client.errors import RemoteCellError
+
+    client = _client(url, token)
+    try:
+        info = client.get_job(job_id)
+        if not follow and info.state in (pb.QUEUED, pb.RUNNING):
+            events: Any = _stored_events(client, job_id, info.events)
+        else:
+            events = client.attach(job_id)
+        for event in events:
+            kind = event.WhichOneof("body")
+            if kind == "stream":
+                stream = sys.stdout if event.stream.name == pb.Stream.STDOUT else sys.stderr
+                stream.write(event.stream.text)
+                stream.flush()
+            elif kind == "display":
+                data = json.loads(event.display.data_json or "{}")
+                if "text/plain" in data:
+                    click.echo(data["text/plain"])
+            elif kind == "error":
+                click.echo(
+                    "\n".join(event.error.traceback)
+                    or f"{event.error.type_name}: {event.error.message}",
+                    err=True,
+                )
+            elif kind == "status" and event.status.message:
+                click.echo(f"[{event.status.message}]", err=True)
+            elif kind == "finished":
+                click.echo(
+                    f"[{job_id} {pb.JobState.Name(event.finished.state).lower()}"
+                    + (f": {event.finished.message}]" if event.finished.message else "]"),
+                    err=True,
+                )
+    except RemoteCellError as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        client.close()
+
+
+def _stored_events(client: Any, job_id: str, count: int) -> Any:
+    """The events stored so far, without waiting for new ones."""
+    stream = client.attach(job_id)
+    try:
+        for _ in range(count):
+            event = stream.next(timeout=10)
+            if event is None:
+                return
+            yield event
+    finally:
+        stream.close()
+
+
+@main.command()
+@click.argument("job_id")
+@_url
+@_token
+def cancel(job_id: str, url: str, token: str) -> None:
+    """Cancel a job."""
+    from remotecell.client._listing import state_name
+    from remotecell.client.errors import RemoteCellError
+
+    client = _client(url, token)
+    try:
+        reply = client.cancel(job_id, "cancelled with `remotecell cancel`")
+        click.echo(f"{job_id}: {state_name(reply.state)}")
+    except RemoteCellError as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    main()

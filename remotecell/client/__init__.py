@@ -1,0 +1,62 @@
+"""Talking to a remotecell control plane: async client, blocking facade, errors, config."""
+
+from __future__ import annotations
+
+from remotecell.client._async import AsyncClient
+from remotecell.client._blocking import Client, EventStream
+from remotecell.client.config import Endpoint, data_dir, from_environment
+from remotecell.client.errors import (
+    AuthError,
+    ClosureError,
+    ConfigError,
+    ConnectionError,
+    ImageBuildError,
+    JobNotFoundError,
+    RemoteCellError,
+    RemoteError,
+    SchedulingError,
+)
+
+__all__ = [
+    "AsyncClient",
+    "AuthError",
+    "Client",
+    "ClosureError",
+    "ConfigError",
+    "ConnectionError",
+    "Endpoint",
+    "EventStream",
+    "ImageBuildError",
+    "JobNotFoundError",
+    "RemoteCellError",
+    "RemoteError",
+    "SchedulingError",
+    "connect",
+    "resolve_endpoint",
+]
+
+
+def resolve_endpoint(url: str = "", token: str = "") -> Endpoint:
+    """The control plane to use: ``url``/``token`` if given, else ``REMOTECELL_URL``,
+    else this user's embedded control plane (started if none runs)."""
+    if url:
+        if not token:
+            raise ConfigError(f"a token is needed for the control plane at {url}")
+        return Endpoint(url, token)
+    endpoint = from_environment()
+    if endpoint is not None:
+        return endpoint
+    from remotecell.client._embedded import ensure_running
+
+    return ensure_running(data_dir())
+
+
+def connect(url: str = "", token: str = "", timeout: float = 10.0) -> Client:
+    """A blocking client for the resolved control plane, checked with a health call."""
+    client = Client(resolve_endpoint(url, token))
+    try:
+        client.health(timeout=timeout)
+    except BaseException:
+        client.close()
+        raise
+    return client

@@ -1,0 +1,126 @@
+"""The exceptions a remotecell user sees, and the one place gRPC status maps to them.
+
+RemoteCellError
+├── ConfigError          bad option or setting; says which and what is valid
+├── ClosureError         a variable the cell needs cannot be sent
+├── ConnectionError      no control plane answers at the configured address
+├── AuthError            the control plane refused the token
+├── JobNotFoundError     no job with that id
+├── SchedulingError      the job can never be placed
+├── ImageBuildError      the job's image could not be built
+└── RemoteError          the cell ran and failed: raised, timed out, was cancelled,
+                         or its runner died; carries the remote type name and traceback
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import grpc
+
+
+class RemoteCellError(Exception):
+    """Base class of every remotecell error."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback through remotecell's own frames:
+        # the sentence says what is wrong and what to do.
+        return [f"{type(self).__name__}: {self}"]
+
+
+class ConfigError(RemoteCellError, ValueError):
+    """An option or setting is invalid."""
+
+
+class ClosureError(RemoteCellError):
+    """A value the cell needs cannot be serialised and sent to the runner.
+
+    Attributes:
+        name: the variable that failed ("" when unknown).
+        reason: why it failed, as the serialiser said.
+    """
+
+    name: str = ""
+    reason: str = ""
+
+
+class ConnectionError(RemoteCellError, builtins.ConnectionError):
+    """No control plane answers at the configured address."""
+
+
+class AuthError(RemoteCellError, PermissionError):
+    """The control plane refused the request's token."""
+
+
+class JobNotFoundError(RemoteCellError, LookupError):
+    """No job with the given id exists."""
+
+
+class SchedulingError(RemoteCellError):
+    """The job can never be placed on a runner."""
+
+
+class ImageBuildError(RemoteCellError):
+    """The job's image failed to build."""
+
+
+class RemoteError(RemoteCellError):
+    """The remote cell failed.
+
+    Attributes:
+        type_name: the remote exception's type, e.g. ``"ZeroDivisionError"``.
+        message: ``str()`` of the remote exception, or what happened to the runner.
+        traceback: the remote traceback, formatted lines (the cell's own line numbers).
+        kind: ``"user_code"``, ``"runner_died"``, ``"timeout"``, ``"cancelled"``, ...
+        job_id: the job that failed.
+    """
+
+    def __init__(
+        self,
+        type_name: str,
+        message: str,
+        traceback: list[str] | None = None,
+        *,
+        kind: str = "user_code",
+        job_id: str = "",
+    ) -> None:
+        super().__init__(f"{type_name}: {message}" if type_name else message)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = list(traceback or [])
+        self.kind = kind
+        self.job_id = job_id
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows the remote traceback instead of the local frames."""
+        where = f" (job {self.job_id})" if self.job_id else ""
+        if self.traceback:
+            return [f"RemoteError: the remote cell raised {self.type_name}{where}", *self.traceback]
+        return [f"RemoteError{where}: {self}"]
+
+
+def from_rpc_error(err: grpc.RpcError, target: str = "") -> RemoteCellError:
+    """Maps a gRPC failure to the exception a user should see."""
+    code: Any = err.code() if hasattr(err, "code") else None
+    details = (err.details() if hasattr(err, "details") else "") or ""
+    where = f" at {target}" if target else ""
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthError(
+            f"the control plane{where} refused the token ({details}); "
+            "set REMOTECELL_TOKEN to its token (the `token` file in its data directory)"
+        )
+    if code == grpc.StatusCode.NOT_FOUND:
+        return JobNotFoundError(details or "not found")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return ConfigError(details)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return SchedulingError(details)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return ConnectionError(
+            f"no remotecell control plane answers{where} ({details.splitlines()[0] if details else code.name}); "
+            "start one with `remotecell serve`, or unset REMOTECELL_URL to use the embedded default"
+        )
+    return RemoteCellError(
+        f"the control plane{where} failed: {code.name if code else 'error'}: {details}"
+    )

@@ -1,0 +1,179 @@
+"""Following a remote job from the notebook: render its events, bring its results back.
+
+Used by ``%%remote``, ``%remote_attach`` and ``RemoteJob.result()`` alike, so a replay
+after a kernel restart shows exactly what the live run showed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from remotecell._proto import pb
+from remotecell.client import Client, EventStream, values
+from remotecell.client.errors import RemoteCellError, RemoteError
+
+#: A job still queued after this long says why (starting a runner, waiting for one).
+STATUS_AFTER = 1.0
+#: After an interrupt, how long to wait for the job's own end before giving up on it.
+CANCEL_WAIT = 10.0
+
+_ERROR_KINDS = {
+    pb.Error.USER_CODE: "user_code",
+    pb.Error.RUNNER_DIED: "runner_died",
+    pb.Error.TIMEOUT: "timeout",
+    pb.Error.CANCELLED: "cancelled",
+    pb.Error.SETUP: "setup",
+    pb.Error.INTERNAL: "internal",
+}
+
+
+class JobFollower:
+    """Renders one job's events into the current cell's output."""
+
+    def __init__(self, client: Client, user_ns: dict[str, Any] | None) -> None:
+        self.client = client
+        self.user_ns = user_ns
+        self.job_id = ""
+        self.output: Any = None
+        self.error: pb.Error | None = None
+        self._running = False
+        self._pending_status = ""
+        self._since = time.monotonic()
+
+    def follow(self, events: EventStream) -> Any:
+        """Consumes ``events`` to the job's end; returns the cell's value or raises RemoteError.
+
+        A KeyboardInterrupt cancels the job, waits briefly for it to stop, and re-raises.
+        """
+        try:
+            while True:
+                try:
+                    event = events.next(timeout=0.25)
+                except StopIteration:
+                    raise RemoteCellError(
+                        f"the control plane closed job {self.job_id}'s event stream before it ended; "
+                        f"`%remote_attach {self.job_id}` resumes it"
+                    ) from None
+                if event is None:
+                    self._maybe_show_status()
+                    continue
+                if self._handle(event):
+                    return self._finish(event.finished)
+        except KeyboardInterrupt:
+            self._cancel(events)
+            raise
+        finally:
+            events.close()
+
+    def _cancel(self, events: EventStream) -> None:
+        if not self.job_id:
+            return
+        try:
+            self.client.cancel(self.job_id, "interrupted in the notebook")
+        except RemoteCellError as err:
+            print(f"remotecell: could not cancel {self.job_id}: {err}", file=sys.stderr)
+            return
+        deadline = time.monotonic() + CANCEL_WAIT
+        try:
+            while time.monotonic() < deadline:
+                event = events.next(timeout=0.25)
+                if event is not None and self._handle(event):
+                    return
+        except (StopIteration, KeyboardInterrupt, RemoteCellError):
+            return
+
+    # -- events ----------------------------------------------------------------------
+
+    def _handle(self, event: pb.JobEvent) -> bool:
+        """Renders one event; True at the job's end."""
+        kind = event.WhichOneof("body")
+        if kind == "accepted":
+            self.job_id = event.job_id
+        elif kind == "stream":
+            out = sys.stdout if event.stream.name == pb.Stream.STDOUT else sys.stderr
+            out.write(event.stream.text)
+            out.flush()
+        elif kind == "display":
+            _render_display(event.display)
+        elif kind == "status":
+            self._status(event.status)
+        elif kind == "result":
+            self._take_result(event.result)
+        elif kind == "error":
+            self.error = event.error
+        elif kind == "finished":
+            return True
+        return False
+
+    def _status(self, status: pb.Status) -> None:
+        if status.state == pb.RUNNING:
+            self._running = True
+            self._pending_status = ""
+        elif status.attempt:  # a retry: always worth saying
+            print(f"remotecell: {status.message}", file=sys.stderr)
+        else:
+            self._running = False
+            self._pending_status = status.message
+
+    def _maybe_show_status(self) -> None:
+        if (
+            self._pending_status
+            and not self._running
+            and time.monotonic() - self._since > STATUS_AFTER
+        ):
+            print(f"remotecell: {self.job_id} {self._pending_status}", file=sys.stderr)
+            self._pending_status = ""
+
+    def _take_result(self, result: pb.Result) -> None:
+        for line in result.skipped:
+            print(f"remotecell: not brought back: {line}", file=sys.stderr)
+        ns = self.user_ns if self.user_ns is not None else {}
+        loaded: dict[str, Any] = {}
+        for value in result.values:
+            try:
+                loaded.update(values.unpack([value], self.client.fetch, namespace=ns))
+            except ModuleNotFoundError as err:
+                names = ", ".join(value.names) or value.name
+                print(
+                    f"remotecell: could not load {names} here: module {err.name!r} is not installed "
+                    "in this kernel",
+                    file=sys.stderr,
+                )
+        if result.has_output:
+            self.output = loaded.pop("", None)
+        if self.user_ns is not None:
+            self.user_ns.update(loaded)
+
+    def _finish(self, finished: pb.Finished) -> Any:
+        if finished.state == pb.SUCCEEDED:
+            return self.output
+        error = self.error or pb.Error(kind=pb.Error.INTERNAL, message=finished.message)
+        kind = _ERROR_KINDS.get(error.kind, "internal")
+        if finished.state == pb.CANCELLED:
+            kind = "cancelled"
+        raise RemoteError(
+            error.type_name or ("Cancelled" if kind == "cancelled" else "RemoteFailure"),
+            error.message or finished.message,
+            list(error.traceback),
+            kind=kind,
+            job_id=self.job_id,
+        )
+
+
+def _render_display(display: pb.Display) -> None:
+    from IPython.display import clear_output, publish_display_data
+
+    if display.clear:
+        clear_output(wait=display.clear_wait)
+        return
+    data = json.loads(display.data_json or "{}")
+    metadata = json.loads(display.metadata_json or "{}")
+    kwargs: dict[str, Any] = {}
+    if display.display_id:
+        kwargs["transient"] = {"display_id": display.display_id}
+        if display.update:
+            kwargs["update"] = True
+    publish_display_data(data, metadata, **kwargs)

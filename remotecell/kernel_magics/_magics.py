@@ -1,0 +1,165 @@
+"""The IPython magics. Each parses its line and delegates; the logic lives beside it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from traitlets import Unicode
+
+from remotecell._proto import pb
+from remotecell.client import Client, connect, values
+from remotecell.client._listing import format_jobs, state_name
+from remotecell.client.errors import ConfigError, RemoteCellError
+from remotecell.kernel_magics import _closure, _options
+from remotecell.kernel_magics._execution import JobFollower
+from remotecell.kernel_magics._job import RemoteJob
+
+
+@magics_class
+class RemoteMagics(Magics):
+    """``%%remote``, ``%remote_jobs``, ``%remote_attach`` and ``%remote_cancel``."""
+
+    url = Unicode(
+        "",
+        config=True,
+        help="The control plane's address (unix:/path or host:port). "
+        "Empty: REMOTECELL_URL, else this user's embedded control plane.",
+    )
+    token = Unicode("", config=True, help="The control plane's token (with `url`).")
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell, **kwargs)
+        self._client: Client | None = None
+        self._connecting: Future[Client] | None = None
+        self._lock = threading.Lock()
+
+    # -- the connection --------------------------------------------------------------
+
+    def start_connecting(self) -> None:
+        """Finds (or starts) the control plane in the background, so the first cell does
+        not wait for what can happen while the user types it."""
+        with self._lock:
+            if self._client is not None or self._connecting is not None:
+                return
+            future: Future[Client] = Future()
+            self._connecting = future
+
+        def work() -> None:
+            try:
+                future.set_result(connect(self.url, self.token))
+            except BaseException as err:
+                future.set_exception(err)
+
+        threading.Thread(target=work, name="remotecell-connect", daemon=True).start()
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self.start_connecting()
+            assert self._connecting is not None
+            try:
+                while True:  # a timed wait, so a kernel interrupt gets through
+                    try:
+                        self._client = self._connecting.result(timeout=0.1)
+                        break
+                    except FutureTimeout:
+                        continue
+            except RemoteCellError:
+                self._connecting = None  # try again on the next cell
+                raise
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- magics ----------------------------------------------------------------------
+
+    @cell_magic
+    def remote(self, line: str, cell: str) -> Any:
+        """Run this cell on a remote runner: ``%%remote [key=value ...]``.
+
+        Options (values are Python expressions): timeout=, retries=, pull=, detach=,
+        session=, env=. Names the cell reads travel with it; names it assigns come back.
+        """
+        options = _options.parse(line, self.shell.user_ns)
+        spec = self._spec(cell, options)
+        client = self.client
+        packed_blobs = spec[1]
+        client.upload(packed_blobs)
+        events = client.submit(spec[0])
+        if options.detach:
+            first = next(events)
+            events.close()
+            return RemoteJob(first.job_id, client, self.shell.user_ns)
+        return JobFollower(client, self.shell.user_ns).follow(events)
+
+    def _spec(self, cell: str, options: _options.RemoteOptions) -> tuple[pb.JobSpec, dict]:
+        source = _closure.python_source(cell, self.shell)
+        try:
+            names = _closure.analyse(source)
+        except SyntaxError as err:
+            if err.lineno:  # count the %%remote line, as the notebook shows it
+                err.lineno += 1
+            raise
+        captured = _closure.capture(names, self.shell.user_ns, self.shell.user_ns_hidden)
+        packed = values.pack(captured)
+        pull = (
+            options.pull
+            if options.pull is not None
+            else [n for n in names.assigned if not _closure.is_ipython_name(n)]
+        )
+        spec = pb.JobSpec(
+            code=cell,
+            closure=packed.values,
+            pull=pull,
+            timeout_s=options.timeout,
+            retries=options.retries,
+            session=options.session,
+            env=options.env,
+            origin=f"kernel {os.getpid()}@{socket.gethostname()}",
+        )
+        return spec, packed.blobs
+
+    @line_magic
+    def remote_jobs(self, line: str) -> None:
+        """List recent remote jobs: ``%remote_jobs [N]``."""
+        limit = _positive_int(line, "%remote_jobs [N]", default=20)
+        jobs = self.client.list_jobs(limit)
+        print(format_jobs(jobs))
+
+    @line_magic
+    def remote_attach(self, line: str) -> Any:
+        """Replay a job's output and bring its results back: ``%remote_attach JOB``."""
+        job_id = _job_arg(line, "%remote_attach JOB")
+        return RemoteJob(job_id, self.client, self.shell.user_ns).result()
+
+    @line_magic
+    def remote_cancel(self, line: str) -> None:
+        """Cancel a job: ``%remote_cancel JOB``."""
+        job_id = _job_arg(line, "%remote_cancel JOB")
+        reply = self.client.cancel(job_id, "cancelled with %remote_cancel")
+        print(f"{job_id}: {state_name(reply.state)}")
+
+
+def _job_arg(line: str, usage: str) -> str:
+    parts = line.split()
+    if len(parts) != 1:
+        raise ConfigError(f"usage: {usage} (job ids are listed by %remote_jobs)")
+    return parts[0]
+
+
+def _positive_int(line: str, usage: str, default: int) -> int:
+    text = line.strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) == 0:
+        raise ConfigError(f"usage: {usage}, with N a positive number")
+    return int(text)
