@@ -1,15 +1,19 @@
 """The ``%%remote`` line: ``key=value`` options whose values are Python expressions.
 
-The line is parsed as the argument list of a call, so values may hold spaces, brackets
-and strings (``env={"A": "1 2"} pull=["x", "y"]`` and ``timeout=60*5`` all work), and
-each value is evaluated in the notebook's namespace (``session=name`` uses the variable).
+Options are separated by spaces (commas work too). The line is tokenized, a comma is put
+before each ``key=`` that starts an option at bracket depth 0, and the result is parsed
+as the keyword arguments of a call; so values may hold spaces, brackets and strings
+(``env={"A": "1 2"} pull=["x", "y"]`` and ``timeout=60 * 5`` all work), and each value
+is evaluated in the notebook's namespace (``session=name`` uses the variable).
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import math
 import re
+import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,8 +58,9 @@ def parse(line: str, user_ns: dict[str, Any]) -> RemoteOptions:
     if not line:
         return options
     try:
-        call = ast.parse(f"_({line})", mode="eval").body
-    except SyntaxError:
+        source = f"_({_with_commas(line)})"
+        call = ast.parse(source, mode="eval").body
+    except (SyntaxError, tokenize.TokenError):
         raise ConfigError(
             f"cannot parse the %%remote options {line!r}: write them as key=value, "
             f"for example `%%remote timeout=60 retries=1`. Valid options: {valid_options()}"
@@ -70,15 +75,42 @@ def parse(line: str, user_ns: dict[str, Any]) -> RemoteOptions:
         assert key is not None
         if key not in OPTIONS:
             raise ConfigError(f"unknown %%remote option {key!r}. Valid options: {valid_options()}")
-        source = ast.get_source_segment(f"_({line})", kw.value) or ""
+        text = ast.get_source_segment(source, kw.value) or ""
         try:
             value = eval(compile(ast.Expression(kw.value), "<%%remote options>", "eval"), user_ns)
         except Exception as err:
             raise ConfigError(
-                f"%%remote option {key}={source} failed to evaluate: {type(err).__name__}: {err}"
+                f"%%remote option {key}={text} failed to evaluate: {type(err).__name__}: {err}"
             ) from None
-        _set(options, key, value, source)
+        _set(options, key, value, text)
     return options
+
+
+def _with_commas(line: str) -> str:
+    """``a=1 b=[1, 2]`` -> ``a=1, b=[1, 2]``: a comma before each top-level ``name=``."""
+    tokens = list(tokenize.generate_tokens(io.StringIO(line).readline))
+    insert_at: list[int] = []
+    depth = 0
+    previous = None
+    for i, tok in enumerate(tokens):
+        if tok.type == tokenize.OP and tok.string in "([{":
+            depth += 1
+        elif tok.type == tokenize.OP and tok.string in ")]}":
+            depth -= 1
+        elif (
+            depth == 0
+            and tok.type == tokenize.NAME
+            and i + 1 < len(tokens)
+            and tokens[i + 1].string == "="
+            and previous is not None
+            and previous.string != ","
+        ):
+            insert_at.append(tok.start[1])
+        if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.COMMENT):
+            previous = tok
+    for col in reversed(insert_at):
+        line = line[:col].rstrip() + ", " + line[col:]
+    return line
 
 
 def _bad(key: str, source: str, value: Any) -> ConfigError:
