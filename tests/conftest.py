@@ -237,8 +237,10 @@ class Kernel:
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 break
             messages.append(msg)
-        reply = self.kc.get_shell_msg(timeout=timeout)
-        return Execution(reply["content"], messages)
+        while True:  # skip replies to earlier requests (kernel_info after a restart)
+            reply = self.kc.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return Execution(reply["content"], messages)
 
     def ok(self, code: str, timeout: float = 60.0) -> Execution:
         result = self.execute(code, timeout)

@@ -43,8 +43,9 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
         missing = self.blobs.missing(_blob_refs(request.spec))
         if missing:
             await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{len(missing)} blob(s) the job refers to were never uploaded (first: {missing[0]})",
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(missing)} blob(s) the job refers to were never uploaded (first: {missing[0]}); "
+                "upload them before submitting",
             )
         job_id = self.controller.submit(request.spec)
         async for event in self.controller.follow(job_id):

@@ -7,6 +7,7 @@ from remotecell.client._blocking import Client, EventStream
 from remotecell.client.config import Endpoint, data_dir, from_environment
 from remotecell.client.errors import (
     AuthError,
+    CellSyntaxError,
     ClosureError,
     ConfigError,
     ConnectionError,
@@ -20,6 +21,7 @@ from remotecell.client.errors import (
 __all__ = [
     "AsyncClient",
     "AuthError",
+    "CellSyntaxError",
     "Client",
     "ClosureError",
     "ConfigError",

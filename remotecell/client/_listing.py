@@ -6,7 +6,7 @@ import time
 
 from remotecell._proto import pb
 
-_STATES = {
+_STATES: dict[int, str] = {
     pb.QUEUED: "queued",
     pb.RUNNING: "running",
     pb.SUCCEEDED: "succeeded",

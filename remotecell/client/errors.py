@@ -33,6 +33,20 @@ class ConfigError(RemoteCellError, ValueError):
     """An option or setting is invalid."""
 
 
+class CellSyntaxError(RemoteCellError):
+    """The cell is not valid Python; found in the notebook, before anything is sent.
+
+    Not a SyntaxError subclass on purpose: IPython would then show remotecell's frames.
+    """
+
+    def __init__(self, message: str, lines: list[str]) -> None:
+        super().__init__(message)
+        self.lines = lines
+
+    def _render_traceback_(self) -> list[str]:
+        return self.lines
+
+
 class ClosureError(RemoteCellError):
     """A value the cell needs cannot be serialised and sent to the runner.
 

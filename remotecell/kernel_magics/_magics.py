@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import traceback
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -15,7 +16,7 @@ from traitlets import Unicode
 from remotecell._proto import pb
 from remotecell.client import Client, connect, values
 from remotecell.client._listing import format_jobs, state_name
-from remotecell.client.errors import ConfigError, RemoteCellError
+from remotecell.client.errors import CellSyntaxError, ConfigError, RemoteCellError
 from remotecell.kernel_magics import _closure, _options
 from remotecell.kernel_magics._execution import JobFollower
 from remotecell.kernel_magics._job import RemoteJob
@@ -32,6 +33,8 @@ class RemoteMagics(Magics):
         "Empty: REMOTECELL_URL, else this user's embedded control plane.",
     )
     token = Unicode("", config=True, help="The control plane's token (with `url`).")
+
+    shell: Any
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell, **kwargs)
@@ -106,9 +109,7 @@ class RemoteMagics(Magics):
         try:
             names = _closure.analyse(source)
         except SyntaxError as err:
-            if err.lineno:  # count the %%remote line, as the notebook shows it
-                err.lineno += 1
-            raise
+            raise _cell_syntax_error(err) from None
         captured = _closure.capture(names, self.shell.user_ns, self.shell.user_ns_hidden)
         packed = values.pack(captured)
         pull = (
@@ -147,6 +148,17 @@ class RemoteMagics(Magics):
         job_id = _job_arg(line, "%remote_cancel JOB")
         reply = self.client.cancel(job_id, "cancelled with %remote_cancel")
         print(f"{job_id}: {state_name(reply.state)}")
+
+
+def _cell_syntax_error(err: SyntaxError) -> CellSyntaxError:
+    """The error as Python shows a syntax error, at the notebook cell's line numbers
+    (the %%remote line counts), without remotecell's frames."""
+    lineno = (err.lineno or 0) + 1
+    shown = SyntaxError(
+        err.msg, ("<cell>", lineno, err.offset, err.text, (err.end_lineno or 0) + 1, err.end_offset)
+    )
+    lines = [line.rstrip("\n") for line in traceback.format_exception_only(SyntaxError, shown)]
+    return CellSyntaxError(f"line {lineno} of the cell: {err.msg}; nothing was sent", lines)
 
 
 def _job_arg(line: str, usage: str) -> str:
