@@ -83,7 +83,7 @@ def test_every_kind_of_rpc_refuses_a_wrong_or_missing_token(control_plane):
 def test_a_wrong_token_is_one_clear_sentence(control_plane):
     client = Client(Endpoint(control_plane.endpoint.url, "not-the-token"))
     try:
-        with pytest.raises(AuthError, match="refused the token.*REMOTECELL_TOKEN"):
+        with pytest.raises(AuthError, match=r"refused the token.*REMOTECELL_TOKEN"):
             client.health()
     finally:
         client.close()

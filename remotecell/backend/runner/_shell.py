@@ -32,7 +32,11 @@ Emit = Callable[..., None]
 
 
 class _EventWriter:
-    """A text stream whose writes become stream events."""
+    """A line-buffered text stream whose lines become stream events.
+
+    ``print("a", b)`` makes four writes; buffering to the newline (or to ``flush()``,
+    which progress bars call) sends them as one event, as a terminal would show them.
+    """
 
     encoding = "utf-8"
     errors = "strict"
@@ -40,10 +44,19 @@ class _EventWriter:
     def __init__(self, name: int, emit: Emit) -> None:
         self._name = name
         self._emit = emit
+        self._buffer: list[str] = []
 
     def write(self, text: str) -> int:
-        if text:
-            self._emit(stream=pb.Stream(name=self._name, text=str(text)))  # type: ignore[arg-type]
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if "\n" in text:
+            head, _, tail = text.rpartition("\n")
+            self._buffer.append(head + "\n")
+            self.flush()
+            if tail:
+                self._buffer.append(tail)
+        elif text:
+            self._buffer.append(text)
         return len(text)
 
     def writelines(self, lines: list[str]) -> None:
@@ -51,7 +64,10 @@ class _EventWriter:
             self.write(line)
 
     def flush(self) -> None:
-        pass
+        if self._buffer:
+            text = "".join(self._buffer)
+            self._buffer.clear()
+            self._emit(stream=pb.Stream(name=self._name, text=text))  # type: ignore[arg-type]
 
     def isatty(self) -> bool:
         return False
@@ -92,10 +108,13 @@ def _build_shell() -> Any:
 
     class Publisher(DisplayPublisher):
         emit: Emit | None = None
+        before_publish: Callable[[], object] | None = None  # flushes buffered output first
 
         def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):  # type: ignore[no-untyped-def,override]
             if self.emit is None:
                 return
+            if self.before_publish is not None:
+                self.before_publish()
             display_id = (transient or {}).get("display_id", "")
             self.emit(
                 display=pb.Display(
@@ -107,6 +126,8 @@ def _build_shell() -> Any:
             )
 
         def clear_output(self, wait: bool = False) -> None:
+            if self.before_publish is not None:
+                self.before_publish()
             if self.emit is not None:
                 self.emit(display=pb.Display(clear=True, clear_wait=wait))
 
@@ -279,11 +300,17 @@ class CellShell:
     @contextmanager
     def _captured_output(self, emit: Emit):  # type: ignore[no-untyped-def]
         saved = sys.stdout, sys.stderr
-        sys.stdout = _EventWriter(pb.Stream.STDOUT, emit)  # type: ignore[assignment]
-        sys.stderr = _EventWriter(pb.Stream.STDERR, emit)  # type: ignore[assignment]
+        out = _EventWriter(pb.Stream.STDOUT, emit)
+        err = _EventWriter(pb.Stream.STDERR, emit)
+        sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+        publisher = self.shell.display_pub
+        publisher.before_publish = lambda: (out.flush(), err.flush())
         try:
             yield
         finally:
+            out.flush()
+            err.flush()
+            publisher.before_publish = None
             sys.stdout, sys.stderr = saved
 
     def _fail_setup(self, emit: Emit, message: str) -> None:

@@ -1,0 +1,127 @@
+"""The embedded default: nothing configured, `%load_ext remotecell` finds or starts a
+control plane for this user, shared by kernels and surviving kernel restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import kill_runners, short_tmpdir
+
+from remotecell.client._embedded import stop
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def data_dir():
+    directory = short_tmpdir("rce-")
+    yield directory
+    stop(directory)
+    kill_runners(str(directory))
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    return {"REMOTECELL_DATA_DIR": str(data_dir), "REMOTECELL_URL": "", "REMOTECELL_TOKEN": ""}
+
+
+def test_load_ext_starts_one_control_plane_shared_by_kernels_and_restarts(make_kernel, data_dir):
+    assert not (data_dir / "server.json").exists()
+    first = make_kernel(embedded_env(data_dir))
+    first.ok("%load_ext remotecell")
+    first.ok("x = 21")
+    assert first.ok("%%remote\nx * 2").result == {"text/plain": "42"}
+
+    info = json.loads((data_dir / "server.json").read_text())
+    assert info["url"] == f"unix:{data_dir / 'cp.sock'}"
+    token = data_dir / "token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert info["token_file"] == str(token)
+    # the control plane is not the kernel's child process group: it outlives the kernel
+    assert os.getpgid(info["pid"]) != os.getpgid(first.km.provisioner.pid)
+
+    second = make_kernel(embedded_env(data_dir))
+    second.ok("%load_ext remotecell")
+    assert second.ok("%%remote\n'from the second kernel'").result == {
+        "text/plain": "'from the second kernel'"
+    }
+    first.restart()
+    first.ok("%load_ext remotecell")
+    assert first.ok("%%remote\n1 + 1").result == {"text/plain": "2"}
+    assert json.loads((data_dir / "server.json").read_text())["pid"] == info["pid"]  # the same one
+    jobs = first.ok("%remote_jobs").stdout
+    assert "from the second kernel" in jobs
+
+
+def test_remotecell_run_executes_the_quickstart_on_the_embedded_default(data_dir):
+    env = {**os.environ, **embedded_env(data_dir)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "remotecell",
+            "run",
+            str(ROOT / "examples/notebooks/quickstart.ipynb"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "ran in " in out and "\n43\n" in out
+    assert "y = 42" in out
+    assert "[0, 1, 4, 9, 16]" in out
+    assert "succeeded" in out
+
+
+def test_remotecell_run_fails_loudly_on_a_failing_notebook(data_dir, tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext remotecell"),
+        nbformat.v4.new_code_cell("%%remote\n1/0"),
+    ]
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(nb, path)
+    env = {**os.environ, **embedded_env(data_dir)}
+    done = subprocess.run(
+        [sys.executable, "-m", "remotecell", "run", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1
+    assert "ZeroDivisionError" in done.stdout
+
+
+def test_a_wrong_remotecell_url_is_one_clear_sentence(make_kernel, data_dir):
+    kernel = make_kernel(
+        {"REMOTECELL_URL": f"unix:{data_dir}/nothing.sock", "REMOTECELL_TOKEN": "t"}
+    )
+    kernel.ok("%load_ext remotecell")
+    run = kernel.execute("%%remote\n1")
+    assert run.error["ename"] == "ConnectionError"
+    assert "no remotecell control plane answers at unix:" in run.error["evalue"]
+    assert "remotecell serve" in run.error["evalue"]
+    kernel = make_kernel(
+        {"REMOTECELL_URL": f"unix:{data_dir}/nothing.sock", "REMOTECELL_TOKEN": ""}
+    )
+    kernel.ok("%load_ext remotecell")
+    run = kernel.execute("%%remote\n1")
+    assert run.error["ename"] == "ConfigError"
+    assert "REMOTECELL_TOKEN" in run.error["evalue"]
