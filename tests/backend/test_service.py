@@ -148,3 +148,17 @@ def test_a_job_streams_numbered_events_and_can_be_replayed(client):
         info.state == pb.SUCCEEDED and info.events == len(events) and info.summary == "print('a')"
     )
     assert job_id in [j.job_id for j in client.list_jobs()]
+
+
+def test_a_control_plane_can_also_listen_on_loopback_tcp(make_control_plane):
+    import json
+
+    cp = make_control_plane("--listen", "127.0.0.1:0")
+    urls = json.loads((cp.data_dir / "server.json").read_text())["urls"]
+    assert urls[0] == cp.socket and urls[1].startswith("127.0.0.1:")
+    client = Client(Endpoint(urls[1], cp.endpoint.token))
+    try:
+        events = list(client.submit(pb.JobSpec(code="'over tcp'")))
+        assert events[-1].finished.state == pb.SUCCEEDED
+    finally:
+        client.close()
