@@ -33,7 +33,8 @@ def test_jobs_and_logs(control_plane, client):
         )
     )
     job_id = events[0].job_id
-    failed = list(client.submit(pb.JobSpec(code="raise ValueError('bad input')")))[0].job_id
+    failed_events = list(client.submit(pb.JobSpec(code="raise ValueError('bad input')")))
+    failed = failed_events[0].job_id
 
     listing = cli("jobs", env=control_plane.env())
     assert listing.returncode == 0, listing.stderr
