@@ -52,3 +52,34 @@ def test_remote_exception_is_a_remote_error_with_the_remote_traceback(kernel):
         kernel.value("type(_remote_err := __import__('sys').last_value).__name__") == "RemoteError"
     )
     assert kernel.value("__import__('sys').last_value.type_name") == "ZeroDivisionError"
+
+
+def test_shell_commands_and_magics_run_remotely(kernel):
+    run = kernel.ok(
+        "%%remote\n!echo from-the-shell\nlisted = !echo captured\n%time total = sum(range(10))"
+    )
+    assert run.stdout.startswith("from-the-shell\n")
+    assert "Wall time" in run.stdout
+    assert kernel.value("list(listed)") == ["captured"]
+    assert kernel.value("total") == 45
+    # a cell magic as the cell's first line
+    run = kernel.ok("%%remote\n%%time\nsquares = [i * i for i in range(4)]")
+    assert "Wall time" in run.stdout
+    assert kernel.value("squares") == [0, 1, 4, 9]
+
+
+def test_a_trailing_semicolon_suppresses_the_value_and_stdout_keeps_its_order(kernel):
+    run = kernel.ok("%%remote\nprint('one')\nprint('two', 'three')\n1 + 1;")
+    assert run.result is None
+    assert run.stdout == "one\ntwo three\n"
+
+
+def test_the_magics_follow_traitlets_config(make_kernel, control_plane):
+    # No REMOTECELL_URL: the control plane comes from IPython config, as from ipython_config.py
+    k = make_kernel({"REMOTECELL_URL": "", "REMOTECELL_DATA_DIR": "/nonexistent/never-used"})
+    k.ok(
+        f"get_ipython().config.RemoteMagics.url = {control_plane.endpoint.url!r}\n"
+        f"get_ipython().config.RemoteMagics.token = {control_plane.endpoint.token!r}"
+    )
+    k.ok("%load_ext remotecell")
+    assert k.ok("%%remote\n'configured'").result == {"text/plain": "'configured'"}
