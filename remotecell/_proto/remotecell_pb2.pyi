@@ -153,6 +153,191 @@ class Resources(_message.Message):
 Global___Resources: _TypeAlias = Resources  # noqa: Y015
 
 @_typing.final
+class ImageStep(_message.Message):
+    """---------------------------------------------------------------- images
+
+    One build step of an image. Local files travel as blobs (a file's content, or a tar
+    of a directory), so an image's id covers what they contain.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ImageStep._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        PIP: ImageStep._Kind.ValueType  # 0
+        """args: requirement specifiers; options: index_url, extra_index_url, find_links"""
+        APT: ImageStep._Kind.ValueType  # 1
+        """args: Debian packages (docker builder only)"""
+        RUN: ImageStep._Kind.ValueType  # 2
+        """args: shell commands, run in order"""
+        ENV: ImageStep._Kind.ValueType  # 3
+        """env: variables set for later steps and for runners"""
+        WORKDIR: ImageStep._Kind.ValueType  # 4
+        """dest: the working directory"""
+        LOCAL_FILE: ImageStep._Kind.ValueType  # 5
+        """blob: the file's content; dest: where it goes"""
+        LOCAL_DIR: ImageStep._Kind.ValueType  # 6
+        """blob: a tar of the directory; dest: where it goes"""
+        PYTHON_SOURCE: ImageStep._Kind.ValueType  # 7
+        """blob: a tar of a package; dest: its import name (put on sys.path)"""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    PIP: ImageStep.Kind.ValueType  # 0
+    """args: requirement specifiers; options: index_url, extra_index_url, find_links"""
+    APT: ImageStep.Kind.ValueType  # 1
+    """args: Debian packages (docker builder only)"""
+    RUN: ImageStep.Kind.ValueType  # 2
+    """args: shell commands, run in order"""
+    ENV: ImageStep.Kind.ValueType  # 3
+    """env: variables set for later steps and for runners"""
+    WORKDIR: ImageStep.Kind.ValueType  # 4
+    """dest: the working directory"""
+    LOCAL_FILE: ImageStep.Kind.ValueType  # 5
+    """blob: the file's content; dest: where it goes"""
+    LOCAL_DIR: ImageStep.Kind.ValueType  # 6
+    """blob: a tar of the directory; dest: where it goes"""
+    PYTHON_SOURCE: ImageStep.Kind.ValueType  # 7
+    """blob: a tar of a package; dest: its import name (put on sys.path)"""
+
+    @_typing.final
+    class OptionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    BLOB_FIELD_NUMBER: _builtins.int
+    DEST_FIELD_NUMBER: _builtins.int
+    kind: Global___ImageStep.Kind.ValueType
+    blob: _builtins.str
+    dest: _builtins.str
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def options(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___ImageStep.Kind.ValueType = ...,
+        args: _abc.Iterable[_builtins.str] | None = ...,
+        options: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        blob: _builtins.str = ...,
+        dest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "blob", b"blob", "dest", b"dest", "env", b"env", "kind", b"kind", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageStep: _TypeAlias = ImageStep  # noqa: Y015
+
+@_typing.final
+class ImageSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Base:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _BaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ImageSpec._Base.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        DEBIAN_SLIM: ImageSpec._Base.ValueType  # 0
+        """a plain environment with `python` (venv builder: a uv venv)"""
+        REGISTRY: ImageSpec._Base.ValueType  # 1
+        """base_ref: an image reference (docker builder only)"""
+        DOCKERFILE: ImageSpec._Base.ValueType  # 2
+        """dockerfile: its text (docker builder only)"""
+
+    class Base(_Base, metaclass=_BaseEnumTypeWrapper): ...
+    DEBIAN_SLIM: ImageSpec.Base.ValueType  # 0
+    """a plain environment with `python` (venv builder: a uv venv)"""
+    REGISTRY: ImageSpec.Base.ValueType  # 1
+    """base_ref: an image reference (docker builder only)"""
+    DOCKERFILE: ImageSpec.Base.ValueType  # 2
+    """dockerfile: its text (docker builder only)"""
+
+    BASE_FIELD_NUMBER: _builtins.int
+    PYTHON_FIELD_NUMBER: _builtins.int
+    BASE_REF_FIELD_NUMBER: _builtins.int
+    DOCKERFILE_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    FORCE_BUILD_FIELD_NUMBER: _builtins.int
+    base: Global___ImageSpec.Base.ValueType
+    python: _builtins.str
+    """"3.11"; empty: the control plane's own Python version"""
+    base_ref: _builtins.str
+    dockerfile: _builtins.str
+    id: _builtins.str
+    """content hash of all of the above (and the blobs' content)"""
+    force_build: _builtins.bool
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageStep]: ...
+    def __init__(
+        self,
+        *,
+        base: Global___ImageSpec.Base.ValueType = ...,
+        python: _builtins.str = ...,
+        base_ref: _builtins.str = ...,
+        dockerfile: _builtins.str = ...,
+        steps: _abc.Iterable[Global___ImageStep] | None = ...,
+        id: _builtins.str = ...,
+        force_build: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base", b"base", "base_ref", b"base_ref", "dockerfile", b"dockerfile", "force_build", b"force_build", "id", b"id", "python", b"python", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageSpec: _TypeAlias = ImageSpec  # noqa: Y015
+
+@_typing.final
 class JobSpec(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -186,6 +371,7 @@ class JobSpec(_message.Message):
     RESOURCES_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
+    IMAGE_SPEC_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """the cell body"""
     timeout_s: _builtins.float
@@ -209,6 +395,10 @@ class JobSpec(_message.Message):
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def resources(self) -> Global___Resources: ...
+    @_builtins.property
+    def image_spec(self) -> Global___ImageSpec:
+        """how to build `image` when the control plane lacks it"""
+
     def __init__(
         self,
         *,
@@ -222,10 +412,11 @@ class JobSpec(_message.Message):
         resources: Global___Resources | None = ...,
         image: _builtins.str = ...,
         origin: _builtins.str = ...,
+        image_spec: Global___ImageSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image_spec", b"image_spec", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "origin", b"origin", "pull", b"pull", "resources", b"resources", "retries", b"retries", "session", b"session", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "pull", b"pull", "resources", b"resources", "retries", b"retries", "session", b"session", "timeout_s", b"timeout_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
