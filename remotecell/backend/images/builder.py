@@ -1,0 +1,129 @@
+"""How an image gets built: the builder interface, shared by the venv and docker builders.
+
+A builder turns an ``ImageSpec`` (whose ``id`` is already the content hash of its steps)
+into a ``BuiltImage``: what an executor needs to start ``python -m remotecell.backend.runner``
+inside it. Builders do not cache: ``cache.ImageCache`` decides whether to build, builds an
+id once however many ask, and records what was built.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from remotecell._proto import pb
+from remotecell.client.errors import ImageBuildError
+
+#: Returns a blob's bytes by its content hash (the spec's local files and directories).
+FetchBlob = Callable[[str], bytes]
+#: Receives the build log, one line at a time (no trailing newline).
+BuildLog = Callable[[str], None]
+
+#: How many of a failed tool's last output lines an ImageBuildError carries.
+ERROR_TAIL_LINES = 15
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """A built image: how to start a runner in it.
+
+    Attributes:
+        image_id: the spec's id.
+        builder: the builder that built it (``"venv"``, ``"docker"``).
+        python: the interpreter to run ``-m remotecell.backend.runner`` with (a path on
+            this machine for the venv builder; inside the image for docker).
+        env: variables a runner starts with (the image's ``env`` steps and the builder's own).
+        workdir: the runner's working directory ("" = the executor's default).
+        ref: where the image lives: the venv's directory, or the docker image tag.
+    """
+
+    image_id: str
+    builder: str
+    python: str
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    ref: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BuiltImage:
+        return cls(**json.loads(text))
+
+
+class ImageBuilder(ABC):
+    """Builds images of one kind (a uv venv, a docker image)."""
+
+    name: str = "base"
+
+    @abstractmethod
+    async def build(self, spec: pb.ImageSpec, fetch_blob: FetchBlob, log: BuildLog) -> BuiltImage:
+        """Builds ``spec`` from scratch, replacing whatever an earlier build of its id left.
+
+        Logs one progress line per step (``step_progress``) and the tools' output as it comes.
+
+        Raises:
+            ImageBuildError: a step failed; the message names it (``step_label``) and ends
+                with the tool's last lines. Whatever the failed build left is removed.
+        """
+
+    @abstractmethod
+    def exists(self, built: BuiltImage) -> bool:
+        """Whether what ``built`` describes is still there (nobody deleted the venv or tag)."""
+
+    @abstractmethod
+    async def remove(self, built: BuiltImage) -> None:
+        """Deletes the built image; one that is already gone is not an error."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Releases what the builder holds (a docker client)."""
+
+
+def describe_step(step: pb.ImageStep) -> str:
+    """A step as the user wrote it, one short line: ``pip install torch==2.13.0``."""
+    kind = step.kind
+    if kind == pb.ImageStep.PIP:
+        options = [f"--{k.replace('_', '-')} {v}" for k, v in sorted(step.options.items())]
+        return shlex.join(["pip", "install", *step.args]) + "".join(f" {o}" for o in options)
+    if kind == pb.ImageStep.APT:
+        return shlex.join(["apt", "install", *step.args])
+    if kind == pb.ImageStep.RUN:
+        return "run " + " && ".join(step.args)
+    if kind == pb.ImageStep.ENV:
+        return "env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(step.env.items()))
+    if kind == pb.ImageStep.WORKDIR:
+        return f"workdir {step.dest}"
+    if kind == pb.ImageStep.LOCAL_FILE:
+        return f"add file {step.dest}"
+    if kind == pb.ImageStep.LOCAL_DIR:
+        return f"add dir {step.dest}"
+    if kind == pb.ImageStep.PYTHON_SOURCE:
+        return f"add python source {step.dest}"
+    return f"step of kind {kind}"
+
+
+def step_label(spec: pb.ImageSpec, index: int) -> str:
+    """``step 2 of 3, pip install nosuchpackage`` for ``spec.steps[index]`` (0-based)."""
+    return f"step {index + 1} of {len(spec.steps)}, {describe_step(spec.steps[index])}"
+
+
+def step_progress(spec: pb.ImageSpec, index: int) -> str:
+    """The progress line a builder logs as a step starts: ``[2/3] pip install ...``."""
+    return f"[{index + 1}/{len(spec.steps)}] {describe_step(spec.steps[index])}"
+
+
+def tail(text: str, lines: int = ERROR_TAIL_LINES) -> str:
+    """The last ``lines`` non-empty lines of a tool's output."""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def step_failed(spec: pb.ImageSpec, index: int, reason: str, output: str = "") -> ImageBuildError:
+    """The error for a failed step: which step, why, and the tool's last lines."""
+    message = f"image {spec.id[:12]}: {step_label(spec, index)}: {reason}"
+    last = tail(output)
+    return ImageBuildError(f"{message}\n{last}" if last else message)
