@@ -38,6 +38,7 @@ class BuiltImage:
         env: variables a runner starts with (the image's ``env`` steps and the builder's own).
         workdir: the runner's working directory ("" = the executor's default).
         ref: where the image lives: the venv's directory, or the docker image tag.
+        size_bytes: what it takes on disk (0 = unknown).
     """
 
     image_id: str
@@ -46,6 +47,7 @@ class BuiltImage:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = ""
     ref: str = ""
+    size_bytes: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -79,6 +81,11 @@ class ImageBuilder(ABC):
     async def remove(self, built: BuiltImage) -> None:
         """Deletes the built image; one that is already gone is not an error."""
 
+    async def prune(self, keep: set[str]) -> list[str]:
+        """Removes what this builder left that no image in ``keep`` (image ids) needs: the
+        remains of interrupted builds, shared parts no image uses. Returns what it removed."""
+        return []
+
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Releases what the builder holds (a docker client)."""
 
@@ -106,13 +113,30 @@ def describe_step(step: pb.ImageStep) -> str:
     return f"step of kind {kind}"
 
 
+def describe_base(spec: pb.ImageSpec) -> str:
+    """The base as the user wrote it: ``debian_slim python 3.11``, ``from python:3.11-slim``."""
+    if spec.base == pb.ImageSpec.REGISTRY:
+        text = f"from {spec.base_ref}"
+    elif spec.base == pb.ImageSpec.DOCKERFILE:
+        text = "from a Dockerfile"
+    else:
+        text = "debian_slim"
+    return f"{text} python {spec.python}" if spec.python else text
+
+
 def step_label(spec: pb.ImageSpec, index: int) -> str:
-    """``step 2 of 3, pip install nosuchpackage`` for ``spec.steps[index]`` (0-based)."""
+    """``step 2 of 3, pip install nosuchpackage`` for ``spec.steps[index]`` (0-based);
+    ``index`` -1 is the base: ``base, debian_slim python 3.11``."""
+    if index < 0:
+        return f"base, {describe_base(spec)}"
     return f"step {index + 1} of {len(spec.steps)}, {describe_step(spec.steps[index])}"
 
 
 def step_progress(spec: pb.ImageSpec, index: int) -> str:
-    """The progress line a builder logs as a step starts: ``[2/3] pip install ...``."""
+    """The progress line a builder logs as a step starts: ``[2/3] pip install ...``
+    (``[base] ...`` for index -1)."""
+    if index < 0:
+        return f"[base] {describe_base(spec)}"
     return f"[{index + 1}/{len(spec.steps)}] {describe_step(spec.steps[index])}"
 
 
@@ -123,7 +147,7 @@ def tail(text: str, lines: int = ERROR_TAIL_LINES) -> str:
 
 
 def step_failed(spec: pb.ImageSpec, index: int, reason: str, output: str = "") -> ImageBuildError:
-    """The error for a failed step: which step, why, and the tool's last lines."""
+    """The error for a failed step (-1: the base): which step, why, and the tool's last lines."""
     message = f"image {spec.id[:12]}: {step_label(spec, index)}: {reason}"
     last = tail(output)
     return ImageBuildError(f"{message}\n{last}" if last else message)
