@@ -1,13 +1,18 @@
 """Values travelling between a notebook and a runner, both ways.
 
-Modules travel as their names. Everything else goes into one pickle (protocol 5) of a
-``{name: object}`` dict, so objects shared between names stay shared on the other side:
+Modules travel as their names (inside other values too). Everything else goes into one
+pickle (protocol 5) of a ``{name: object}`` dict, so objects shared between names stay
+shared on the other side:
 
-* functions and classes defined in the notebook (``__module__ == "__main__"``) are
-  pickled by value with dill, since the other side has no ``__main__`` holding them;
-* large buffers (NumPy arrays, bytes, pandas and torch CPU tensors) leave the pickle
-  stream as out-of-band buffers and travel as content-addressed blobs, so a buffer the
-  control plane already has is never sent again.
+* functions and classes defined in the notebook (``__module__ == "__main__"``) travel
+  by value, since the other side has no ``__main__`` holding them. A function's code goes
+  through dill and the globals it uses through the same pickle as everything else, so a
+  function and the values beside it share objects (``isinstance(p, P)`` holds in ``f``).
+  A class goes through dill, tagged with an id, so a class that comes back (with an
+  instance made on the runner) is the notebook's own class again;
+* large buffers (NumPy arrays, pandas and torch CPU tensors) leave the pickle stream as
+  out-of-band buffers and travel as content-addressed blobs, so a buffer the control
+  plane already has is never sent again.
 
 ``pack`` returns the wire values and the blobs to upload; ``unpack`` takes a function
 that returns a blob's bytes by hash.
@@ -15,10 +20,16 @@ that returns a blob's bytes by hash.
 
 from __future__ import annotations
 
+import builtins
+import contextvars
+import dis
+import functools
 import importlib
 import io
 import pickle
 import types
+import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,20 +71,156 @@ def type_name(obj: Any) -> str:
     )
 
 
-def _is_notebook_code(obj: Any) -> bool:
+class _Pickler(pickle.Pickler):
+    """The C pickler, with notebook-defined code by value and modules by name."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
+            return _reduce_function(obj)
+        if isinstance(obj, type) and obj.__module__ == "__main__":
+            return _load_class, (_class_id(obj), dill.dumps(obj, recurse=True, protocol=5))
+        if isinstance(obj, functools._lru_cache_wrapper) and obj.__module__ == "__main__":
+            # @functools.cache on a notebook function: pickle would look it up in __main__
+            return _cached, (obj.__wrapped__, obj.cache_parameters())
+        if isinstance(obj, types.CellType):  # a closure's variable, shared by its closures
+            if not _is_filled(obj):
+                return _new_cell, ()
+            return _new_cell, (), obj.cell_contents, None, None, _set_cell
+        if isinstance(obj, types.ModuleType):
+            return importlib.import_module, (obj.__name__,)
+        return NotImplemented
+
+
+# -- notebook functions ----------------------------------------------------------------
+
+#: The namespace that functions being unpacked get as their globals.
+_TARGET: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "remotecell_unpack_target", default=None
+)
+_GLOBAL_OPS = frozenset(
+    ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME", "STORE_NAME", "DELETE_NAME")
+)
+
+
+def _reduce_function(fn: types.FunctionType) -> tuple[Any, ...]:
+    # Only the code needs dill. Its closure cells are made empty and filled later, and the
+    # rest is state, saved after the function is memoised: so a function that refers to
+    # itself (recursion, a closure over itself) works.
+    state = {
+        "globals": _used_globals(fn),
+        "defaults": fn.__defaults__,
+        "kwdefaults": fn.__kwdefaults__,
+        "annotations": fn.__annotations__,
+        "qualname": fn.__qualname__,
+        "doc": fn.__doc__,
+        "module": fn.__module__,
+        "dict": fn.__dict__,
+    }
+    code = dill.dumps(fn.__code__, protocol=5)
     return (
-        isinstance(obj, (types.FunctionType, type))
-        and getattr(obj, "__module__", None) == "__main__"
+        _new_function,
+        (code, fn.__name__, fn.__closure__),
+        state,
+        None,
+        None,
+        _set_function_state,
     )
 
 
-class _Pickler(pickle.Pickler):
-    """The C pickler, with notebook-defined code pickled by value through dill."""
+def _used_globals(fn: types.FunctionType) -> dict[str, Any]:
+    """The globals ``fn``'s code uses, less those every namespace has as builtins
+    (IPython puts ``get_ipython`` and ``display`` there, on both sides)."""
+    out: dict[str, Any] = {}
+    for name in _global_names(fn.__code__):
+        value = fn.__globals__.get(name, _MISSING)
+        builtin = getattr(builtins, name, _MISSING)
+        if value is _MISSING or value is builtin:
+            continue
+        if isinstance(value, types.MethodType) and value == builtin:  # a new bound method
+            continue
+        out[name] = value
+    return out
 
-    def reducer_override(self, obj: Any) -> Any:
-        if _is_notebook_code(obj):
-            return dill.loads, (dill.dumps(obj, recurse=True, protocol=5),)
-        return NotImplemented
+
+_MISSING = object()
+
+
+def _global_names(code: types.CodeType) -> dict[str, None]:
+    names = {i.argval: None for i in dis.get_instructions(code) if i.opname in _GLOBAL_OPS}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return names
+
+
+def _is_filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:  # a closure variable not assigned yet
+        return False
+    return True
+
+
+def _new_function(
+    code: bytes, name: str, closure: tuple[types.CellType, ...] | None
+) -> types.FunctionType:
+    target = _TARGET.get()
+    return types.FunctionType(
+        dill.loads(code), target if target is not None else {}, name, None, closure
+    )
+
+
+def _new_cell() -> types.CellType:
+    return types.CellType()
+
+
+def _set_cell(cell: types.CellType, contents: Any) -> types.CellType:
+    cell.cell_contents = contents
+    return cell
+
+
+def _set_function_state(fn: types.FunctionType, state: dict[str, Any]) -> types.FunctionType:
+    # The globals the function used join its new globals, without overriding them: it
+    # sees the namespace it is unpacked into, as it would had it been defined there.
+    for key, value in state["globals"].items():
+        fn.__globals__.setdefault(key, value)
+    fn.__defaults__ = state["defaults"]
+    fn.__kwdefaults__ = state["kwdefaults"]
+    fn.__annotations__ = state["annotations"]
+    fn.__qualname__ = state["qualname"]
+    fn.__doc__ = state["doc"]
+    fn.__module__ = state["module"]
+    fn.__dict__.update(state["dict"])
+    return fn
+
+
+def _cached(fn: Callable[..., Any], parameters: dict[str, Any]) -> Callable[..., Any]:
+    return functools.lru_cache(maxsize=parameters["maxsize"], typed=parameters["typed"])(fn)
+
+
+# -- notebook classes ------------------------------------------------------------------
+
+# A class keeps its id both ways: the notebook's class P, sent to a runner and back with
+# an instance made there, is P again, not a copy of it.
+_CLASS_IDS: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
+_CLASSES: weakref.WeakValueDictionary[str, type] = weakref.WeakValueDictionary()
+
+
+def _class_id(cls: type) -> str:
+    class_id = _CLASS_IDS.get(cls)
+    if class_id is None:
+        class_id = _CLASS_IDS[cls] = uuid.uuid4().hex
+        _CLASSES[class_id] = cls
+    return class_id
+
+
+def _load_class(class_id: str, payload: bytes) -> type:
+    cls = _CLASSES.get(class_id)
+    if cls is None:
+        cls = dill.loads(payload)
+        _CLASSES[class_id] = cls
+        _CLASS_IDS[cls] = class_id
+    return cls
 
 
 def _dumps(obj: Any, blobs: dict[str, memoryview], hashes: list[str]) -> bytes:
@@ -153,44 +300,41 @@ def unpack(
 ) -> dict[str, Any]:
     """Turns wire values back into objects.
 
-    Notebook-defined functions are rebound to ``namespace`` when one is given, so
-    they see that namespace as their globals, as they would had they been defined there.
+    Notebook-defined functions get ``namespace`` as their globals (one new dict for all
+    of them when none is given), so they see that namespace as they would had they been
+    defined there; the globals they used are added to it where it lacks them.
 
     Raises:
         ModuleNotFoundError: a module travelling by name is not installed here.
     """
     out: dict[str, Any] = {}
-    for value in values:
-        if value.kind == pb.Value.MODULE:
-            out[value.name] = importlib.import_module(value.module)
-            continue
-        stream = fetch(value.pickle_blob) if value.pickle_blob else value.pickle
-        buffers = [fetch(h) for h in value.buffers]
-        loaded = pickle.loads(stream, buffers=buffers)
-        if value.kind == pb.Value.NAMESPACE:
-            out.update(loaded)
-        else:
-            out[value.name] = loaded
-    if namespace is not None:
-        for name, obj in out.items():
-            if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
-                out[name] = _rebind(obj, namespace)
+    token = _TARGET.set(namespace if namespace is not None else {})
+    try:
+        for value in values:
+            if value.kind == pb.Value.MODULE:
+                out[value.name] = importlib.import_module(value.module)
+                continue
+            stream = fetch(value.pickle_blob) if value.pickle_blob else value.pickle
+            buffers = _writable([fetch(h) for h in value.buffers])
+            loaded = pickle.loads(stream, buffers=buffers)
+            if value.kind == pb.Value.NAMESPACE:
+                out.update(loaded)
+            else:
+                out[value.name] = loaded
+    finally:
+        _TARGET.reset(token)
     return out
 
 
-def _rebind(fn: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
-    # dill gave the function a private globals dict holding what it referenced; move
-    # those into the namespace (without overriding it) and make it the function's globals.
-    if fn.__globals__ is namespace:
-        return fn
-    for key, val in fn.__globals__.items():
-        if not key.startswith("__"):
-            namespace.setdefault(key, val)
-    new = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
-    new.__kwdefaults__ = fn.__kwdefaults__
-    new.__qualname__ = fn.__qualname__
-    new.__doc__ = fn.__doc__
-    new.__dict__.update(fn.__dict__)
-    new.__annotations__ = fn.__annotations__
-    new.__module__ = fn.__module__
-    return new
+def _writable(buffers: list[Buffer]) -> list[Buffer]:
+    """Buffers that arrays can be written through, none shared by two arrays: a read-only
+    buffer (bytes from gRPC) is copied, and so is one that ``fetch`` handed out before."""
+    seen: set[int] = set()
+    out: list[Buffer] = []
+    for buf in buffers:
+        if memoryview(buf).readonly or id(buf) in seen:
+            out.append(bytearray(buf))
+        else:
+            out.append(buf)
+        seen.add(id(buf))
+    return out

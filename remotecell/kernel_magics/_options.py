@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import ast
 import io
+import keyword
 import math
+import numbers
 import re
+import reprlib
 import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
 from remotecell.client.errors import ConfigError
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -33,13 +35,16 @@ class RemoteOptions:
     env: dict[str, str] = field(default_factory=dict)
 
 
+#: More retries than this is a mistake (and the wire's uint32 has a limit too).
+MAX_RETRIES = 100
+
 OPTIONS = {
     "timeout": "seconds the cell may run (a positive number)",
-    "retries": "how many times to run it again after a failure (an int >= 0)",
+    "retries": f"how many times to run it again after a failure (an int from 0 to {MAX_RETRIES})",
     "pull": "names to bring back (a list of names; [] for none)",
     "detach": "return a job handle at once (True/False)",
     "session": "keep the remote namespace across cells under this name (a string)",
-    "env": "environment variables for the cell (a dict of str to str)",
+    "env": "environment variables for the cell (a dict of str to str, without '=' in names)",
 }
 
 
@@ -70,11 +75,15 @@ def parse(line: str, user_ns: dict[str, Any]) -> RemoteOptions:
         raise ConfigError(
             f"%%remote takes only key=value options, got {line!r}. Valid options: {valid_options()}"
         )
+    seen: set[str] = set()
     for kw in call.keywords:
         key = kw.arg
         assert key is not None
         if key not in OPTIONS:
             raise ConfigError(f"unknown %%remote option {key!r}. Valid options: {valid_options()}")
+        if key in seen:
+            raise ConfigError(f"%%remote option {key}= is given twice; give it once")
+        seen.add(key)
         text = ast.get_source_segment(source, kw.value) or ""
         try:
             value = eval(compile(ast.Expression(kw.value), "<%%remote options>", "eval"), user_ns)
@@ -106,7 +115,9 @@ def _with_commas(line: str) -> str:
             and previous.string != ","
         ):
             insert_at.append(tok.start[1])
-        if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER, tokenize.COMMENT):
+        if tok.type == tokenize.COMMENT:  # `timeout=60  # ten minutes`
+            line = line[: tok.start[1]]
+        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.ENDMARKER):
             previous = tok
     for col in reversed(insert_at):
         line = line[:col].rstrip() + ", " + line[col:]
@@ -115,31 +126,43 @@ def _with_commas(line: str) -> str:
 
 def _bad(key: str, source: str, value: Any) -> ConfigError:
     return ConfigError(
-        f"bad value for %%remote option {key}={source} ({value!r}): expected {OPTIONS[key]}"
+        f"bad value for %%remote option {key}={source} ({_shown(value)}): expected {OPTIONS[key]}"
     )
+
+
+def _shown(value: Any) -> str:
+    try:
+        return reprlib.repr(value)
+    except ValueError:  # an int too long to print
+        return f"<{type(value).__name__}>"
 
 
 def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
     if key == "timeout":
+        # numbers.Real takes NumPy scalars too; float() of a huge int overflows
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _bad(key, source, value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise _bad(key, source, value) from None
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise _bad(key, source, value)
+        options.timeout = seconds
+    elif key == "retries":
         if (
             isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not (value > 0 and math.isfinite(value))
+            or not isinstance(value, numbers.Integral)
+            or not 0 <= int(value) <= MAX_RETRIES
         ):
             raise _bad(key, source, value)
-        options.timeout = float(value)
-    elif key == "retries":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _bad(key, source, value)
-        options.retries = value
+        options.retries = int(value)
     elif key == "pull":
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, (list, tuple, set)) or not all(
-            isinstance(v, str) and _IDENTIFIER.match(v) for v in value
-        ):
+        if not isinstance(value, (list, tuple, set)) or not all(_is_name(v) for v in value):
             raise _bad(key, source, value)
-        options.pull = list(value)
+        options.pull = list(dict.fromkeys(value))
     elif key == "detach":
         if not isinstance(value, bool):
             raise _bad(key, source, value)
@@ -147,14 +170,24 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
     elif key == "session":
         if not isinstance(value, str) or not _SESSION.match(value):
             raise ConfigError(
-                f"bad value for %%remote option session={source} ({value!r}): expected a name of "
+                f"bad value for %%remote option session={source} ({_shown(value)}): expected a name of "
                 "letters, digits, '_', '.' or '-' (at most 64), for example session=\"train\""
             )
         options.session = value
     elif key == "env":
+        # the OS takes no '=' in a name and no NUL anywhere
         if not isinstance(value, dict) or not all(
-            isinstance(k, str) and k and "=" not in k and isinstance(v, str)
+            isinstance(k, str)
+            and k
+            and "=" not in k
+            and "\0" not in k
+            and isinstance(v, str)
+            and "\0" not in v
             for k, v in value.items()
         ):
             raise _bad(key, source, value)
         options.env = dict(value)
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and value.isidentifier() and not keyword.iskeyword(value)
