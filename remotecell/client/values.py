@@ -10,9 +10,11 @@ shared on the other side:
   function and the values beside it share objects (``isinstance(p, P)`` holds in ``f``).
   A class goes through dill, tagged with an id, so a class that comes back (with an
   instance made on the runner) is the notebook's own class again;
-* large buffers (NumPy arrays, pandas and torch CPU tensors) leave the pickle stream as
-  out-of-band buffers and travel as content-addressed blobs, so a buffer the control
-  plane already has is never sent again.
+* large buffers leave the pickle stream as out-of-band buffers and travel as
+  content-addressed blobs, so a buffer the control plane already has is never sent
+  again: NumPy arrays anywhere in a value (and so pandas frames), and ``bytes`` and
+  ``bytearray`` values bound to a name (pickle copies those in-band wherever else they
+  are, and calls no hook of ours for them). Torch tensors pickle in-band for now.
 
 ``pack`` returns the wire values and the blobs to upload; ``unpack`` takes a function
 that returns a blob's bytes by hash.
@@ -254,6 +256,8 @@ def pack(items: Mapping[str, Any]) -> Packed:
             packed.values.append(
                 pb.Value(name=name, kind=pb.Value.MODULE, module=obj.__name__, type_name="module")
             )
+        elif type(obj) in (bytes, bytearray) and len(obj) >= OUT_OF_BAND_MIN:
+            picklable[name] = _OutOfBand(obj)
         else:
             picklable[name] = obj
     if not picklable:
@@ -264,7 +268,7 @@ def pack(items: Mapping[str, Any]) -> Packed:
     except Exception as err:
         raise _closure_error(picklable, err) from None
     value = pb.Value(kind=pb.Value.NAMESPACE, names=list(picklable), buffers=hashes)
-    value.type_name = ", ".join(f"{n}: {type_name(o)}" for n, o in picklable.items())[:200]
+    value.type_name = ", ".join(f"{n}: {type_name(items[n])}" for n in picklable)[:200]
     value.size = len(stream) + sum(packed.blobs[h].nbytes for h in set(hashes))
     if len(stream) > INLINE_PICKLE_MAX:
         digest = content_hash(stream)
@@ -274,6 +278,16 @@ def pack(items: Mapping[str, Any]) -> Packed:
         value.pickle = stream
     packed.values.append(value)
     return packed
+
+
+class _OutOfBand:
+    """Pickles a ``bytes``/``bytearray`` through a PickleBuffer, so it leaves the stream."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return type(self.data), (pickle.PickleBuffer(self.data),)
 
 
 def _closure_error(items: Mapping[str, Any], err: Exception) -> ClosureError:

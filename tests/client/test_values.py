@@ -516,6 +516,17 @@ def test_fetch_handing_out_one_buffer_twice_does_not_alias_arrays() -> None:
     assert out["b"][0] == 0.0
 
 
+def test_large_bytes_and_bytearray_values_travel_out_of_band() -> None:
+    data = bytes(range(256)) * (OUT_OF_BAND_MIN // 256 * 2)
+    mutable = bytearray(data[::-1])
+    small = b"tiny"
+    out, packed, _ = round_trip({"data": data, "mutable": mutable, "small": small})
+    assert set(packed.blobs) == {content_hash(data), content_hash(bytes(mutable))}
+    assert out == {"data": data, "mutable": mutable, "small": small}
+    assert type(out["data"]) is bytes and type(out["mutable"]) is bytearray
+    assert len(packed.values[0].pickle) < 200  # neither is copied into the stream
+
+
 def test_small_array_stays_in_band() -> None:
     small = np.arange(100)
     out, packed, store = round_trip({"small": small})
