@@ -20,6 +20,7 @@ __all__ = [
     "AuthError",
     "ClosureError",
     "ConnectionError",
+    "Image",
     "JobNotFoundError",
     "RemoteCellError",
     "RemoteError",
@@ -38,12 +39,14 @@ if TYPE_CHECKING:
         RemoteCellError,
         RemoteError,
     )
+    from remotecell.client.image import Image
     from remotecell.kernel_magics import RemoteJob
 
 _LAZY = {
     "AuthError": "remotecell.client.errors",
     "ClosureError": "remotecell.client.errors",
     "ConnectionError": "remotecell.client.errors",
+    "Image": "remotecell.client.image",
     "JobNotFoundError": "remotecell.client.errors",
     "RemoteCellError": "remotecell.client.errors",
     "RemoteError": "remotecell.client.errors",

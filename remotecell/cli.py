@@ -259,5 +259,109 @@ def cancel(job_id: str, url: str, token: str) -> None:
         client.close()
 
 
+# ---------------------------------------------------------------- images
+
+
+@main.group()
+def image() -> None:
+    """Built images: list them, read build logs, remove them."""
+
+
+_data_dir = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The control plane's data directory (default: the user data dir, or REMOTECELL_DATA_DIR).",
+)
+
+
+def _image_cache(data_dir: Path | None) -> Any:
+    from remotecell.backend.images.cache import open_cache
+    from remotecell.client.config import data_dir as default_data_dir
+
+    return open_cache((data_dir or default_data_dir()).resolve())
+
+
+def _find_image(cache: Any, image_id: str) -> Any:
+    try:
+        return cache.find(image_id)
+    except LookupError as err:
+        raise click.ClickException(str(err.args[0])) from None
+
+
+@image.command("ls")
+@_data_dir
+def image_ls(data_dir: Path | None) -> None:
+    """List built images (and failed or running builds)."""
+    from remotecell.backend.images.cache import format_images
+
+    cache = _image_cache(data_dir)
+    try:
+        click.echo(format_images(cache.records()))
+    finally:
+        asyncio.run(cache.close())
+
+
+@image.command("logs")
+@click.argument("image_id")
+@_data_dir
+def image_logs(image_id: str, data_dir: Path | None) -> None:
+    """Print an image's build log (a failed build's log is kept)."""
+    cache = _image_cache(data_dir)
+    try:
+        records = _find_image(cache, image_id)
+        found = False
+        for record in records:
+            text = cache.log_text(record)
+            if text is None:
+                continue
+            if len(records) > 1:
+                click.echo(f"== {record.id} ({record.builder}, {record.state}) ==")
+            click.echo(text, nl=False)
+            found = True
+        if not found:
+            raise click.ClickException(f"no build log is kept for image {records[0].id[:12]}")
+    finally:
+        asyncio.run(cache.close())
+
+
+@image.command("rm")
+@click.argument("image_ids", nargs=-1, required=True)
+@_data_dir
+def image_rm(image_ids: tuple[str, ...], data_dir: Path | None) -> None:
+    """Remove images: what was built, the record and the build log."""
+    cache = _image_cache(data_dir)
+    try:
+        for image_id in image_ids:
+            for record in _find_image(cache, image_id):
+                note = asyncio.run(cache.remove(record))
+                click.echo(f"removed {record.id[:12]} ({record.builder})")
+                if note:
+                    click.echo(f"  {note}", err=True)
+    finally:
+        asyncio.run(cache.close())
+
+
+@image.command("prune")
+@click.option(
+    "--days",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Remove images not used for this many days.",
+)
+@_data_dir
+def image_prune(days: float, data_dir: Path | None) -> None:
+    """Remove images not used for --days, failed builds and leftovers of interrupted builds."""
+    cache = _image_cache(data_dir)
+    try:
+        removed = asyncio.run(cache.prune(days))
+        for line in removed:
+            click.echo(f"removed {line}")
+        click.echo(f"{len(removed)} removed")
+    finally:
+        asyncio.run(cache.close())
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,144 @@
+"""Which images have been built, in the control plane's SQLite file (table ``images``).
+
+One row per (image id, builder): the same image built as a venv and as a docker image are
+two builds. A row is ``building`` while a build runs, ``ready`` with the built image once it
+succeeded, ``failed`` with the error once it failed (a failed build is not a cache hit: the
+next request builds again). The build logs are files next to it (``ImageCache``).
+
+Its own connection, so the CLI can read and prune while a control plane runs (WAL).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from remotecell.backend.images.builder import BuiltImage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id        TEXT NOT NULL,
+    builder   TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    built     TEXT NOT NULL DEFAULT '',
+    error     TEXT NOT NULL DEFAULT '',
+    created   REAL NOT NULL,
+    finished  REAL NOT NULL DEFAULT 0,
+    last_used REAL NOT NULL DEFAULT 0,
+    size      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (id, builder)
+) WITHOUT ROWID;
+"""
+
+BUILDING = "building"
+READY = "ready"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: str
+    builder: str
+    state: str
+    built: BuiltImage | None
+    error: str
+    created: float
+    finished: float
+    last_used: float
+    size: int
+
+
+class ImageStore:
+    """The ``images`` table of ``state.sqlite3``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, image_id: str, builder: str) -> ImageRecord | None:
+        row = self._db.execute(
+            "SELECT * FROM images WHERE id = ? AND builder = ?", (image_id, builder)
+        ).fetchone()
+        return _record(row) if row else None
+
+    def find(self, prefix: str) -> list[ImageRecord]:
+        """The images whose id starts with ``prefix`` (``ls`` shows 12 characters)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._db.execute(
+            "SELECT * FROM images WHERE id LIKE ? ESCAPE '\\' ORDER BY created", (escaped + "%",)
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def all(self) -> list[ImageRecord]:
+        rows = self._db.execute("SELECT * FROM images ORDER BY created DESC").fetchall()
+        return [_record(r) for r in rows]
+
+    def building(self, image_id: str, builder: str) -> None:
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO images (id, builder, state, created) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id, builder) DO UPDATE SET state = excluded.state,"
+            " built = '', error = '', created = excluded.created, finished = 0, size = 0",
+            (image_id, builder, BUILDING, now),
+        )
+
+    def ready(self, built: BuiltImage) -> None:
+        now = time.time()
+        self._db.execute(
+            "UPDATE images SET state = ?, built = ?, finished = ?, last_used = ?, size = ?"
+            " WHERE id = ? AND builder = ?",
+            (READY, built.to_json(), now, now, built.size_bytes, built.image_id, built.builder),
+        )
+
+    def failed(self, image_id: str, builder: str, error: str) -> None:
+        self._db.execute(
+            "UPDATE images SET state = ?, error = ?, finished = ? WHERE id = ? AND builder = ?",
+            (FAILED, error, time.time(), image_id, builder),
+        )
+
+    def used(self, image_id: str, builder: str, when: float | None = None) -> None:
+        self._db.execute(
+            "UPDATE images SET last_used = ? WHERE id = ? AND builder = ?",
+            (time.time() if when is None else when, image_id, builder),
+        )
+
+    def interrupted(self) -> int:
+        """Marks builds a previous control plane left running as failed; returns how many."""
+        cur = self._db.execute(
+            "UPDATE images SET state = ?, error = ?, finished = ? WHERE state = ?",
+            (
+                FAILED,
+                "interrupted: the control plane stopped during the build",
+                time.time(),
+                BUILDING,
+            ),
+        )
+        return cur.rowcount
+
+    def delete(self, image_id: str, builder: str) -> None:
+        self._db.execute("DELETE FROM images WHERE id = ? AND builder = ?", (image_id, builder))
+
+
+def _record(row: tuple) -> ImageRecord:
+    image_id, builder, state, built, error, created, finished, last_used, size = row
+    return ImageRecord(
+        id=image_id,
+        builder=builder,
+        state=state,
+        built=BuiltImage.from_json(built) if built else None,
+        error=error,
+        created=created,
+        finished=finished,
+        last_used=last_used,
+        size=size,
+    )
