@@ -16,22 +16,25 @@ Local files are read when the image is sent (``to_spec``), not when it is declar
 
 from __future__ import annotations
 
-import fnmatch
-import importlib.metadata
-import importlib.util
-import io
 import json
 import os
 import re
 import shlex
 import sys
-import tarfile
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from remotecell._proto import pb
+from remotecell.client._image_local import (
+    existing,
+    kernel_distributions,
+    load_toml,
+    module_source,
+    read_requirements,
+    read_source,
+)
 from remotecell.client.errors import ConfigError
 from remotecell.client.values import content_hash
 
@@ -41,9 +44,6 @@ _Blobs = dict[str, bytes | memoryview]
 
 #: Bumped when the canonical form below changes, so old ids never collide with new ones.
 _ID_FORMAT = "remotecell-image-v1"
-
-#: What add_local_python_source never ships: compiled files differ between machines.
-_PYTHON_SOURCE_IGNORE = ("__pycache__", "*.pyc", "*.pyo")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -130,27 +130,42 @@ class Image:
         Example:
             >>> Image.from_dockerfile("Dockerfile")  # doctest: +SKIP
         """
-        file = _existing(path, "Dockerfile", want_dir=False)
+        file = existing(path, "Dockerfile", want_dir=False)
         return cls(base="dockerfile", dockerfile=file.read_text(), python=_python_version(python))
 
     @classmethod
-    def from_local(cls) -> Image:
+    def from_local(
+        cls,
+        *,
+        index_url: str | None = None,
+        extra_index_url: str | None = None,
+        find_links: str | None = None,
+    ) -> Image:
         """An image that mirrors this kernel: its Python version, and every distribution the
         notebook has imported pinned to the version installed here.
 
-        Distributions installed from a local directory (``pip install -e .``) cannot be
-        pinned by version; their imported top-level modules travel as source instead
-        (``add_local_python_source``). remotecell itself is left out: the runner brings it.
+        Which distributions: those providing a top-level module in ``sys.modules`` (the
+        kernel's own, such as IPython, included: pinning them costs little and keeps the
+        versions the notebook ran with), not the standard library. Distributions installed
+        from a local directory (``pip install -e .``) have no version on any index; their
+        imported top-level modules travel as source instead (``add_local_python_source``).
+        remotecell itself is left out: the runner brings it.
+
+        Args:
+            index_url, extra_index_url, find_links: where to find versions PyPI lacks
+                (``extra_index_url="https://download.pytorch.org/whl/cu121"`` for
+                ``torch==2.3.0+cu121``).
 
         Example:
-            >>> import json
             >>> img = Image.from_local()
             >>> img.python == f"{sys.version_info.major}.{sys.version_info.minor}"
             True
         """
-        pins, local_modules = _kernel_distributions()
+        pins, local_modules = kernel_distributions()
         image = cls.debian_slim(python=f"{sys.version_info.major}.{sys.version_info.minor}")
-        image = image.pip_install(*pins)
+        image = image.pip_install(
+            *pins, index_url=index_url, extra_index_url=extra_index_url, find_links=find_links
+        )
         for module in local_modules:
             try:
                 image = image.add_local_python_source(module)
@@ -196,10 +211,10 @@ class Image:
         Example:
             >>> Image.debian_slim().pip_install_from_requirements("requirements.txt")  # doctest: +SKIP
         """
-        file = _existing(path, "requirements file", want_dir=False)
+        file = existing(path, "requirements file", want_dir=False)
         packages: list[str] = []
         options: dict[str, str] = {}
-        _read_requirements(file, packages, options, seen=set())
+        read_requirements(file, packages, options, seen=set())
         if not packages:
             return self
         return self.pip_install(*packages, **options)
@@ -214,8 +229,8 @@ class Image:
             >>> Image.debian_slim().pip_install_from_pyproject(
             ...     "pyproject.toml", optional_dependencies=["gpu"])  # doctest: +SKIP
         """
-        file = _existing(path, "pyproject.toml", want_dir=False)
-        project = _load_toml(file).get("project", {})
+        file = existing(path, "pyproject.toml", want_dir=False)
+        project = load_toml(file).get("project", {})
         packages = list(project.get("dependencies", []))
         groups = project.get("optional-dependencies", {})
         for name in (
@@ -292,7 +307,7 @@ class Image:
         Example:
             >>> Image.debian_slim().add_local_file("model.py")  # doctest: +SKIP
         """
-        file = _existing(local_path, "local file", want_dir=False)
+        file = existing(local_path, "local file", want_dir=False)
         dest = _posix(remote_path) if remote_path is not None else file.name
         return self._add(_Step(pb.ImageStep.LOCAL_FILE, dest=dest, source=str(file)))
 
@@ -315,7 +330,7 @@ class Image:
         Example:
             >>> Image.debian_slim().add_local_dir("src", "src", ignore=[".git", "*.pyc"])  # doctest: +SKIP
         """
-        directory = _existing(local_path, "local directory", want_dir=True)
+        directory = existing(local_path, "local directory", want_dir=True)
         patterns = (ignore,) if isinstance(ignore, str) else tuple(ignore)
         dest = _posix(remote_path) if remote_path is not None else directory.name
         return self._add(
@@ -333,7 +348,7 @@ class Image:
         image = self
         for module in modules:
             image = image._add(
-                _Step(pb.ImageStep.PYTHON_SOURCE, dest=module, source=str(_module_source(module)))
+                _Step(pb.ImageStep.PYTHON_SOURCE, dest=module, source=str(module_source(module)))
             )
         return image
 
@@ -359,7 +374,7 @@ class Image:
             message.options.update(step.options)
             message.env.update(step.env)
             if step.source:
-                data = _read_source(step)
+                data = read_source(step.kind, step.source, step.ignore)
                 blob = content_hash(data)
                 blobs[blob] = data
                 message.blob = blob
@@ -453,17 +468,6 @@ def _flatten(items: Iterable[str | Iterable[str]], where: str) -> list[str]:
     return out
 
 
-def _existing(path: str | os.PathLike[str], what: str, *, want_dir: bool) -> Path:
-    file = Path(path).expanduser().absolute()
-    if want_dir and not file.is_dir():
-        problem = "is not a directory" if file.exists() else "does not exist"
-        raise ConfigError(f"{what} {file} {problem}; give the path of an existing directory")
-    if not want_dir and not file.is_file():
-        problem = "is a directory" if file.is_dir() else "does not exist"
-        raise ConfigError(f"{what} {file} {problem}; give the path of an existing file")
-    return file
-
-
 def _posix(path: str | os.PathLike[str] | None) -> str:
     return str(PurePosixPath(os.fspath(path))) if path not in (None, "") else ""  # type: ignore[arg-type]
 
@@ -488,226 +492,3 @@ def _describe(step: _Step, limit: int = 0) -> str:
     if limit and len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
-
-
-def _read_source(step: _Step) -> bytes:
-    """A local file's bytes, or a deterministic tar of a directory or Python module."""
-    path = Path(step.source)
-    if step.kind == pb.ImageStep.LOCAL_FILE:
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            raise ConfigError(f"local file {path} no longer exists; the image adds it") from None
-        except OSError as err:
-            raise ConfigError(f"cannot read local file {path}: {err.strerror}") from None
-    if not path.exists():
-        raise ConfigError(f"local path {path} no longer exists; the image adds it")
-    if step.kind == pb.ImageStep.PYTHON_SOURCE:
-        # A package travels as `name/...`, a single module as `name.py`.
-        return deterministic_tar(path, path.name, _PYTHON_SOURCE_IGNORE)
-    return deterministic_tar(path, ".", step.ignore)
-
-
-def deterministic_tar(path: Path, arcname: str, ignore: Iterable[str] = ()) -> bytes:
-    """A tar of ``path`` (a file or directory) under ``arcname`` whose bytes depend only on
-    the names, content, modes and links inside: same tree, same hash.
-
-    Owners and times are zeroed; entries are sorted. ``ignore`` as in ``Image.add_local_dir``.
-    """
-    patterns = tuple(ignore)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        if path.is_dir() and not path.is_symlink():
-            _add_tree(tar, path, PurePosixPath(), arcname, patterns)
-        else:
-            _add_entry(tar, path, arcname)
-    return buffer.getvalue()
-
-
-def _ignored(relative: PurePosixPath, patterns: tuple[str, ...]) -> bool:
-    text = str(relative)
-    return any(
-        fnmatch.fnmatchcase(text, pattern)
-        or any(fnmatch.fnmatchcase(p, pattern) for p in relative.parts)
-        for pattern in patterns
-    )
-
-
-def _add_tree(
-    tar: tarfile.TarFile,
-    root: Path,
-    relative: PurePosixPath,
-    arcname: str,
-    patterns: tuple[str, ...],
-) -> None:
-    directory = root / relative
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError as err:
-        raise ConfigError(f"cannot read local directory {directory}: {err.strerror}") from None
-    if str(relative) != "." or arcname != ".":
-        _add_entry(tar, directory, str(PurePosixPath(arcname) / relative))
-    for name in names:
-        child = relative / name
-        if _ignored(child, patterns):
-            continue
-        full = root / child
-        if full.is_dir() and not full.is_symlink():
-            _add_tree(tar, root, child, arcname, patterns)
-        else:
-            _add_entry(tar, full, str(PurePosixPath(arcname) / child))
-
-
-def _add_entry(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
-    info = tar.gettarinfo(str(path), arcname=arcname)
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    if info.isfile():
-        info.mode = 0o755 if info.mode & 0o111 else 0o644
-    elif info.isdir():
-        info.mode = 0o755
-    if info.isfile():
-        with path.open("rb") as f:
-            tar.addfile(info, f)
-    elif info.isdir() or info.issym():
-        tar.addfile(info)
-    # sockets, fifos and devices are left out: they cannot be copied
-
-
-def _module_source(module: str) -> Path:
-    if not module or "." in module or not module.isidentifier():
-        raise ConfigError(
-            f"add_local_python_source takes a top-level module name like 'mypkg', not {module!r}"
-        )
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        found = None
-    if found is None or (
-        found.origin in (None, "built-in", "frozen") and not found.submodule_search_locations
-    ):
-        raise ConfigError(f"no module {module!r} is importable here; check the name and sys.path")
-    if found.submodule_search_locations:
-        locations = list(found.submodule_search_locations)
-        if len(locations) != 1:
-            raise ConfigError(
-                f"{module!r} is a namespace package spread over {len(locations)} directories; "
-                "add each directory with add_local_dir instead"
-            )
-        return Path(locations[0])
-    origin = Path(found.origin or "")
-    if origin.suffix != ".py":
-        raise ConfigError(
-            f"{module!r} is a compiled module ({origin.name}), not Python source; "
-            "install it with pip_install instead"
-        )
-    return origin
-
-
-def _read_requirements(
-    file: Path, packages: list[str], options: dict[str, str], seen: set[Path]
-) -> None:
-    if file in seen:
-        return
-    seen.add(file)
-    option_names = {
-        "-i": "index_url",
-        "--index-url": "index_url",
-        "--extra-index-url": "extra_index_url",
-        "-f": "find_links",
-        "--find-links": "find_links",
-    }
-    for number, raw in enumerate(file.read_text().splitlines(), 1):
-        line = raw.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
-        if not line.startswith("-"):
-            packages.append(line)
-            continue
-        flag, _, value = line.replace("=", " ", 1).partition(" ")
-        value = value.strip()
-        if flag in ("-r", "--requirement"):
-            nested = _existing(file.parent / value, "requirements file", want_dir=False)
-            _read_requirements(nested, packages, options, seen)
-        elif flag in option_names and value:
-            options[option_names[flag]] = value
-        else:
-            raise ConfigError(
-                f"{file}, line {number}: {flag} is not supported in an image's requirements; "
-                "use requirement specifiers, -r, --index-url, --extra-index-url or --find-links"
-            )
-
-
-def _load_toml(file: Path) -> dict:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ImportError:
-            raise ConfigError(
-                "reading pyproject.toml needs Python 3.11 or the tomli package"
-            ) from None
-    try:
-        return tomllib.loads(file.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{file} is not valid TOML: {err}") from None
-
-
-# -- from_local ----------------------------------------------------------------
-
-
-def _kernel_distributions() -> tuple[list[str], list[str]]:
-    """``name==version`` for each installed distribution that provides a module this process
-    has imported, and the imported top-level modules of distributions installed from a
-    local directory (which no index has)."""
-    imported = {name.partition(".")[0] for name in list(sys.modules)}
-    stdlib = set(getattr(sys, "stdlib_module_names", ()))
-    providers = importlib.metadata.packages_distributions()
-    # Namespace packages (`google`) are shared by several distributions: keep only those
-    # that provide an imported submodule.
-    submodules: dict[str, set[str]] = {}
-    for name in list(sys.modules):
-        top, _, rest = name.partition(".")
-        if rest:
-            submodules.setdefault(top, set()).add(rest.partition(".")[0])
-    pins: dict[str, str] = {}
-    local: set[str] = set()
-    for top in sorted(imported - stdlib):
-        for dist_name in providers.get(top, []):
-            key = _normalise(dist_name)
-            if key == "remotecell" or key in pins:
-                continue
-            try:
-                dist = importlib.metadata.distribution(dist_name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-            if len(providers[top]) > 1 and not _provides_any(dist, top, submodules.get(top, set())):
-                continue
-            if _installed_from_local_dir(dist):
-                local.add(top)
-            else:
-                pins[key] = f"{dist.metadata['Name']}=={dist.version}"
-    return sorted(pins.values(), key=str.lower), sorted(local)
-
-
-def _normalise(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
-def _provides_any(dist: importlib.metadata.Distribution, top: str, subs: set[str]) -> bool:
-    files = dist.files or []
-    prefixes = tuple(f"{top}/{sub}" for sub in subs)
-    return any(str(f).startswith(prefixes) for f in files) if prefixes else True
-
-
-def _installed_from_local_dir(dist: importlib.metadata.Distribution) -> bool:
-    text = dist.read_text("direct_url.json")
-    if not text:
-        return False
-    try:
-        info = json.loads(text)
-    except ValueError:
-        return False
-    return "dir_info" in info
