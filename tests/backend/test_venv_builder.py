@@ -345,3 +345,10 @@ def test_a_runner_started_in_the_image_runs_a_cell(make_control_plane, builder):
         client.close()
         runner.kill()
         runner.wait(10)
+
+
+def test_a_corrupt_blob_fails_its_step(builder, tmp_path):
+    (tmp_path / "f.txt").write_text("the real content")
+    spec, _ = Image.debian_slim().add_local_file(tmp_path / "f.txt").to_spec()
+    with pytest.raises(ImageBuildError, match=r"step 1 of 1, add file f\.txt: .* is corrupt"):
+        asyncio.run(builder.build(spec, lambda blob: b"something else", lambda line: None))

@@ -35,7 +35,9 @@ class BuiltImage:
         builder: the builder that built it (``"venv"``, ``"docker"``).
         python: the interpreter to run ``-m remotecell.backend.runner`` with (a path on
             this machine for the venv builder; inside the image for docker).
-        env: variables a runner starts with (the image's ``env`` steps and the builder's own).
+        env: variables a runner starts with, over the executor's own: the image's ``env``
+            steps and the builder's (the venv builder sets ``VIRTUAL_ENV`` and a ``PATH``
+            with the venv's ``bin`` first).
         workdir: the runner's working directory ("" = the executor's default).
         ref: where the image lives: the venv's directory, or the docker image tag.
         size_bytes: what it takes on disk (0 = unknown).

@@ -5,6 +5,7 @@ Layout under ``root``::
     <image id>/venv/        the environment uv made; runners run venv/bin/python
     <image id>/root/        the image's own directory: the runner's working directory,
                             where local files and ``workdir`` go
+    <image id>/image.json   the BuiltImage, for whoever inspects the directory
     runtime-py3.11-<hash>/  remotecell's runtime for one Python version, shared by images
 
 **The runtime.** A runner needs remotecell and its dependencies (grpcio, IPython, ...),
@@ -54,6 +55,7 @@ from remotecell.backend.images.builder import (
     step_progress,
 )
 from remotecell.client.errors import ImageBuildError
+from remotecell.client.values import content_hash
 
 #: A step (a pip install of torch, a long `run`) may take this long before it is killed.
 STEP_TIMEOUT = 30 * 60.0
@@ -211,11 +213,14 @@ class VenvBuilder(ImageBuilder):
     async def _blob(self, spec: pb.ImageSpec, index: int, fetch_blob: FetchBlob) -> bytes:
         blob = spec.steps[index].blob
         try:
-            return await asyncio.to_thread(fetch_blob, blob)
+            data = await asyncio.to_thread(fetch_blob, blob)
         except Exception as err:
             raise step_failed(
                 spec, index, f"its local content (blob {blob[:12]}) was not uploaded: {err}"
             ) from None
+        if content_hash(data) != blob:
+            raise step_failed(spec, index, f"its local content (blob {blob[:12]}) is corrupt")
+        return data
 
     async def _tool(
         self,
