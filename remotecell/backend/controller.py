@@ -104,6 +104,8 @@ class _Runner:
     ever_connected: bool = False
     exited: bool = False
     lost_timer: asyncio.TimerHandle | None = None
+    #: Busy with a job when the control plane restarted; not yet reconnected.
+    expected: bool = False
 
 
 class Controller:
@@ -133,19 +135,32 @@ class Controller:
         """Picks up where the last control plane left off: queued jobs are queued again;
         running jobs wait ``reconnect_grace`` for their runners to reconnect."""
         loop = asyncio.get_running_loop()
-        for row in self.store.active_jobs():
+        rows = self.store.active_jobs()
+        now = time.time()
+        # Running jobs first: their runners still count against ``max_runners``, so the
+        # queued jobs below must not start new runners in their place.
+        for row in rows:
+            if row.state == pb.QUEUED:
+                continue
             job = _Job(
                 row.id, row.spec, row.state, self.store.next_seq(row.id), row.attempt, row.runner_id
             )
             self.jobs[job.id] = job
+            job.timers.append(
+                loop.call_later(self.config.reconnect_grace, self._orphaned, job.id, job.attempt)
+            )
+            if job.spec.timeout_s > 0:
+                left = max(0.0, job.spec.timeout_s - (now - row.started))
+                job.timers.append(loop.call_later(left, self._on_timeout, job.id, job.attempt))
+            if job.runner_id and job.runner_id not in self.runners:
+                runner = _Runner(job.runner_id, job.pool, job=job.id, expected=True)
+                self.runners[runner.id] = runner
+                self._handle(RunnerConnected(runner.id, runner.pool, now, busy_with=job.id))
+        for row in rows:
             if row.state == pb.QUEUED:
-                self._handle(JobQueued(job.id, job.pool, time.time()))
-            else:
-                job.timers.append(
-                    loop.call_later(
-                        self.config.reconnect_grace, self._orphaned, job.id, job.attempt
-                    )
-                )
+                job = _Job(row.id, row.spec, row.state, self.store.next_seq(row.id), row.attempt)
+                self.jobs[job.id] = job
+                self._handle(JobQueued(job.id, job.pool, now))
         self._ticker = asyncio.create_task(self._tick_forever())
         if self.config.prewarm:
             self._handle(Prewarm(self.config.prewarm, time.time()))
@@ -160,7 +175,10 @@ class Controller:
                     pb.RunnerInstruction(shutdown=pb.Shutdown(reason="control plane stopping"))
                 )
         deadline = time.monotonic() + 2.0
-        while any(not r.exited for r in self.runners.values()) and time.monotonic() < deadline:
+        while (
+            any(r.handle is not None and not r.exited for r in self.runners.values())
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.05)
         for runner in list(self.runners.values()):
             if runner.handle is not None and not runner.exited:
@@ -240,15 +258,24 @@ class Controller:
         job.cancel_reason = reason
         runner = self.runners.get(job.runner_id)
         if runner is None or not runner.connected:
+            self._forget_expected(runner)
             self._finish(job, pb.CANCELLED, f"cancelled: {reason}")
             return pb.CANCELLED, True
         self._interrupt(job, runner, reason)
-        return job.state, True
+        # Answer with the job's end, not "running": the cell stops (or its runner is
+        # killed) within the cancel grace.
+        deadline = time.monotonic() + min(self.config.cancel_grace + 3.0, 20.0)
+        while job_id in self.jobs and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        row = self.store.get_job(job_id)
+        return (row.state if row is not None else job.state), True
 
-    def _interrupt(self, job: _Job, runner: _Runner, reason: str) -> None:
+    def _interrupt(self, job: _Job, runner: _Runner, reason: str, timeout: bool = False) -> None:
         assert runner.outbox is not None
         runner.outbox.put_nowait(
-            pb.RunnerInstruction(cancel=pb.CancelTask(job_id=job.id, reason=reason))
+            pb.RunnerInstruction(
+                cancel=pb.CancelTask(job_id=job.id, reason=reason, timeout=timeout)
+            )
         )
         loop = asyncio.get_running_loop()
         job.timers.append(
@@ -266,10 +293,11 @@ class Controller:
             self.config.cancel_grace,
             job.runner_id,
         )
-        job.cancel_reason = (job.cancel_reason or "cancelled") + (
-            f"; the cell did not stop within {self.config.cancel_grace:g} s of the interrupt, "
-            "so its runner was killed"
-        )
+        if not job.timed_out:  # a timeout says so itself when the runner is gone
+            job.cancel_reason = (job.cancel_reason or "cancelled") + (
+                f"; the cell did not stop within {self.config.cancel_grace:g} s of the "
+                "interrupt, so its runner was killed"
+            )
         if runner is not None and runner.handle is not None:
             self._spawn(self.executor.kill(runner.handle))
         elif runner is not None:
@@ -281,9 +309,12 @@ class Controller:
             return
         job.timed_out = True
         runner = self.runners.get(job.runner_id)
-        reason = f"timeout: the cell ran longer than its timeout of {job.spec.timeout_s:g} s"
         if runner is not None and runner.connected:
-            self._interrupt(job, runner, reason)
+            self._interrupt(job, runner, self._timeout_reason(job), timeout=True)
+
+    @staticmethod
+    def _timeout_reason(job: _Job) -> str:
+        return f"the cell ran longer than its timeout of {job.spec.timeout_s:g} s"
 
     # ------------------------------------------------------------------ events
 
@@ -342,6 +373,8 @@ class Controller:
             if isinstance(ins, Assign):
                 self._assign(ins.job_id, ins.runner_id)
             elif isinstance(ins, StartRunner):
+                if self._closing:  # it would outlive the executor; the next start starts it
+                    continue
                 self.runners[ins.runner_id] = _Runner(ins.runner_id, ins.pool)
                 self._spawn(self._launch(ins.runner_id, ins.pool))
             elif isinstance(ins, StopRunner):
@@ -467,6 +500,9 @@ class Controller:
         if job.timed_out:
             message = f"the cell ran longer than its timeout of {job.spec.timeout_s:g} s; its runner was killed"
             error = pb.Error(kind=pb.Error.TIMEOUT, type_name="TimeoutError", message=message)
+        elif self._closing:
+            message = "the control plane was stopped while this cell ran, and its runner with it"
+            error = pb.Error(kind=pb.Error.RUNNER_DIED, type_name="RunnerStopped", message=message)
         else:
             message = f"the runner running this cell died: {exit_info.describe()}"
             error = pb.Error(kind=pb.Error.RUNNER_DIED, type_name="RunnerDied", message=message)
@@ -480,6 +516,7 @@ class Controller:
         runner = self.runners.get(job.runner_id)
         if runner is not None and runner.connected:
             return
+        self._forget_expected(runner)
         message = (
             f"the runner running this cell did not reconnect within {self.config.reconnect_grace:g} s "
             "after the control plane restarted"
@@ -489,6 +526,13 @@ class Controller:
             pb.Error(kind=pb.Error.RUNNER_DIED, type_name="RunnerLost", message=message),
             message,
         )
+
+    def _forget_expected(self, runner: _Runner | None) -> None:
+        """Stops holding a place for a runner that has not come back since the restart
+        (should it still come back, it is told to stop its stale cell)."""
+        if runner is not None and runner.expected:
+            self.runners.pop(runner.id, None)
+            self._handle(RunnerGone(runner.id, time.time()))
 
     # ------------------------------------------------------------------ runners
 
@@ -518,11 +562,13 @@ class Controller:
     def _register(self, hello: pb.RunnerHello) -> _Runner:
         runner = self.runners.get(hello.runner_id)
         pool = Pool(hello.image, hello.session)
-        if runner is None:
+        if runner is None or runner.expected:
             # A runner we did not start in this process: it reconnects after a restart.
-            runner = _Runner(hello.runner_id, pool, pid=hello.pid)
+            if runner is None:
+                runner = _Runner(hello.runner_id, pool)
+                self.runners[hello.runner_id] = runner
+            runner.expected = False
             runner.handle = RunnerHandle(hello.runner_id, hello.pid)
-            self.runners[hello.runner_id] = runner
             self._spawn(self._watch(hello.runner_id, runner.handle))
         if runner.lost_timer is not None:
             runner.lost_timer.cancel()
@@ -534,17 +580,41 @@ class Controller:
     def _connected(self, runner: _Runner, hello: pb.RunnerHello) -> None:
         runner.connected = runner.ever_connected = True
         busy_with = ""
+        runner.job = ""
         if hello.current_job_id:
+            if hello.busy:
+                runner.job = hello.current_job_id  # so a replayed `finished` frees it
             for event in hello.replay:
                 self._runner_event(runner, event)
             job = self.jobs.get(hello.current_job_id)
             if job is not None and job.state == pb.RUNNING and hello.busy:
                 job.runner_id = runner.id
-                runner.job = job.id
                 busy_with = job.id
-                if job.cancel_reason:
+                if job.timed_out:
+                    self._interrupt(job, runner, self._timeout_reason(job), timeout=True)
+                elif job.cancel_reason:
                     self._interrupt(job, runner, job.cancel_reason)
+            elif runner.job:
+                busy_with = self._stop_stale_cell(runner, hello.current_job_id)
         self._handle(RunnerConnected(runner.id, runner.pool, time.time(), busy_with=busy_with))
+
+    def _stop_stale_cell(self, runner: _Runner, job_id: str) -> str:
+        """A runner came back still running a job that ended here meanwhile (it was
+        cancelled, or given up on): interrupt that cell, and kill the runner if it
+        ignores that. Returns the job the runner stays busy with until then."""
+        assert runner.outbox is not None
+        runner.outbox.put_nowait(
+            pb.RunnerInstruction(
+                cancel=pb.CancelTask(job_id=job_id, reason="the job already ended")
+            )
+        )
+
+        def kill_if_still_busy() -> None:
+            if runner.job == job_id and not runner.exited and runner.handle is not None:
+                self._spawn(self.executor.kill(runner.handle))
+
+        asyncio.get_running_loop().call_later(self.config.cancel_grace, kill_if_still_busy)
+        return job_id
 
     async def _read_runner(
         self,
@@ -584,8 +654,12 @@ class Controller:
     def _runner_event(self, runner: _Runner, event: pb.JobEvent) -> None:
         job = self.jobs.get(event.job_id)
         if job is None:
-            # Finished already (cancelled, or killed): keep what arrives, fill no one.
-            self.store.add_event(event)
+            # The job ended here already (cancelled, or given up on): its stored history
+            # ends with `finished`, so late events are dropped. A runner's late end
+            # still frees the runner.
+            if event.HasField("finished") and runner.job == event.job_id:
+                runner.job = ""
+                self._handle(TaskDone(runner.id, time.time()))
             return
         if event.HasField("finished"):
             if event.seq < job.next_seq and self._stored(job.id, event.seq):

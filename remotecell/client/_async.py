@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -9,7 +11,7 @@ import grpc
 
 from remotecell._proto import pb, pb_grpc
 from remotecell.client.config import Endpoint
-from remotecell.client.errors import RemoteCellError, from_rpc_error
+from remotecell.client.errors import ConnectionError, RemoteCellError, from_rpc_error
 
 CHUNK = 4 * 1024 * 1024
 
@@ -121,12 +123,14 @@ class AsyncClient:
     async def attach(self, job_id: str, from_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
         """Follows a job's events from ``from_seq`` to its end, resuming across restarts."""
         last = from_seq - 1
+        lost_since: float | None = None
         while True:
             call = self._stub.Attach(
                 pb.AttachRequest(job_id=job_id, from_seq=last + 1), metadata=self._md
             )
             try:
                 async for event in call:
+                    lost_since = None
                     if event.seq <= last:
                         continue
                     last = event.seq
@@ -137,5 +141,22 @@ class AsyncClient:
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise self._error(err) from None
+                if lost_since is None:
+                    lost_since = time.monotonic()
+                elif time.monotonic() - lost_since > RESUME_FOR:
+                    raise self._error(err) from None
             # The control plane went away: wait (bounded) for it to come back, then resume.
-            await self.health(timeout=RESUME_FOR, wait_for_ready=True)
+            await self._until_available(lost_since + RESUME_FOR)
+
+    async def _until_available(self, deadline: float) -> None:
+        while True:
+            try:
+                await self.health(
+                    timeout=max(0.1, deadline - time.monotonic()), wait_for_ready=True
+                )
+                return
+            except ConnectionError:
+                # Also a call sent on the dying connection before the channel noticed.
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)

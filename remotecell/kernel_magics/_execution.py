@@ -69,6 +69,16 @@ class JobFollower:
             events.close()
 
     def _cancel(self, events: EventStream) -> None:
+        # Interrupted before the job's id came back: it is on its way (the control plane
+        # sends it first), and the job must not run on unseen.
+        deadline = time.monotonic() + CANCEL_WAIT
+        try:
+            while not self.job_id and time.monotonic() < deadline:
+                event = events.next(timeout=0.25)
+                if event is not None:
+                    self._handle(event)
+        except (StopIteration, KeyboardInterrupt, RemoteCellError):
+            pass
         if not self.job_id:
             return
         try:

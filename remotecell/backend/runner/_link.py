@@ -53,6 +53,9 @@ class Link:
         self._seq = 0
         self._busy = False
         self._replay: list[pb.JobEvent] = []
+        #: Which connection may take from ``_pending``: a failed call's request generator
+        #: lives on (gRPC does not stop it) and must not swallow the next one's events.
+        self._generation = 0
         self._closed = False
         self._future = self._thread.submit(self._run())
 
@@ -95,12 +98,12 @@ class Link:
         md = (("authorization", f"Bearer {self.endpoint.token}"),)
         lost_since = time.monotonic()
         while not self._closed:
+            self._generation += 1
             try:
-                call = stub.RunnerSession(self._requests(), metadata=md)
+                call = stub.RunnerSession(self._requests(self._generation), metadata=md)
+                await call.wait_for_connection()
+                self.connected.set()
                 async for ins in call:
-                    if not self.connected.is_set():
-                        self.connected.set()
-                    lost_since = time.monotonic()
                     if ins.HasField("cancel"):
                         self.on_cancel(ins.cancel)
                     else:
@@ -115,14 +118,17 @@ class Link:
                 log.info("connection to the control plane lost: %s", err.code())
             except Exception:
                 log.exception("runner connection failed")
-            self.connected.clear()
+            if self.connected.is_set():
+                # Connected until now (however long no instruction came): the loss starts here.
+                lost_since = time.monotonic()
+                self.connected.clear()
             if not self._busy and time.monotonic() - lost_since > self.orphan_timeout:
                 log.warning("no control plane for %.0f s; exiting", self.orphan_timeout)
                 self.instructions.put(None)
                 return
             await asyncio.sleep(0.2)
 
-    async def _requests(self) -> AsyncIterator[pb.RunnerMessage]:
+    async def _requests(self, generation: int) -> AsyncIterator[pb.RunnerMessage]:
         hello = pb.RunnerHello()
         hello.CopyFrom(self.hello)
         hello.current_job_id = self._job
@@ -131,11 +137,13 @@ class Link:
         yield pb.RunnerMessage(hello=hello)
         assert self._wake is not None
         while True:
-            while not self._pending:
+            while not self._pending and generation == self._generation:
                 self._wake.clear()
                 if self._pending:
                     break
                 await self._wake.wait()
+            if generation != self._generation:
+                return
             kind, item = self._pending.popleft()
             if kind == "begin":
                 self._job, self._seq, self._busy = item.job_id, item.first_seq, True

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 from remotecell._proto import pb
 from remotecell.backend.executors.local import TOKEN_ENV
@@ -42,17 +43,25 @@ def main(argv: list[str] | None = None) -> int:
         session=args.session,
     )
     shell_box: list = []
+    early: list[pb.CancelTask] = []  # cancels that came while the shell was being built
+    lock = threading.Lock()
 
     def on_cancel(cancel: pb.CancelTask) -> None:
-        if shell_box:
-            shell_box[0].interrupt(cancel)
+        with lock:
+            if not shell_box:
+                early.append(cancel)
+                return
+        shell_box[0].interrupt(cancel)
 
     # Connect first, then import IPython while the hello travels: both take a while.
     link = Link(endpoint, hello, on_cancel, orphan_timeout=args.orphan_timeout)
     from remotecell.backend.runner._shell import CellShell
 
     shell = CellShell()
-    shell_box.append(shell)
+    with lock:
+        shell_box.append(shell)
+    for cancel in early:
+        shell.interrupt(cancel)
     blobs = Client(endpoint)
     signal.signal(signal.SIGTERM, lambda *_: link.instructions.put(None))
     try:

@@ -163,16 +163,24 @@ class CellShell:
         self._job = ""
         self._in_cell = False
         self._cancel: pb.CancelTask | None = None
+        #: Cancels that came before their task started (it was on its way to this thread).
+        self._early: dict[str, pb.CancelTask] = {}
+        self._lock = threading.Lock()
         signal.signal(signal.SIGINT, self._on_sigint)
 
     # -- cancellation (from the link thread) --------------------------------------------
 
     def interrupt(self, cancel: pb.CancelTask) -> None:
-        if cancel.job_id != self._job or self._cancel is not None:
-            return
-        self._cancel = cancel
-        self.shell.cancelling = True
-        if self._in_cell and self._main_thread is not None:
+        with self._lock:
+            if cancel.job_id != self._job:
+                self._early[cancel.job_id] = cancel
+                return
+            if self._cancel is not None:
+                return
+            self._cancel = cancel
+            self.shell.cancelling = True
+            in_cell = self._in_cell
+        if in_cell and self._main_thread is not None:
             signal.pthread_kill(self._main_thread, signal.SIGINT)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -185,9 +193,11 @@ class CellShell:
         self, task: pb.Task, emit: Emit, fetch: Callable[[str], Any], upload: Callable[[dict], int]
     ) -> None:
         spec = task.spec
-        self._job = task.job_id
-        self._cancel = None
-        self.shell.cancelling = False
+        with self._lock:
+            self._job = task.job_id
+            self._cancel = self._early.pop(task.job_id, None)
+            self._early.clear()  # any other is for a task that ended before it came
+            self.shell.cancelling = self._cancel is not None
         self.shell.captured = None
         ns = self.shell.user_ns
         if not spec.session:
@@ -213,7 +223,8 @@ class CellShell:
             emit(finished=pb.Finished(state=pb.FAILED, message=f"the runner failed: {err}"))
         finally:
             self._in_cell = False
-            self._job = ""
+            with self._lock:
+                self._job = ""
             self.shell.display_pub.emit = None
             for key, old in saved_env.items():
                 if old is None:
