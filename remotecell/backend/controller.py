@@ -17,8 +17,9 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from remotecell._proto import pb
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
@@ -192,8 +193,8 @@ class Controller:
             await asyncio.sleep(self.config.tick)
             self._handle(Tick(time.time()))
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

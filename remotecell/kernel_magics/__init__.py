@@ -24,6 +24,10 @@ def load_ipython_extension(ipython: Any) -> None:
 def unload_ipython_extension(ipython: Any) -> None:
     from remotecell.kernel_magics._magics import RemoteMagics
 
-    magics = ipython.magics_manager.registry.get(RemoteMagics.__name__)
+    manager = ipython.magics_manager
+    magics = manager.registry.pop(RemoteMagics.__name__, None)
     if magics is not None:
         magics.close()
+    for kind, names in RemoteMagics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)

@@ -79,9 +79,10 @@ class RemoteMagics(Magics):
         return self._client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._lock:
+            client, self._client, self._connecting = self._client, None, None
+        if client is not None:
+            client.close()
 
     # -- magics ----------------------------------------------------------------------
 

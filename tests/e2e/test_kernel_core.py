@@ -83,3 +83,12 @@ def test_the_magics_follow_traitlets_config(make_kernel, control_plane):
     )
     k.ok("%load_ext remotecell")
     assert k.ok("%%remote\n'configured'").result == {"text/plain": "'configured'"}
+
+
+def test_unload_removes_the_magics_and_reload_works(kernel):
+    kernel.ok("%unload_ext remotecell")
+    run = kernel.execute("%%remote\n1")
+    assert run.reply["status"] == "error" and run.reply["ename"] == "UsageError"
+    assert "Cell magic `%%remote` not found" in run.stderr
+    kernel.ok("%load_ext remotecell")
+    assert kernel.ok("%%remote\n2 + 2").result == {"text/plain": "4"}

@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import traceback
@@ -144,6 +145,35 @@ def _build_shell() -> Any:
             if self.cancelling and isinstance(sys.exc_info()[1], KeyboardInterrupt):
                 return
             super().showtraceback(*args, **kwargs)
+
+        def system_piped(self, cmd: str) -> None:
+            """``!cmd``: its output, stdout and stderr merged, streams line by line.
+
+            IPython's own version reads through a pty with pexpect, which loses the
+            output of a fast command now and then; a pipe loses nothing.
+            """
+            if cmd.rstrip().endswith("&"):
+                raise OSError("Background processes not supported.")
+            expanded = self.var_expand(cmd, depth=1)
+            shell = os.environ.get("SHELL") or "/bin/sh"
+            with subprocess.Popen(
+                expanded,
+                shell=True,
+                executable=shell,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            ) as proc:
+                assert proc.stdout is not None
+                try:
+                    for line in proc.stdout:
+                        sys.stdout.write(line.decode("utf-8", "replace"))
+                except KeyboardInterrupt:
+                    proc.kill()
+                    raise
+            self.user_ns["_exit_code"] = proc.returncode
+
+        system = system_piped
 
     config = Config()
     config.HistoryManager.enabled = False
