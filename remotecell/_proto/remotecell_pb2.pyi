@@ -436,6 +436,7 @@ class JobEvent(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
+    BUILD_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     seq: _builtins.int
     """0, 1, 2, ... with no gaps, per job"""
@@ -455,6 +456,8 @@ class JobEvent(_message.Message):
     def error(self) -> Global___Error: ...
     @_builtins.property
     def finished(self) -> Global___Finished: ...
+    @_builtins.property
+    def build(self) -> Global___Build: ...
     def __init__(
         self,
         *,
@@ -468,16 +471,45 @@ class JobEvent(_message.Message):
         result: Global___Result | None = ...,
         error: Global___Error | None = ...,
         finished: Global___Finished | None = ...,
+        build: Global___Build | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "display", b"display", "error", b"error", "finished", b"finished", "result", b"result", "status", b"status", "stream", b"stream"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "result", b"result", "status", b"status", "stream", b"stream"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "display", b"display", "error", b"error", "finished", b"finished", "job_id", b"job_id", "result", b"result", "seq", b"seq", "status", b"status", "stream", b"stream", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "job_id", b"job_id", "result", b"result", "seq", b"seq", "status", b"status", "stream", b"stream", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["accepted", "status", "stream", "display", "result", "error", "finished"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["accepted", "status", "stream", "display", "result", "error", "finished", "build"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class Build(_message.Message):
+    """A line of the job's image build log (a progress line per step, the tools' output)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMAGE_ID_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    image_id: _builtins.str
+    line: _builtins.str
+    progress: _builtins.bool
+    """a step starting ("[2/3] pip install ..."), not a tool's output"""
+    def __init__(
+        self,
+        *,
+        image_id: _builtins.str = ...,
+        line: _builtins.str = ...,
+        progress: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_id", b"image_id", "line", b"line", "progress", b"progress"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Build: _TypeAlias = Build  # noqa: Y015
 
 @_typing.final
 class Accepted(_message.Message):
@@ -652,6 +684,8 @@ class Error(_message.Message):
         SETUP: Error._Kind.ValueType  # 4
         """the closure could not be loaded, etc."""
         INTERNAL: Error._Kind.ValueType  # 5
+        IMAGE_BUILD: Error._Kind.ValueType  # 6
+        """the job's image failed to build"""
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
     USER_CODE: Error.Kind.ValueType  # 0
@@ -663,6 +697,8 @@ class Error(_message.Message):
     SETUP: Error.Kind.ValueType  # 4
     """the closure could not be loaded, etc."""
     INTERNAL: Error.Kind.ValueType  # 5
+    IMAGE_BUILD: Error.Kind.ValueType  # 6
+    """the job's image failed to build"""
 
     KIND_FIELD_NUMBER: _builtins.int
     TYPE_NAME_FIELD_NUMBER: _builtins.int

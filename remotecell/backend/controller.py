@@ -17,12 +17,13 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from remotecell._proto import pb
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
+from remotecell.backend.images.builder import BuiltImage, is_progress
 from remotecell.backend.scheduler.queue import (
     Assign,
     Event,
@@ -42,6 +43,10 @@ from remotecell.backend.scheduler.queue import (
     Waiting,
 )
 from remotecell.backend.state.store import Store
+from remotecell.client.errors import ConfigError, ImageBuildError
+
+if TYPE_CHECKING:
+    from remotecell.backend.images.cache import ImageCache
 
 log = logging.getLogger("remotecell.controller")
 
@@ -110,10 +115,24 @@ class _Runner:
 
 
 class Controller:
-    def __init__(self, config: ControllerConfig, store: Store, executor: Executor) -> None:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        store: Store,
+        executor: Executor,
+        images: ImageCache | None = None,
+        builder: str = "venv",
+        fetch_blob: Callable[[str], bytes] | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.executor = executor
+        #: Builds jobs' images with ``builder`` (the one that suits ``executor``).
+        self.images = images
+        self.builder = builder
+        self.fetch_blob = fetch_blob
+        #: Images this control plane has in hand, by id, for starting runners in them.
+        self.built: dict[str, BuiltImage] = {}
         self.scheduler = Scheduler(
             SchedulerConfig(
                 scaledown_window=config.scaledown_window,
@@ -161,7 +180,7 @@ class Controller:
             if row.state == pb.QUEUED:
                 job = _Job(row.id, row.spec, row.state, self.store.next_seq(row.id), row.attempt)
                 self.jobs[job.id] = job
-                self._handle(JobQueued(job.id, job.pool, now))
+                self._admit(job)
         self._ticker = asyncio.create_task(self._tick_forever())
         if self.config.prewarm:
             self._handle(Prewarm(self.config.prewarm, time.time()))
@@ -201,6 +220,8 @@ class Controller:
     # ------------------------------------------------------------------ clients
 
     def submit(self, spec: pb.JobSpec) -> str:
+        if spec.image_spec.id:
+            spec.image = spec.image_spec.id
         job_id = "job-" + secrets.token_hex(5)
         accepted = pb.JobEvent(
             job_id=job_id, seq=0, time=time.time(), accepted=pb.Accepted(state=pb.QUEUED)
@@ -208,8 +229,58 @@ class Controller:
         self.store.create_job(job_id, spec, accepted)
         job = _Job(job_id, spec, pb.QUEUED, next_seq=1)
         self.jobs[job_id] = job
-        self._handle(JobQueued(job_id, job.pool, accepted.time))
+        self._admit(job)
         return job_id
+
+    # ------------------------------------------------------------------ images
+
+    def _admit(self, job: _Job) -> None:
+        """Queues a job, once its image (if it names one) is built."""
+        if not job.spec.image or job.spec.image in self.built:
+            self._handle(JobQueued(job.id, job.pool, time.time()))
+        else:
+            self._spawn(self._prepare_image(job))
+
+    async def _prepare_image(self, job: _Job) -> None:
+        image_id = job.spec.image
+        loop = asyncio.get_running_loop()
+
+        def log_line(line: str) -> None:
+            if job.id in self.jobs and job.state == pb.QUEUED:
+                self._emit(
+                    job, build=pb.Build(image_id=image_id, line=line, progress=is_progress(line))
+                )
+
+        def log_threadsafe(line: str) -> None:  # builders may log from a worker thread
+            loop.call_soon_threadsafe(log_line, line)
+
+        try:
+            if self.images is None or self.fetch_blob is None:
+                raise ImageBuildError("this control plane builds no images")
+            if job.spec.image_spec.id:
+                built = await self.images.get(
+                    job.spec.image_spec, self.fetch_blob, log_threadsafe, builder=self.builder
+                )
+            else:
+                found = self.images.lookup(image_id, self.builder)
+                if found is None:
+                    raise ConfigError(
+                        f"image {image_id[:12]} is not built on this control plane; pass the "
+                        "Image itself (image=img) so that it can be built"
+                    )
+                built = found
+        except (ImageBuildError, ConfigError) as err:
+            await asyncio.sleep(0)  # let the log lines queued above land first
+            if job.id in self.jobs and job.state == pb.QUEUED:
+                error = pb.Error(
+                    kind=pb.Error.IMAGE_BUILD, type_name=type(err).__name__, message=str(err)
+                )
+                self._finish(job, pb.FAILED, str(err).splitlines()[0], error)
+            return
+        await asyncio.sleep(0)
+        self.built[image_id] = built
+        if job.id in self.jobs and job.state == pb.QUEUED:
+            self._handle(JobQueued(job.id, job.pool, time.time()))
 
     async def follow(self, job_id: str, from_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
         """The job's events from ``from_seq``: stored ones first, then live ones."""
@@ -422,6 +493,7 @@ class Controller:
             token=self.config.token,
             image=pool.image,
             session=pool.session,
+            built=self.built.get(pool.image),
         )
         try:
             handle = await self.executor.start(launch)

@@ -29,6 +29,7 @@ from remotecell._proto import pb_grpc
 from remotecell.backend.auth import TokenAuth
 from remotecell.backend.controller import Controller, ControllerConfig
 from remotecell.backend.executors.local import LocalExecutor
+from remotecell.backend.images.cache import open_cache
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.backend.state.store import Store
@@ -109,6 +110,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         token_file.chmod(0o600)
     store = Store(data_dir / "state.sqlite3")
     blobs = BlobStore(config.blob_url or str(data_dir / "blobs"))
+    images = open_cache(data_dir)
 
     server = grpc.aio.server(interceptors=[TokenAuth(token)], options=GRPC_OPTIONS)
     addresses: list[str] = []
@@ -139,9 +141,13 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         ),
         store,
         LocalExecutor(data_dir / "logs" / "runners"),
+        images=images,
+        builder="venv",
+        fetch_blob=lambda digest: b"".join(blobs.read(digest)),
     )
     pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller, blobs), server)
     await server.start()
+    images.recover()
     await controller.start()
     endpoint = data_dir / ENDPOINT_FILE
     tmp = endpoint.with_suffix(".tmp")
@@ -177,6 +183,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
             if info.get("pid") == os.getpid():
                 endpoint.unlink()
         await controller.close()
+        await images.close()
         await server.stop(grace=1.0)
         store.close()
         lock.close()

@@ -139,4 +139,5 @@ def _blob_refs(spec: pb.JobSpec) -> list[str]:
         refs.extend(value.buffers)
         if value.pickle_blob:
             refs.append(value.pickle_blob)
+    refs.extend(step.blob for step in spec.image_spec.steps if step.blob)
     return refs

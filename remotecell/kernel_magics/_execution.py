@@ -6,6 +6,7 @@ after a kernel restart shows exactly what the live run showed.
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import time
@@ -13,10 +14,12 @@ from typing import Any
 
 from remotecell._proto import pb
 from remotecell.client import Client, EventStream, values
-from remotecell.client.errors import RemoteCellError, RemoteError
+from remotecell.client.errors import ConfigError, ImageBuildError, RemoteCellError, RemoteError
 
 #: A job still queued after this long says why (starting a runner, waiting for one).
 STATUS_AFTER = 1.0
+#: How many lines of a build tool's output show while an image builds.
+BUILD_TAIL_LINES = 8
 #: After an interrupt, how long to wait for the job's own end before giving up on it.
 CANCEL_WAIT = 10.0
 
@@ -27,6 +30,7 @@ _ERROR_KINDS = {
     pb.Error.CANCELLED: "cancelled",
     pb.Error.SETUP: "setup",
     pb.Error.INTERNAL: "internal",
+    pb.Error.IMAGE_BUILD: "image_build",
 }
 
 
@@ -42,6 +46,10 @@ class JobFollower:
         self._running = False
         self._pending_status = ""
         self._since = time.monotonic()
+        self._tail: collections.deque[str] = collections.deque(maxlen=BUILD_TAIL_LINES)
+        self._tail_id = f"remotecell-build-{id(self)}"
+        self._tail_open = False
+        self._tail_shown = 0.0
 
     def follow(self, events: EventStream) -> Any:
         """Consumes ``events`` to the job's end; returns the cell's value or raises RemoteError.
@@ -114,9 +122,42 @@ class JobFollower:
             self._take_result(event.result)
         elif kind == "error":
             self.error = event.error
+        elif kind == "build":
+            self._build_line(event.build)
         elif kind == "finished":
+            self._end_build_tail()
             return True
+        if kind not in ("build", "accepted"):
+            self._end_build_tail()
         return False
+
+    def _build_line(self, build: pb.Build) -> None:
+        """Build progress lines stay in the output; the tools' output shows as a tail of
+        the last few lines, updated in place, that goes away when the build ends."""
+        if build.progress:
+            print(f"remotecell: {build.line}", file=sys.stderr)
+            return
+        self._tail.append(build.line)
+        now = time.monotonic()
+        if now - self._tail_shown < 0.2:
+            return
+        self._tail_shown = now
+        self._show_tail("\n".join(self._tail))
+
+    def _show_tail(self, text: str) -> None:
+        from IPython.display import publish_display_data
+
+        kwargs: dict[str, Any] = {"transient": {"display_id": self._tail_id}}
+        if self._tail_open:
+            kwargs["update"] = True
+        publish_display_data({"text/plain": text}, {}, **kwargs)
+        self._tail_open = True
+
+    def _end_build_tail(self) -> None:
+        if self._tail_open:
+            self._show_tail("")
+            self._tail_open = False
+        self._tail.clear()
 
     def _status(self, status: pb.Status) -> None:
         if status.state == pb.RUNNING:
@@ -161,6 +202,10 @@ class JobFollower:
         if finished.state == pb.SUCCEEDED:
             return self.output
         error = self.error or pb.Error(kind=pb.Error.INTERNAL, message=finished.message)
+        if error.kind == pb.Error.IMAGE_BUILD:
+            raise (ConfigError if error.type_name == "ConfigError" else ImageBuildError)(
+                error.message
+            )
         kind = _ERROR_KINDS.get(error.kind, "internal")
         if finished.state == pb.CANCELLED:
             kind = "cancelled"

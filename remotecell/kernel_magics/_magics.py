@@ -8,6 +8,7 @@ import threading
 import traceback
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -17,6 +18,7 @@ from remotecell._proto import pb
 from remotecell.client import Client, connect, values
 from remotecell.client._listing import format_jobs, state_name
 from remotecell.client.errors import CellSyntaxError, ConfigError, RemoteCellError
+from remotecell.client.image_cell import parse_image_cell
 from remotecell.kernel_magics import _closure, _options
 from remotecell.kernel_magics._execution import JobFollower
 from remotecell.kernel_magics._job import RemoteJob
@@ -118,6 +120,11 @@ class RemoteMagics(Magics):
             if options.pull is not None
             else [n for n in names.assigned if not _closure.is_ipython_name(n)]
         )
+        blobs: dict[str, Any] = dict(packed.blobs)
+        image_spec = None
+        if options.image is not None:
+            image_spec, image_blobs = options.image.to_spec(force_build=options.force_build)
+            blobs.update(image_blobs)
         spec = pb.JobSpec(
             code=cell,
             closure=packed.values,
@@ -128,7 +135,25 @@ class RemoteMagics(Magics):
             env=options.env,
             origin=f"kernel {os.getpid()}@{socket.gethostname()}",
         )
-        return spec, packed.blobs
+        if image_spec is not None:
+            spec.image = image_spec.id
+            spec.image_spec.CopyFrom(image_spec)
+        return spec, blobs
+
+    @cell_magic
+    def remote_image(self, line: str, cell: str) -> None:
+        """Define an image from a few lines: ``%%remote_image NAME``.
+
+        Lines: ``python 3.11``, ``pip PKG ...``, ``apt PKG ...``, ``env K=V``,
+        ``run COMMAND``, ``workdir DIR``, ``add LOCAL [REMOTE]``, ``from REF``.
+        The cell defines NAME in the notebook as a ``remotecell.Image``.
+        """
+        name = line.strip()
+        if not name.isidentifier():
+            raise ConfigError(
+                f"usage: %%remote_image NAME, with NAME a Python name (got {line.strip()!r})"
+            )
+        self.shell.user_ns[name] = parse_image_cell(cell, base_dir=Path.cwd())
 
     @line_magic
     def remote_jobs(self, line: str) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from remotecell.client.errors import ConfigError
+from remotecell.client.image import Image
 
 _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -33,6 +34,8 @@ class RemoteOptions:
     detach: bool = False
     session: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    image: Image | None = None
+    force_build: bool = False
 
 
 #: More retries than this is a mistake (and the wire's uint32 has a limit too).
@@ -45,6 +48,8 @@ OPTIONS = {
     "detach": "return a job handle at once (True/False)",
     "session": "keep the remote namespace across cells under this name (a string)",
     "env": "environment variables for the cell (a dict of str to str, without '=' in names)",
+    "image": "the image to run in (a remotecell.Image)",
+    "force_build": "build the image again even if it was built before (True/False)",
 }
 
 
@@ -187,6 +192,14 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
         ):
             raise _bad(key, source, value)
         options.env = dict(value)
+    elif key == "image":
+        if not isinstance(value, Image):
+            raise _bad(key, source, value)
+        options.image = value
+    elif key == "force_build":
+        if not isinstance(value, bool):
+            raise _bad(key, source, value)
+        options.force_build = value
 
 
 def _is_name(value: Any) -> bool:

@@ -9,6 +9,7 @@ id once however many ask, and records what was built.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -140,6 +141,14 @@ def step_progress(spec: pb.ImageSpec, index: int) -> str:
     if index < 0:
         return f"[base] {describe_base(spec)}"
     return f"[{index + 1}/{len(spec.steps)}] {describe_step(spec.steps[index])}"
+
+
+_PROGRESS = re.compile(r"^\[(base|runtime|\d+/\d+)\] |^built image ")
+
+
+def is_progress(line: str) -> bool:
+    """Whether a log line is a builder's own progress line rather than a tool's output."""
+    return bool(_PROGRESS.match(line))
 
 
 def tail(text: str, lines: int = ERROR_TAIL_LINES) -> str:

@@ -345,7 +345,12 @@ class CellShell:
         err = _EventWriter(pb.Stream.STDERR, emit)
         sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
         publisher = self.shell.display_pub
-        publisher.before_publish = lambda: (out.flush(), err.flush())
+
+        def flush_both() -> None:
+            out.flush()
+            err.flush()
+
+        publisher.before_publish = flush_both
         try:
             yield
         finally:
