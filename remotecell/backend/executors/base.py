@@ -12,6 +12,10 @@ import signal
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from remotecell.backend.images.builder import BuiltImage
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,12 @@ class RunnerLaunch:
     image: str = ""
     session: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    #: What the runner may use: cores and MiB of memory (0: no limit), GPUs.
+    cpu: float = 0.0
+    memory_mb: int = 0
+    gpus: int = 0
+    #: The built image to run in; None: the executor's default environment.
+    built: BuiltImage | None = None
 
 
 @dataclass

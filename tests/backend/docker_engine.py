@@ -1,0 +1,47 @@
+"""A real Docker engine for the docker builder and executor tests.
+
+Tests that need one skip when it is missing, except where ``REMOTECELL_REQUIRE_ENGINES``
+is set (CI, after ``scripts/docker_setup.sh``): there a missing engine fails them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import pytest
+
+from remotecell.backend import _docker
+from remotecell.backend.images.docker import DEFAULT_BASE_IMAGE
+
+REQUIRE_ENV = "REMOTECELL_REQUIRE_ENGINES"
+
+
+def require_engine() -> Any:
+    """A docker client for a running engine that has the default base image."""
+    try:
+        client = _docker.connect()
+    except _docker.DockerUnavailable as err:
+        _missing(str(err))
+    try:
+        client.images.get(DEFAULT_BASE_IMAGE)
+    except Exception as err:
+        client.close()
+        _missing(
+            f"the Docker engine has no base image {DEFAULT_BASE_IMAGE} ({err}); "
+            "build it with scripts/docker_setup.sh"
+        )
+    return client
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get(REQUIRE_ENV):
+        pytest.fail(f"{reason} [{REQUIRE_ENV} is set: docker tests must run]", pytrace=False)
+    pytest.skip(reason)
+
+
+def remove_image(client: Any, ref: str) -> None:
+    """Removes a tag a test made, keeping its layers as build cache for the next run."""
+    with contextlib.suppress(Exception):
+        client.images.remove(ref, force=True, noprune=True)
