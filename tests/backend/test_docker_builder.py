@@ -92,7 +92,11 @@ def test_an_image_has_its_steps_and_runs_the_runtime(
         # One progress line per step, in order, with the tools' output between them.
         progress = [step_progress(spec, i) for i in range(len(spec.steps))]
         assert [line for line in lines if line in progress] == progress
-        assert any(f"Successfully installed {PACKAGE}-{VERSION}" in line for line in lines)
+        assert lines[0] == "[base] debian_slim"
+        assert lines[-1].startswith(f"built image {spec.id[:12]} in ")
+        # After the pip step's line: pip's own output, or the engine's layer cache hit.
+        after_pip = lines[lines.index(progress[0]) + 1]
+        assert after_pip in (f"Collecting {PACKAGE}=={VERSION}", " ---> Using cache")
 
         report = json.loads(
             run_in(

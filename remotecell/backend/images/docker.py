@@ -29,6 +29,7 @@ import shlex
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,10 +400,13 @@ class DockerBuilder(ImageBuilder):
         def emit(line: str) -> None:
             loop.call_soon_threadsafe(log, line)
 
+        started = time.perf_counter()
         try:
-            return await _docker.run_blocking(self._build, spec, fetch_blob, emit)
+            built = await _docker.run_blocking(self._build, spec, fetch_blob, emit)
         except _docker.DockerUnavailable as err:
             raise ImageBuildError(f"image {spec.id[:12]} cannot be built: {err}") from None
+        log(f"built image {spec.id[:12]} in {time.perf_counter() - started:.2f} s ({built.ref})")
+        return built
 
     def exists(self, built: BuiltImage) -> bool:
         try:
@@ -576,7 +580,7 @@ class _Progress:
                 if isinstance(owner, int):
                     self.emit(step_progress(self.spec, owner))
                 else:
-                    self.emit(f"[remotecell] {owner}")
+                    self.emit(f"[runtime] {owner}")
             return
         if _NOISE.match(line) or not line.strip():
             return
