@@ -6,6 +6,7 @@ is set (CI, after ``scripts/docker_setup.sh``): there a missing engine fails the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import pytest
 
 from remotecell.backend import _docker
-from remotecell.backend.images.docker import DEFAULT_BASE_IMAGE
+from remotecell.backend.images.builder import BuiltImage
+from remotecell.backend.images.docker import DEFAULT_BASE_IMAGE, DockerBuilder
+from remotecell.client.image import Image
 
 REQUIRE_ENV = "REMOTECELL_REQUIRE_ENGINES"
 
@@ -41,7 +44,26 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def remove_image(client: Any, ref: str) -> None:
-    """Removes a tag a test made, keeping its layers as build cache for the next run."""
+def runtime_image() -> BuiltImage:
+    """The image of the plainest spec: the remotecell runtime on the base, nothing more.
+
+    Tests hold it while they run, so the layers every image shares (the runtime's
+    dependencies: a minute to install) outlive the images the tests make and remove.
+    """
+
+    async def build() -> BuiltImage:
+        builder = DockerBuilder()
+        try:
+            spec, _ = Image.debian_slim().to_spec()
+            return await builder.build(spec, lambda digest: b"", lambda line: None)
+        finally:
+            await builder.close()
+
+    return asyncio.run(build())
+
+
+def remove_image(client: Any, ref: str, keep_layers: bool = False) -> None:
+    """Removes an image a test made; ``keep_layers``: its layers stay as build cache (for
+    the next test module, or the next run)."""
     with contextlib.suppress(Exception):
-        client.images.remove(ref, force=True, noprune=True)
+        client.images.remove(ref, force=True, noprune=keep_layers)

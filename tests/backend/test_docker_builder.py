@@ -14,10 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_engine import remove_image, require_engine
+from docker_engine import remove_image, require_engine, runtime_image
 
 from remotecell.backend.images.builder import BuiltImage, step_progress
-from remotecell.backend.images.docker import IMAGE_ID_LABEL, VENV_PYTHON, DockerBuilder, image_tag
+from remotecell.backend.images.docker import (
+    BUILDER_LABEL,
+    IMAGE_ID_LABEL,
+    VENV_PYTHON,
+    DockerBuilder,
+    image_tag,
+)
 from remotecell.client.errors import ImageBuildError
 from remotecell.client.image import Image
 
@@ -32,6 +38,13 @@ def engine() -> Iterator[Any]:
     client = require_engine()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_layers(engine: Any) -> Iterator[None]:
+    built = runtime_image()
+    yield
+    remove_image(engine, built.ref, keep_layers=True)
 
 
 @pytest.fixture
@@ -205,6 +218,8 @@ def test_prune_removes_the_images_not_kept(builder: DockerBuilder, engine: Any) 
         assert asyncio.run(builder.prune(others)) == [pruned.image_id]
         assert not builder.exists(pruned)
         assert builder.exists(kept)
+        # What failed builds left (the tests above made some) is gone too.
+        assert engine.images.list(filters={"dangling": True, "label": BUILDER_LABEL}) == []
     finally:
         remove_image(engine, kept.ref)
         remove_image(engine, pruned.ref)

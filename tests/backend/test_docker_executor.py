@@ -20,12 +20,12 @@ from typing import Any, TypeVar
 import pytest
 from conftest import ControlPlane, short_tmpdir, wait_until
 from docker_engine import remove_image, require_engine
+from docker_engine import runtime_image as build_runtime_image
 
 from remotecell.backend.executors.base import RunnerExit, RunnerHandle, RunnerLaunch
 from remotecell.backend.executors.docker import RUNNER_ID_LABEL, DockerExecutor
 from remotecell.backend.images.builder import BuiltImage
-from remotecell.backend.images.docker import VENV_PYTHON, DockerBuilder
-from remotecell.client.image import Image
+from remotecell.backend.images.docker import VENV_PYTHON
 
 T = TypeVar("T")
 
@@ -54,12 +54,9 @@ def engine() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def runtime_image(engine: Any) -> Iterator[BuiltImage]:
-    builder = DockerBuilder()
-    spec, _ = Image.debian_slim().to_spec()
-    built = run(builder.build(spec, lambda digest: b"", lambda line: None))
+    built = build_runtime_image()
     yield built
-    run(builder.close())
-    remove_image(engine, built.ref)
+    remove_image(engine, built.ref, keep_layers=True)
 
 
 @pytest.fixture

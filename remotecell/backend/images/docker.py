@@ -13,7 +13,9 @@ small layer. Builds use the host's network (``network_mode="host"``) and, where 
 trusts a CA bundle of its own, that bundle: copied into the image and named by build
 arguments, so pip trusts it during the build without it becoming the image's environment.
 
-Images are tagged ``remotecell-image:<id>`` and labelled ``remotecell.image-id``.
+Images are tagged ``remotecell-image:<id>`` and labelled ``remotecell.image-id``; every
+layer the builder makes is labelled ``remotecell.builder``, so ``prune`` finds the layers
+failed builds left.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ from remotecell.client.errors import ImageBuildError
 DEFAULT_BASE_IMAGE = "remotecell-base:bookworm"
 TAG_REPOSITORY = "remotecell-image"
 IMAGE_ID_LABEL = "remotecell.image-id"
+#: On every layer the builder makes (the same value, so layers stay shared): what a failed
+#: or interrupted build left is found by it.
+BUILDER_LABEL = "remotecell.builder"
 
 ROOT = "/opt/remotecell"
 VENV = f"{ROOT}/venv"
@@ -175,6 +180,7 @@ def plan(
         out.add(BASE, f"FROM {ref}")
     # A base that switched to its own user (Jupyter's images do) could not write /opt.
     out.add(BASE, "USER root")
+    out.add(BASE, f'LABEL {BUILDER_LABEL}="docker"')
 
     for name in build_args:
         out.add(BASE, f"ARG {name}")
@@ -507,9 +513,8 @@ class DockerBuilder(ImageBuilder):
                 if tag.startswith(f"{TAG_REPOSITORY}:"):
                     self._remove_tag(tag)
             removed.append(image_id)
-        # What `remove` kept as build cache: our untagged images, with the layers under
-        # them that no other image uses.
-        client.images.prune(filters={"dangling": True, "label": IMAGE_ID_LABEL})
+        # What failed or interrupted builds left (the layers of their steps that worked).
+        client.images.prune(filters={"dangling": True, "label": BUILDER_LABEL})
         return removed
 
     def _runtime_requirements(self, python: str) -> list[str]:
@@ -520,10 +525,10 @@ class DockerBuilder(ImageBuilder):
     def _remove_tag(self, tag: str) -> None:
         import docker
 
-        # The layers under it stay, as build cache (the runtime's are shared by every
-        # image): `prune` removes them once no image needs them.
+        # With the layers under it that no other image uses (those of the runtime are
+        # shared by every image on the same base, and stay while one uses them).
         with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.NotFound):
-            self.client().images.remove(tag, force=True, noprune=True)
+            self.client().images.remove(tag, force=True)
 
 
 class _Progress:
