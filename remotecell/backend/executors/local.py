@@ -2,40 +2,116 @@
 
 Each runner runs in its own process session with its output in a log file (never the
 control plane's stdout: an inherited pipe would keep whoever reads it waiting).
+
+A runner is forked from a runner template (``_forkserver``) that has already imported
+IPython and grpc, which takes a runner's start from about half a second to a few tens
+of milliseconds. Where forking is not possible (not Linux, ``fork=False``,
+``REMOTECELL_LOCAL_FORK=0``, a runner in a built image (a venv: its own interpreter),
+a launch whose ``PYTHON*`` variables differ from the template's, a template that died),
+a runner is spawned as a fresh ``python -m remotecell.backend.runner`` instead; both
+end up as the same process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import psutil
 
+from remotecell.backend.executors._forkserver import ForkServer, TemplateUnavailable
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
 
 TOKEN_ENV = "REMOTECELL_RUNNER_TOKEN"
+#: ``0`` turns forking runners off (``fork=None`` reads it).
+FORK_ENV = "REMOTECELL_LOCAL_FORK"
+
+log = logging.getLogger("remotecell.executors.local")
+
+
+def fork_available() -> bool:
+    """Whether runners can be forked here: Linux (the template rewrites the runner's
+    command line in /proc, which tools and the executor itself use to recognise runners)."""
+    return hasattr(os, "fork") and sys.platform == "linux"
 
 
 class LocalExecutor(Executor):
-    name = "local"
+    """Runs runners as local processes, forked from a runner template where possible.
 
-    def __init__(self, log_dir: Path, python: str = sys.executable) -> None:
+    Args:
+        log_dir: where each runner's log (``<runner_id>.log``) goes.
+        python: the interpreter runners run in.
+        fork: fork runners from a template; None: where available, unless
+            ``REMOTECELL_LOCAL_FORK=0``.
+    """
+
+    name = "local"
+    #: A template that died is replaced, but not sooner than this after it started.
+    RESTART_AFTER = 5.0
+
+    def __init__(
+        self, log_dir: Path, python: str = sys.executable, fork: bool | None = None
+    ) -> None:
         self.log_dir = log_dir
         self.python = python
+        if fork is None:
+            fork = os.environ.get(FORK_ENV, "1") != "0"
+        self.fork = fork and fork_available()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._forked: dict[str, tuple[ForkServer, int]] = {}
+        self._template: ForkServer | None = None
+        self._retired: list[ForkServer] = []
+        if self.fork:
+            self._start_template()
+
+    # -- the template ------------------------------------------------------------
+
+    def _start_template(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._template = ForkServer(self.python, self.log_dir / "_template.log", _base_env())
+        except OSError as err:
+            log.warning("could not start the runner template (%s); spawning runners", err)
+            self.fork = False
+
+    def _usable_template(self) -> ForkServer | None:
+        """The template to fork from; None to spawn. Replaces a dead one when it is due."""
+        template = self._template
+        if template is None or not template.broken:
+            return template
+        if template.unsupported:
+            log.warning("%s; spawning runners from now on", template.broken)
+            self._retire(template)
+            self.fork = False
+            return None
+        if time.monotonic() - template.started >= self.RESTART_AFTER:
+            log.warning("%s; starting a new one", template.broken)
+            self._retire(template)
+            self._start_template()
+        return None  # a new template is still importing: spawn this one
+
+    def _retire(self, template: ForkServer) -> None:
+        self._retired.append(template)
+        self._template = None
+
+    # -- runners -----------------------------------------------------------------
 
     async def start(self, launch: RunnerLaunch) -> RunnerHandle:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{launch.runner_id}.log"
-        env = {**os.environ, **launch.env, TOKEN_ENV: launch.token}
-        env.pop("REMOTECELL_URL", None)
-        env.pop("REMOTECELL_TOKEN", None)
+        built = launch.built
+        env = {**_base_env(), **(built.env if built else {}), **launch.env, TOKEN_ENV: launch.token}
+        cwd = built.workdir if built and built.workdir else os.getcwd()
+        python = built.python if built and built.python else self.python
         args = [
-            self.python,
+            python,
             "-m",
             "remotecell.backend.runner",
             "--runner-id",
@@ -47,22 +123,38 @@ class LocalExecutor(Executor):
             args += ["--image", launch.image]
         if launch.session:
             args += ["--session", launch.session]
-        with open(log_path, "ab") as log:
+        # The template is the control plane's own environment; a built image (a venv) has
+        # its own interpreter and packages.
+        template = self._usable_template() if self.fork and built is None else None
+        if template is not None and _python_env(env) == _python_env(template.env):
+            try:
+                pid = await template.fork(args, env, cwd, str(log_path))
+            except TemplateUnavailable as err:
+                log.warning("runner %s spawned, not forked: %s", launch.runner_id, err)
+                self._usable_template()  # replaces a dead template for the next runners
+            else:
+                self._forked[launch.runner_id] = (template, pid)
+                return RunnerHandle(launch.runner_id, pid, log_path)
+        return await self._spawn(launch.runner_id, args, env, cwd, log_path)
+
+    async def _spawn(
+        self, runner_id: str, args: list[str], env: dict[str, str], cwd: str, log_path: Path
+    ) -> RunnerHandle:
+        with open(log_path, "ab") as log_file:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *args,
                     stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=log_file,
                     stderr=asyncio.subprocess.STDOUT,
                     env=env,
+                    cwd=cwd,
                     start_new_session=True,
                 )
             except OSError as err:
-                raise RuntimeError(
-                    f"could not start a local runner with {self.python}: {err}"
-                ) from err
-        self._procs[launch.runner_id] = proc
-        return RunnerHandle(launch.runner_id, proc.pid, log_path)
+                raise RuntimeError(f"could not start a local runner with {args[0]}: {err}") from err
+        self._procs[runner_id] = proc
+        return RunnerHandle(runner_id, proc.pid, log_path)
 
     async def wait(self, handle: RunnerHandle) -> RunnerExit:
         proc = self._procs.get(handle.runner_id)
@@ -70,29 +162,63 @@ class LocalExecutor(Executor):
             code = await proc.wait()
             self._procs.pop(handle.runner_id, None)
             return RunnerExit(code)
+        forked = self._forked.get(handle.runner_id)
+        if forked is not None:
+            template, pid = forked
+            status = await template.wait(pid)
+            if status is not None:
+                self._forked.pop(handle.runner_id, None)
+                return RunnerExit(status)
+            # Its template died first: the runner is nobody's child of ours any more.
         # A runner adopted after a control-plane restart is not our child: poll it.
         while _alive(handle.pid):
             await asyncio.sleep(0.2)
+        self._forked.pop(handle.runner_id, None)
         return RunnerExit(None)
 
     async def kill(self, handle: RunnerHandle) -> None:
         proc = self._procs.get(handle.runner_id)
-        if proc is not None:
+        forked = self._forked.get(handle.runner_id)
+        if proc is not None or forked is not None:
+            # Each runner leads its own process group (setsid): its children go too.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(handle.pid, signal.SIGKILL)
             return
         if _alive(handle.pid) and _is_runner(handle.pid, handle.runner_id):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(handle.pid, signal.SIGKILL)
 
     async def close(self) -> None:
-        for proc in list(self._procs.values()):
+        pids = [proc.pid for proc in self._procs.values()]
+        pids += [pid for _, pid in self._forked.values()]
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        for proc in list(self._procs.values()):
+                os.killpg(pid, signal.SIGKILL)
+        waits: list[Awaitable[int | None]] = [proc.wait() for proc in self._procs.values()]
+        waits += [template.wait(pid) for template, pid in self._forked.values()]
+        for waiting in waits:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5)
+                await asyncio.wait_for(waiting, 5)
         self._procs.clear()
+        self._forked.clear()
+        templates = [*self._retired, *([self._template] if self._template else [])]
+        self._template = None
+        self._retired.clear()
+        for template in templates:
+            await template.close()
+
+
+def _base_env() -> dict[str, str]:
+    """The control plane's environment without its own client settings."""
+    env = dict(os.environ)
+    env.pop("REMOTECELL_URL", None)
+    env.pop("REMOTECELL_TOKEN", None)
+    return env
+
+
+def _python_env(env: dict[str, str]) -> dict[str, str]:
+    # Read once, when an interpreter starts: a forked runner has its template's.
+    return {k: v for k, v in env.items() if k.startswith("PYTHON")}
 
 
 def _alive(pid: int) -> bool:
