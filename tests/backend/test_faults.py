@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from conftest import wait_until
+from support import wait_until
 
 from remotecell._proto import pb
 from remotecell.client import Client, EventStream

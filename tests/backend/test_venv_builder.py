@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from remotecell._proto import pb
 from remotecell.backend.images.builder import BuiltImage
 from remotecell.backend.images.cache import ImageCache
 from remotecell.backend.images.venv import VenvBuilder
@@ -308,43 +307,6 @@ def test_rm_and_prune(cache, builder):
     assert not Path(new_built.ref).exists() and cache.log_text(record) is None
     with pytest.raises(LookupError, match="no image"):
         cache.find(new.id)
-
-
-def test_a_runner_started_in_the_image_runs_a_cell(make_control_plane, builder):
-    """The built image as an executor will use it: `python -m remotecell.backend.runner`
-    with the image's env and working directory, connected to a real control plane."""
-    from conftest import wait_until
-
-    from remotecell.backend.executors.local import TOKEN_ENV
-
-    cp = make_control_plane()
-    image = Image.debian_slim().pip_install(PACKAGE).env({"IN_IMAGE": "yes"})
-    built, _ = build(builder, image)
-    with (cp.data_dir / "image-runner.log").open("wb") as log:
-        runner = subprocess.Popen(
-            [
-                *(built.python, "-m", "remotecell.backend.runner"),
-                *("--runner-id", "image-runner", "--url", cp.endpoint.url, "--image", image.id),
-            ],
-            env={**os.environ, **built.env, TOKEN_ENV: cp.endpoint.token},
-            cwd=built.workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    client = cp.client()
-    try:
-        wait_until(lambda: client.health().runners >= 1, 60, what="the image's runner")
-        code = "import os, sys, tabulate\nprint(tabulate.__version__, os.environ['IN_IMAGE'])\nprint(sys.executable)"
-        events = list(client.submit(pb.JobSpec(code=code, image=image.id)))
-        output = "".join(e.stream.text for e in events if e.HasField("stream"))
-        assert events[-1].finished.state == pb.SUCCEEDED, output
-        assert output.splitlines() == ["0.9.0 yes", built.python]
-    finally:
-        client.close()
-        runner.kill()
-        runner.wait(10)
 
 
 def test_a_corrupt_blob_fails_its_step(builder, tmp_path):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import kill_runners, short_tmpdir
+from support import kill_runners, short_tmpdir
 
 from remotecell.client._embedded import stop
 

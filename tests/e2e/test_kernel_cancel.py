@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import Execution, wait_until
+from support import Execution, wait_until
 
 from remotecell._proto import pb
 
