@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import ControlPlane, short_tmpdir, wait_until
 from docker_engine import remove_image, require_engine
 from docker_engine import runtime_image as build_runtime_image
+from support import ControlPlane, short_tmpdir, wait_until
 
 from remotecell.backend.executors.base import RunnerExit, RunnerHandle, RunnerLaunch
 from remotecell.backend.executors.docker import RUNNER_ID_LABEL, DockerExecutor
