@@ -89,6 +89,19 @@ _token = click.option("--token", envvar="REMOTECELL_TOKEN", default="", help="Co
     help="Runners to start at once, before any job.",
 )
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "docker"]),
+    default="local",
+    show_default=True,
+    help="How runners start: local processes (images: uv venvs) or docker containers.",
+)
+@click.option(
+    "--docker-base-image",
+    default="",
+    help="Base of debian_slim images for the docker builder "
+    "(default remotecell-base:bookworm, made by scripts/docker_setup.sh).",
+)
+@click.option(
     "--embedded",
     is_flag=True,
     help="Run as the embedded default (started by %load_ext remotecell).",
@@ -102,6 +115,8 @@ def serve(
     cancel_grace: float,
     reconnect_grace: float,
     prewarm: int,
+    executor: str,
+    docker_base_image: str,
     embedded: bool,
 ) -> None:
     """Run the control plane in the foreground."""
@@ -118,6 +133,8 @@ def serve(
         cancel_grace=cancel_grace,
         reconnect_grace=reconnect_grace,
         prewarm=prewarm or (1 if embedded else 0),
+        executor=executor,
+        docker_base_image=docker_base_image,
     )
 
     def ready(addresses: list[str]) -> None:

@@ -62,7 +62,7 @@ class ControlPlane:
 
     @property
     def socket(self) -> str:
-        return f"unix:{self.data_dir / 'cp.sock'}"
+        return f"unix:{self.data_dir / 'run' / 'cp.sock'}"
 
     @property
     def log(self) -> Path:

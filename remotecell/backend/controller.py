@@ -123,6 +123,7 @@ class Controller:
         images: ImageCache | None = None,
         builder: str = "venv",
         fetch_blob: Callable[[str], bytes] | None = None,
+        default_image: pb.ImageSpec | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -131,6 +132,8 @@ class Controller:
         self.images = images
         self.builder = builder
         self.fetch_blob = fetch_blob
+        #: The image of jobs that name none (an executor that needs one: docker).
+        self.default_image = default_image
         #: Images this control plane has in hand, by id, for starting runners in them.
         self.built: dict[str, BuiltImage] = {}
         self.scheduler = Scheduler(
@@ -140,6 +143,7 @@ class Controller:
                 min_containers=config.min_containers,
                 max_runners=config.max_runners,
                 id_prefix=secrets.token_hex(2) + "-",
+                default_image=default_image.id if default_image is not None else "",
             )
         )
         self.jobs: dict[str, _Job] = {}
@@ -220,6 +224,8 @@ class Controller:
     # ------------------------------------------------------------------ clients
 
     def submit(self, spec: pb.JobSpec) -> str:
+        if not spec.image and not spec.image_spec.id and self.default_image is not None:
+            spec.image_spec.CopyFrom(self.default_image)
         if spec.image_spec.id:
             spec.image = spec.image_spec.id
         job_id = "job-" + secrets.token_hex(5)

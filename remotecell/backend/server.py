@@ -28,12 +28,14 @@ import remotecell
 from remotecell._proto import pb_grpc
 from remotecell.backend.auth import TokenAuth
 from remotecell.backend.controller import Controller, ControllerConfig
+from remotecell.backend.executors.base import Executor
 from remotecell.backend.executors.local import LocalExecutor
 from remotecell.backend.images.cache import open_cache
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.backend.state.store import Store
 from remotecell.client.config import ENDPOINT_FILE, TOKEN_FILE
+from remotecell.client.image import Image
 
 log = logging.getLogger("remotecell.server")
 
@@ -60,10 +62,16 @@ class ServerConfig:
     cancel_grace: float = 5.0
     reconnect_grace: float = 15.0
     prewarm: int = 0
+    #: How runners start: "local" (processes; images are uv venvs) or "docker"
+    #: (containers; images are docker images built on ``docker_base_image``).
+    executor: str = "local"
+    docker_base_image: str = ""
 
 
 def default_socket(data_dir: Path) -> str:
-    path = data_dir / "cp.sock"
+    # In a directory of its own: the docker executor mounts the socket's directory into
+    # runner containers, and the data directory holds the token and the state.
+    path = data_dir / "run" / "cp.sock"
     if len(str(path)) > 100:  # AF_UNIX paths are limited to 108 bytes
         # Stable per data directory, so runners find a restarted control plane again.
         digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
@@ -98,6 +106,17 @@ def _lock(data_dir: Path) -> IO[str]:
     return handle
 
 
+def _executor(config: ServerConfig, data_dir: Path, blobs: BlobStore) -> Executor:
+    log_dir = data_dir / "logs" / "runners"
+    if config.executor == "local":
+        return LocalExecutor(log_dir)
+    if config.executor == "docker":
+        from remotecell.backend.executors.docker import DockerExecutor
+
+        return DockerExecutor(log_dir, blob_dir=blobs.local_dir)
+    raise ValueError(f"unknown executor {config.executor!r}: use local or docker")
+
+
 async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = None) -> None:
     """Runs the control plane until cancelled or signalled (SIGTERM/SIGINT)."""
     data_dir = config.data_dir
@@ -110,14 +129,17 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         token_file.chmod(0o600)
     store = Store(data_dir / "state.sqlite3")
     blobs = BlobStore(config.blob_url or str(data_dir / "blobs"))
-    images = open_cache(data_dir)
+    images = open_cache(data_dir, docker_base_image=config.docker_base_image)
+    executor = _executor(config, data_dir, blobs)
 
     server = grpc.aio.server(interceptors=[TokenAuth(token)], options=GRPC_OPTIONS)
     addresses: list[str] = []
     for address in config.listen or [default_socket(data_dir)]:
         if address.startswith("unix:"):
+            socket_path = Path(address[len("unix:") :])
+            socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(address[len("unix:") :])
+                socket_path.unlink()
             server.add_insecure_port(address)
             addresses.append(address)
         else:
@@ -140,9 +162,10 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
             prewarm=config.prewarm,
         ),
         store,
-        LocalExecutor(data_dir / "logs" / "runners"),
+        executor,
         images=images,
-        builder="venv",
+        builder="docker" if config.executor == "docker" else "venv",
+        default_image=Image.debian_slim().to_spec()[0] if config.executor == "docker" else None,
         fetch_blob=lambda digest: b"".join(blobs.read(digest)),
     )
     pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller, blobs), server)

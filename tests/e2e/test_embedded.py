@@ -42,7 +42,7 @@ def test_load_ext_starts_one_control_plane_shared_by_kernels_and_restarts(make_k
     assert first.ok("%%remote\nx * 2").result == {"text/plain": "42"}
 
     info = json.loads((data_dir / "server.json").read_text())
-    assert info["url"] == f"unix:{data_dir / 'cp.sock'}"
+    assert info["url"] == f"unix:{data_dir / 'run' / 'cp.sock'}"
     token = data_dir / "token"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert info["token_file"] == str(token)

@@ -39,22 +39,26 @@ def images_dir(data_dir: Path) -> Path:
     return data_dir / "images"
 
 
-def default_builders(data_dir: Path) -> dict[str, ImageBuilder]:
-    """The builders a control plane with this data directory has.
-
-    Wiring: the docker builder is added here once it exists (``"docker": DockerBuilder(...)``).
-    """
+def default_builders(data_dir: Path, docker_base_image: str = "") -> dict[str, ImageBuilder]:
+    """The builders a control plane with this data directory has: the venv builder, and
+    the docker builder (it needs an engine only when it builds)."""
+    from remotecell.backend.images.docker import DEFAULT_BASE_IMAGE, DockerBuilder
     from remotecell.backend.images.venv import VenvBuilder
 
-    return {"venv": VenvBuilder(images_dir(data_dir) / "venv")}
+    return {
+        "venv": VenvBuilder(images_dir(data_dir) / "venv"),
+        "docker": DockerBuilder(docker_base_image or DEFAULT_BASE_IMAGE),
+    }
 
 
-def open_cache(data_dir: Path, builders: Mapping[str, ImageBuilder] | None = None) -> ImageCache:
+def open_cache(
+    data_dir: Path, builders: Mapping[str, ImageBuilder] | None = None, docker_base_image: str = ""
+) -> ImageCache:
     """The image cache of the control plane whose data directory is ``data_dir``."""
     return ImageCache(
         ImageStore(data_dir / "state.sqlite3"),
         images_dir(data_dir) / "logs",
-        builders if builders is not None else default_builders(data_dir),
+        builders if builders is not None else default_builders(data_dir, docker_base_image),
     )
 
 

@@ -1,0 +1,42 @@
+"""The docker executor end to end: `remotecell serve --executor docker`, a real kernel,
+images built by the docker builder, runners in containers (host network, loopback only)."""
+
+from __future__ import annotations
+
+import pytest
+from docker_engine import require_engine
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def docker_control_plane(make_control_plane):
+    engine = require_engine()
+    engine.close()
+    return make_control_plane("--executor", "docker", "--cancel-grace", "2")
+
+
+def test_cells_run_in_containers_with_and_without_an_image(make_kernel, docker_control_plane):
+    kernel = make_kernel(docker_control_plane.env())
+    kernel.ok("%load_ext remotecell")
+    # no image: the default debian_slim image, built once by the docker builder
+    run = kernel.ok("%%remote pull=[]\nimport os\nos.path.exists('/.dockerenv')", timeout=600)
+    assert run.result == {"text/plain": "True"}
+
+    assert kernel.execute("import termcolor").error["ename"] == "ModuleNotFoundError"
+    kernel.ok(
+        "import remotecell\n"
+        "img = remotecell.Image.debian_slim().pip_install('termcolor==2.4.0').env({'WHERE': 'container'})"
+    )
+    run = kernel.ok(
+        "%%remote image=img\nimport os, importlib.metadata, termcolor\nwhere = os.environ['WHERE']\n"
+        "importlib.metadata.version('termcolor')",
+        timeout=600,
+    )
+    assert run.result == {"text/plain": "'2.4.0'"}
+    assert "[1/2] pip install termcolor==2.4.0" in run.stderr
+    assert kernel.value("where") == "container"
+    # a second cell: the image is cached and a runner is warm
+    run = kernel.ok("%%remote image=img pull=[]\nimport termcolor\ntermcolor.__name__")
+    assert run.result == {"text/plain": "'termcolor'"}
+    assert "pip install" not in run.stderr
