@@ -74,6 +74,10 @@ class ControllerConfig:
     prewarm: int = 0  # runners started with the control plane, before any job
 
 
+def pool_of(spec: pb.JobSpec) -> Pool:
+    return Pool(spec.image, spec.session, spec.resources.cpu, spec.resources.memory_mb)
+
+
 @dataclass
 class _Job:
     id: str
@@ -90,7 +94,7 @@ class _Job:
 
     @property
     def pool(self) -> Pool:
-        return Pool(self.spec.image, self.spec.session)
+        return pool_of(self.spec)
 
     def clear_timers(self) -> None:
         for t in self.timers:
@@ -499,6 +503,8 @@ class Controller:
             token=self.config.token,
             image=pool.image,
             session=pool.session,
+            cpu=pool.cpu,
+            memory_mb=pool.memory_mb,
             built=self.built.get(pool.image),
         )
         try:
@@ -640,7 +646,7 @@ class Controller:
 
     def _register(self, hello: pb.RunnerHello) -> _Runner:
         runner = self.runners.get(hello.runner_id)
-        pool = Pool(hello.image, hello.session)
+        pool = Pool(hello.image, hello.session, hello.resources.cpu, hello.resources.memory_mb)
         if runner is None or runner.expected:
             # A runner we did not start in this process: it reconnects after a restart.
             if runner is None:

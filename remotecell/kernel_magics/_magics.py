@@ -133,6 +133,7 @@ class RemoteMagics(Magics):
             retries=options.retries,
             session=options.session,
             env=options.env,
+            resources=pb.Resources(cpu=options.cpu, memory_mb=options.memory),
             origin=f"kernel {os.getpid()}@{socket.gethostname()}",
         )
         if image_spec is not None:

@@ -36,6 +36,8 @@ class RemoteOptions:
     env: dict[str, str] = field(default_factory=dict)
     image: Image | None = None
     force_build: bool = False
+    cpu: float = 0.0  # cores; 0: no limit
+    memory: int = 0  # MiB; 0: no limit
 
 
 #: More retries than this is a mistake (and the wire's uint32 has a limit too).
@@ -50,6 +52,8 @@ OPTIONS = {
     "env": "environment variables for the cell (a dict of str to str, without '=' in names)",
     "image": "the image to run in (a remotecell.Image)",
     "force_build": "build the image again even if it was built before (True/False)",
+    "cpu": "cores the runner may use (a positive number; the docker executor enforces it)",
+    "memory": "MiB of memory the runner may use (a positive int; the docker executor enforces it)",
 }
 
 
@@ -200,6 +204,22 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
         if not isinstance(value, bool):
             raise _bad(key, source, value)
         options.force_build = value
+    elif key == "cpu":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not 0 < float(value) <= 1024
+        ):
+            raise _bad(key, source, value)
+        options.cpu = float(value)
+    elif key == "memory":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Integral)
+            or not 0 < int(value) < 2**40
+        ):
+            raise _bad(key, source, value)
+        options.memory = int(value)
 
 
 def _is_name(value: Any) -> bool:

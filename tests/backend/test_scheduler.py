@@ -181,3 +181,15 @@ def test_runner_ids_carry_the_prefix():
     s = Scheduler(SchedulerConfig(id_prefix="ab12-"))
     (start,) = kinds(s.handle(JobQueued("j1", DEFAULT, 0.0)), StartRunner)
     assert start.runner_id == "r-ab12-1"
+
+
+def test_jobs_asking_for_other_resources_do_not_share_a_runner():
+    s = Scheduler()
+    out = s.handle(JobQueued("j1", DEFAULT, 0.0))
+    connect_started(s, out)
+    runner = kinds(out, StartRunner)[0].runner_id
+    s.handle(TaskDone(runner, 1.0))
+    big = Pool(cpu=4, memory_mb=8192)
+    out = s.handle(JobQueued("j2", big, 2.0))
+    assert kinds(out, Assign) == []
+    assert kinds(out, StartRunner)[0].pool == big

@@ -40,3 +40,17 @@ def test_cells_run_in_containers_with_and_without_an_image(make_kernel, docker_c
     run = kernel.ok("%%remote image=img pull=[]\nimport termcolor\ntermcolor.__name__")
     assert run.result == {"text/plain": "'termcolor'"}
     assert "pip install" not in run.stderr
+
+
+def test_cpu_and_memory_limits_apply_to_the_runner_container(make_kernel, docker_control_plane):
+    kernel = make_kernel(docker_control_plane.env())
+    kernel.ok("%load_ext remotecell")
+    code = (
+        "%%remote cpu=0.5 memory=256 pull=[]\n"
+        "import os\n"
+        "v1 = '/sys/fs/cgroup/memory/memory.limit_in_bytes'\n"
+        "path = v1 if os.path.exists(v1) else '/sys/fs/cgroup/memory.max'\n"
+        "int(open(path).read())"
+    )
+    run = kernel.ok(code, timeout=600)
+    assert run.result == {"text/plain": str(256 * 1024 * 1024)}

@@ -267,3 +267,20 @@ def test_a_long_value_is_shortened_in_the_message() -> None:
     message = error("pull=list(range(1000))")
     assert len(message) < 300
     assert message.startswith("bad value for %%remote option pull=list(range(1000)) (")
+
+
+def test_cpu_and_memory() -> None:
+    options = parse("cpu=2 memory=4096", {})
+    assert (options.cpu, options.memory) == (2.0, 4096)
+    assert parse("cpu=0.5", {}).cpu == 0.5
+    for bad in (
+        "cpu=0",
+        "cpu=-1",
+        "cpu=True",
+        "cpu='2'",
+        "memory=0",
+        "memory=1.5",
+        "memory='4GiB'",
+    ):
+        with pytest.raises(ConfigError, match=r"^bad value for %%remote option"):
+            parse(bad, {})

@@ -35,6 +35,20 @@ class RunnerLaunch:
     #: The built image to run in; None: the executor's default environment.
     built: BuiltImage | None = None
 
+    def runner_args(self, control_url: str | None = None) -> list[str]:
+        """The arguments of ``python -m remotecell.backend.runner`` for this launch
+        (``control_url`` overrides the address, where the runner sees it elsewhere)."""
+        args = ["--runner-id", self.runner_id, "--url", control_url or self.control_url]
+        if self.image:
+            args += ["--image", self.image]
+        if self.session:
+            args += ["--session", self.session]
+        if self.cpu:
+            args += ["--cpu", f"{self.cpu:g}"]
+        if self.memory_mb:
+            args += ["--memory-mb", str(self.memory_mb)]
+        return args
+
 
 @dataclass
 class RunnerHandle:

@@ -147,19 +147,7 @@ class DockerExecutor(Executor):
             )
         control_url, mount_paths = self._control_address(launch.control_url)
         python = built.python if built is not None and built.python else VENV_PYTHON
-        command = [
-            python,
-            "-m",
-            "remotecell.backend.runner",
-            "--runner-id",
-            launch.runner_id,
-            "--url",
-            control_url,
-        ]
-        if launch.image:
-            command += ["--image", launch.image]
-        if launch.session:
-            command += ["--session", launch.session]
+        command = [python, "-m", "remotecell.backend.runner", *launch.runner_args(control_url)]
         env = {
             **_docker.ca_env(self.ca_bundle),
             **self.env,

@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True, help="the control plane's address")
     parser.add_argument("--image", default="")
     parser.add_argument("--session", default="")
+    parser.add_argument("--cpu", type=float, default=0.0, help="cores this runner was started with")
+    parser.add_argument("--memory-mb", type=int, default=0, help="MiB this runner was started with")
     parser.add_argument("--orphan-timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         hostname=socket.gethostname(),
         image=args.image,
         session=args.session,
+        resources=pb.Resources(cpu=args.cpu, memory_mb=args.memory_mb),
     )
     shell_box: list = []
     early: list[pb.CancelTask] = []  # cancels that came while the shell was being built

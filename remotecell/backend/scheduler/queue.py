@@ -18,8 +18,12 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class Pool:
+    """Runners that can take each other's jobs: same image, session and resources."""
+
     image: str = ""
     session: str = ""
+    cpu: float = 0.0  # cores; 0: no limit asked
+    memory_mb: int = 0  # MiB; 0: no limit asked
 
 
 # ----------------------------------------------------------------- events
