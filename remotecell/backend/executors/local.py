@@ -110,19 +110,7 @@ class LocalExecutor(Executor):
         env = {**_base_env(), **(built.env if built else {}), **launch.env, TOKEN_ENV: launch.token}
         cwd = built.workdir if built and built.workdir else os.getcwd()
         python = built.python if built and built.python else self.python
-        args = [
-            python,
-            "-m",
-            "remotecell.backend.runner",
-            "--runner-id",
-            launch.runner_id,
-            "--url",
-            launch.control_url,
-        ]
-        if launch.image:
-            args += ["--image", launch.image]
-        if launch.session:
-            args += ["--session", launch.session]
+        args = [python, "-m", "remotecell.backend.runner", *launch.runner_args()]
         # The template is the control plane's own environment; a built image (a venv) has
         # its own interpreter and packages.
         template = self._usable_template() if self.fork and built is None else None
