@@ -42,12 +42,12 @@ class ControlPlaneStub:
         self.Submit = channel.unary_stream(
                 '/remotecell.v1.ControlPlane/Submit',
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.SubmitRequest.SerializeToString,
-                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.JobEvent.FromString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.JobEvents.FromString,
                 _registered_method=True)
         self.Attach = channel.unary_stream(
                 '/remotecell.v1.ControlPlane/Attach',
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.AttachRequest.SerializeToString,
-                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.JobEvent.FromString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.JobEvents.FromString,
                 _registered_method=True)
         self.Cancel = channel.unary_unary(
                 '/remotecell.v1.ControlPlane/Cancel',
@@ -99,6 +99,7 @@ class ControlPlaneServicer:
     def Submit(self, request, context):
         """Accepts a job: the first event carries the job id (sent once the job is
         stored), then every event of the job follows, ending with `finished`.
+        Events come in batches: those ready at once travel in one message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,12 +168,12 @@ def add_ControlPlaneServicer_to_server(servicer, server):
             'Submit': grpc.unary_stream_rpc_method_handler(
                     servicer.Submit,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SubmitRequest.FromString,
-                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.JobEvent.SerializeToString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.JobEvents.SerializeToString,
             ),
             'Attach': grpc.unary_stream_rpc_method_handler(
                     servicer.Attach,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.AttachRequest.FromString,
-                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.JobEvent.SerializeToString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.JobEvents.SerializeToString,
             ),
             'Cancel': grpc.unary_unary_rpc_method_handler(
                     servicer.Cancel,
@@ -263,7 +264,7 @@ class ControlPlane:
             target,
             '/remotecell.v1.ControlPlane/Submit',
             remotecell_dot___proto_dot_remotecell__pb2.SubmitRequest.SerializeToString,
-            remotecell_dot___proto_dot_remotecell__pb2.JobEvent.FromString,
+            remotecell_dot___proto_dot_remotecell__pb2.JobEvents.FromString,
             options,
             channel_credentials,
             insecure,
@@ -290,7 +291,7 @@ class ControlPlane:
             target,
             '/remotecell.v1.ControlPlane/Attach',
             remotecell_dot___proto_dot_remotecell__pb2.AttachRequest.SerializeToString,
-            remotecell_dot___proto_dot_remotecell__pb2.JobEvent.FromString,
+            remotecell_dot___proto_dot_remotecell__pb2.JobEvents.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("remotecell.controller")
 
 TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.CANCELLED)
+#: Stored events replayed per message.
+REPLAY_BATCH = 256
 RETRYABLE = (pb.Error.USER_CODE, pb.Error.RUNNER_DIED, pb.Error.TIMEOUT)
 
 
@@ -292,8 +294,9 @@ class Controller:
         if job.id in self.jobs and job.state == pb.QUEUED:
             self._handle(JobQueued(job.id, job.pool, time.time()))
 
-    async def follow(self, job_id: str, from_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
-        """The job's events from ``from_seq``: stored ones first, then live ones."""
+    async def follow(self, job_id: str, from_seq: int = 0) -> AsyncIterator[list[pb.JobEvent]]:
+        """The job's events from ``from_seq``: stored ones first, then live ones, in
+        batches of the events that are ready at once (fewer messages for a fast cell)."""
         job = self.jobs.get(job_id)
         if job is None and self.store.get_job(job_id) is None:
             raise JobNotFound(job_id)
@@ -301,24 +304,28 @@ class Controller:
         if job is not None:
             job.subscribers.add(queue)
         try:
-            last = from_seq - 1
-            for event in self.store.events(job_id, from_seq):
-                yield event
-                last = event.seq
-                if event.HasField("finished"):
-                    return
+            stored = list(self.store.events(job_id, from_seq))
+            for start in range(0, len(stored), REPLAY_BATCH):
+                yield stored[start : start + REPLAY_BATCH]
+            last = stored[-1].seq if stored else from_seq - 1
+            if stored and stored[-1].HasField("finished"):
+                return
             if job is None or job.id not in self.jobs:
                 # Finished between the lookup and the replay: anything newer is stored.
-                for event in self.store.events(job_id, last + 1):
-                    yield event
+                rest = list(self.store.events(job_id, last + 1))
+                if rest:
+                    yield rest
                 return
             while True:
-                event = await queue.get()
-                if event.seq <= last:
+                batch = [await queue.get()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                fresh = [e for e in batch if e.seq > last]
+                if not fresh:
                     continue
-                yield event
-                last = event.seq
-                if event.HasField("finished"):
+                last = fresh[-1].seq
+                yield fresh
+                if fresh[-1].HasField("finished"):
                     return
         finally:
             if job is not None:
@@ -709,8 +716,9 @@ class Controller:
     ) -> None:
         try:
             async for message in requests:
-                if message.HasField("event"):
-                    self._runner_event(runner, message.event)
+                if message.HasField("events"):
+                    for event in message.events.events:
+                        self._runner_event(runner, event)
         except Exception as err:  # the stream broke: treated like a disconnect
             log.info("runner %s stream ended: %s", runner.id, err)
         finally:

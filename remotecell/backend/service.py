@@ -39,7 +39,7 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
 
     async def Submit(
         self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.JobEvent]:
+    ) -> AsyncIterator[pb.JobEvents]:
         missing = self.blobs.missing(_blob_refs(request.spec))
         if missing:
             await context.abort(
@@ -48,15 +48,15 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
                 "upload them before submitting",
             )
         job_id = self.controller.submit(request.spec)
-        async for event in self.controller.follow(job_id):
-            yield event
+        async for batch in self.controller.follow(job_id):
+            yield pb.JobEvents(events=batch)
 
     async def Attach(
         self, request: pb.AttachRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.JobEvent]:
+    ) -> AsyncIterator[pb.JobEvents]:
         try:
-            async for event in self.controller.follow(request.job_id, request.from_seq):
-                yield event
+            async for batch in self.controller.follow(request.job_id, request.from_seq):
+                yield pb.JobEvents(events=batch)
         except JobNotFound:
             await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
 

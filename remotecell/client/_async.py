@@ -109,11 +109,12 @@ class AsyncClient:
         job_id = ""
         last = -1
         try:
-            async for event in call:
-                job_id, last = event.job_id, event.seq
-                yield event
-                if event.HasField("finished"):
-                    return
+            async for batch in call:
+                for event in batch.events:
+                    job_id, last = event.job_id, event.seq
+                    yield event
+                    if event.HasField("finished"):
+                        return
         except grpc.RpcError as err:
             if not job_id or err.code() != grpc.StatusCode.UNAVAILABLE:
                 raise self._error(err) from None
@@ -129,14 +130,15 @@ class AsyncClient:
                 pb.AttachRequest(job_id=job_id, from_seq=last + 1), metadata=self._md
             )
             try:
-                async for event in call:
+                async for batch in call:
                     lost_since = None
-                    if event.seq <= last:
-                        continue
-                    last = event.seq
-                    yield event
-                    if event.HasField("finished"):
-                        return
+                    for event in batch.events:
+                        if event.seq <= last:
+                            continue
+                        last = event.seq
+                        yield event
+                        if event.HasField("finished"):
+                            return
                 return
             except grpc.RpcError as err:
                 if err.code() != grpc.StatusCode.UNAVAILABLE:

@@ -146,15 +146,16 @@ class EventStream:
                 if call is None:
                     return
                 try:
-                    for event in call:
+                    for batch in call:
                         lost_since = None
-                        job_id = event.job_id  # Submit's first event names the job
-                        if event.seq <= last:
-                            continue
-                        last = event.seq
-                        self._queue.put(event)
-                        if event.HasField("finished"):
-                            return
+                        for event in batch.events:
+                            job_id = event.job_id  # Submit's first event names the job
+                            if event.seq <= last:
+                                continue
+                            last = event.seq
+                            self._queue.put(event)
+                            if event.HasField("finished"):
+                                return
                     return
                 except grpc.RpcError as err:
                     if self._closed:

@@ -144,16 +144,25 @@ class Link:
                 await self._wake.wait()
             if generation != self._generation:
                 return
-            kind, item = self._pending.popleft()
-            if kind == "begin":
-                self._job, self._seq, self._busy = item.job_id, item.first_seq, True
-                self._replay = []
-            elif kind == "end":
-                self._busy = False
-            else:
-                event = self._event(self._merge(item))
-                self._replay.append(event)
-                yield pb.RunnerMessage(event=event)
+            # Everything pending goes in one message: a fast cell's result and finished
+            # events travel together.
+            batch: list[pb.JobEvent] = []
+            while self._pending and generation == self._generation:
+                kind, item = self._pending.popleft()
+                if kind == "begin":
+                    if batch:  # the previous task's events travel on their own
+                        self._pending.appendleft((kind, item))
+                        break
+                    self._job, self._seq, self._busy = item.job_id, item.first_seq, True
+                    self._replay = []
+                elif kind == "end":
+                    self._busy = False
+                else:
+                    event = self._event(self._merge(item))
+                    self._replay.append(event)
+                    batch.append(event)
+            if batch:
+                yield pb.RunnerMessage(events=pb.JobEvents(events=batch))
 
     def _merge(self, body: dict[str, Any]) -> dict[str, Any]:
         stream = body.get("stream")
