@@ -525,10 +525,11 @@ class DockerBuilder(ImageBuilder):
     def _remove_tag(self, tag: str) -> None:
         import docker
 
-        # With the layers under it that no other image uses (those of the runtime are
-        # shared by every image on the same base, and stay while one uses them).
+        # The tag only: the untagged layers under it stay, because a build running at
+        # this moment may be using them as its cache (the runtime's layers are shared by
+        # every image on the same base); `prune` clears the dangling ones.
         with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.NotFound):
-            self.client().images.remove(tag, force=True)
+            self.client().images.remove(tag, force=True, noprune=True)
 
 
 class _Progress:
