@@ -1,7 +1,7 @@
 """Generate the Python code for remotecell/_proto/remotecell.proto.
 
-    python scripts/gen_proto.py          # write remotecell/_proto/remotecell_pb2*.py(i)
-    python scripts/gen_proto.py --check  # exit 1 if the committed files are not current
+python scripts/gen_proto.py          # write remotecell/_proto/remotecell_pb2*.py(i)
+python scripts/gen_proto.py --check  # exit 1 if the committed files are not current
 """
 
 from __future__ import annotations
@@ -44,8 +44,12 @@ def main() -> int:
     if "--check" in sys.argv:
         with tempfile.TemporaryDirectory() as tmp:
             generate(Path(tmp))
-            stale = [n for n in GENERATED if not (PROTO_DIR / n).exists()
-                     or not filecmp.cmp(Path(tmp) / n, PROTO_DIR / n, shallow=False)]
+            stale = [
+                n
+                for n in GENERATED
+                if not (PROTO_DIR / n).exists()
+                or not filecmp.cmp(Path(tmp) / n, PROTO_DIR / n, shallow=False)
+            ]
         if stale:
             print(f"generated code is stale: {', '.join(stale)}; run python scripts/gen_proto.py")
             return 1
