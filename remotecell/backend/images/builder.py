@@ -8,13 +8,18 @@ id once however many ask, and records what was built.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import json
 import re
 import shlex
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import remotecell
 from remotecell._proto import pb
 from remotecell.client.errors import ImageBuildError
 
@@ -162,3 +167,52 @@ def step_failed(spec: pb.ImageSpec, index: int, reason: str, output: str = "") -
     message = f"image {spec.id[:12]}: {step_label(spec, index)}: {reason}"
     last = tail(output)
     return ImageBuildError(f"{message}\n{last}" if last else message)
+
+
+#: remotecell's own dependencies that a runner does not need.
+NOT_FOR_RUNNERS = {"uv"}
+
+
+def runtime_requirements(python: str) -> list[str]:
+    """remotecell's own dependencies, as a runner needs them in an image whose Python is
+    ``python`` ("" = unknown): pinned to this process's versions where the Python versions
+    match (so a runner speaks exactly the control plane's protocol), else as declared.
+
+    From the installed distribution's metadata, or its source checkout's pyproject.toml.
+    """
+    from packaging.requirements import Requirement
+
+    try:
+        declared = importlib.metadata.requires("remotecell") or []
+    except importlib.metadata.PackageNotFoundError:
+        declared = _checkout_requirements()
+    same_python = python.split(".")[:2] == [str(v) for v in sys.version_info[:2]]
+    out = []
+    for text in declared:
+        requirement = Requirement(text)
+        if requirement.marker is not None and "extra" in str(requirement.marker):
+            continue
+        if requirement.name.lower() in NOT_FOR_RUNNERS:
+            continue
+        if same_python:
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                version = importlib.metadata.version(requirement.name)
+                marker = f"; {requirement.marker}" if requirement.marker else ""
+                text = f"{requirement.name}=={version}{marker}"
+        out.append(text)
+    return sorted(out)
+
+
+def _checkout_requirements() -> list[str]:
+    pyproject = Path(remotecell.__file__).parent.parent / "pyproject.toml"
+    if pyproject.is_file() and sys.version_info >= (3, 11):
+        import tomllib
+
+        with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
+            project = tomllib.loads(pyproject.read_text()).get("project", {})
+            if project.get("name") == "remotecell":
+                return list(project.get("dependencies", []))
+    raise ImageBuildError(
+        "cannot tell remotecell's dependencies: it is neither installed "
+        "nor run from its source checkout; install it with pip"
+    )

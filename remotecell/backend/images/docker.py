@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import io
 import json
 import os
@@ -45,6 +44,7 @@ from remotecell.backend.images.builder import (
     BuiltImage,
     FetchBlob,
     ImageBuilder,
+    runtime_requirements,
     step_failed,
     step_progress,
     tail,
@@ -67,8 +67,6 @@ PYTHON_SOURCE_DIR = f"{ROOT}/python-source"
 CA_BUNDLE_PATH = f"{ROOT}/ca-certificates.crt"
 
 #: Distributions remotecell depends on that a runner never imports.
-NOT_FOR_RUNNERS = {"uv"}
-
 #: Settings of the host's pip handed to builds as build arguments when set (values that
 #: name local files are of no use inside a build and are left out).
 PIP_VARIABLES = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST", "PIP_DEFAULT_TIMEOUT")
@@ -289,51 +287,6 @@ def _word(spec: pb.ImageSpec, index: int, path: str) -> str:
     if "\n" in path:
         raise step_failed(spec, index, "a path with a line break cannot go in a Dockerfile")
     return re.sub(r"([\\$\"'])", r"\\\1", path)
-
-
-def runtime_requirements(python: str) -> list[str]:
-    """remotecell's own dependencies, as a runner needs them in an image whose Python is
-    ``python`` ("" = unknown): pinned to this process's versions where the Python versions
-    match (so a runner speaks exactly the control plane's protocol), else as declared.
-
-    From the installed distribution's metadata, or its source checkout's pyproject.toml.
-    """
-    from packaging.requirements import Requirement
-
-    try:
-        declared = importlib.metadata.requires("remotecell") or []
-    except importlib.metadata.PackageNotFoundError:
-        declared = _checkout_requirements()
-    same_python = python.split(".")[:2] == [str(v) for v in sys.version_info[:2]]
-    out = []
-    for text in declared:
-        requirement = Requirement(text)
-        if requirement.marker is not None and "extra" in str(requirement.marker):
-            continue
-        if requirement.name.lower() in NOT_FOR_RUNNERS:
-            continue
-        if same_python:
-            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-                version = importlib.metadata.version(requirement.name)
-                marker = f"; {requirement.marker}" if requirement.marker else ""
-                text = f"{requirement.name}=={version}{marker}"
-        out.append(text)
-    return sorted(out)
-
-
-def _checkout_requirements() -> list[str]:
-    pyproject = Path(remotecell.__file__).parent.parent / "pyproject.toml"
-    if pyproject.is_file() and sys.version_info >= (3, 11):
-        import tomllib
-
-        with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
-            project = tomllib.loads(pyproject.read_text()).get("project", {})
-            if project.get("name") == "remotecell":
-                return list(project.get("dependencies", []))
-    raise ImageBuildError(
-        "the docker builder cannot tell remotecell's dependencies: it is neither installed "
-        "nor run from its source checkout; install it with pip"
-    )
 
 
 def runtime_tar() -> bytes:

@@ -34,7 +34,6 @@ import codecs
 import collections
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -51,6 +50,7 @@ from remotecell.backend.images.builder import (
     BuiltImage,
     FetchBlob,
     ImageBuilder,
+    runtime_requirements,
     step_failed,
     step_progress,
 )
@@ -60,7 +60,6 @@ from remotecell.client.values import content_hash
 #: A step (a pip install of torch, a long `run`) may take this long before it is killed.
 STEP_TIMEOUT = 30 * 60.0
 #: Distributions remotecell depends on that a runner never imports.
-_NOT_FOR_RUNNERS = {"uv"}
 _RUNTIME_PTH = "_remotecell_runtime.pth"
 _IMAGE_META = "image.json"
 
@@ -318,29 +317,7 @@ class VenvBuilder(ImageBuilder):
     # -- the runtime --------------------------------------------------------------
 
     def _runtime_requirements(self, python: _Python) -> list[str]:
-        from packaging.requirements import Requirement
-
-        try:
-            declared = importlib.metadata.requires("remotecell") or []
-        except importlib.metadata.PackageNotFoundError:
-            raise ImageBuildError(
-                "remotecell is not installed as a distribution, so its runtime's dependencies "
-                "are unknown; install it (`pip install -e .` in a checkout)"
-            ) from None
-        same_python = python.version == f"{sys.version_info.major}.{sys.version_info.minor}"
-        out = []
-        for text in declared:
-            requirement = Requirement(text)
-            if requirement.marker is not None and "extra" in str(requirement.marker):
-                continue
-            if requirement.name.lower() in _NOT_FOR_RUNNERS:
-                continue
-            if same_python:
-                with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-                    marker = f"; {requirement.marker}" if requirement.marker else ""
-                    text = f"{requirement.name}=={importlib.metadata.version(requirement.name)}{marker}"
-            out.append(text)
-        return sorted(out)
+        return runtime_requirements(python.version)
 
     def _runtime_name(self, version: str) -> str:
         """``runtime-py3.11-<hash>``: one per remotecell (version, location, dependency

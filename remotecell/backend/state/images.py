@@ -10,12 +10,12 @@ Its own connection, so the CLI can read and prune while a control plane runs (WA
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from remotecell.backend.images.builder import BuiltImage
+from remotecell.backend.state.store import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -55,12 +55,7 @@ class ImageStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(path, _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
