@@ -265,9 +265,15 @@ def test_cli_cancel_of_an_unknown_job_fails_in_one_line(control_plane):
     assert "job-nope" in lines[0] and "remotecell jobs" in lines[0]
 
 
-def test_cancel_as_the_job_starts_interrupts_the_cell_not_its_runner(client):
+def test_cancel_as_the_job_starts_interrupts_the_cell_not_its_runner(
+    make_control_plane, monkeypatch
+):
     # A fresh runner gets its task while it is still setting up its shell: a cancel
     # arriving then must stop the task when it starts, not leave the runner to be killed.
+    # Spawned (not forked) runners take most of a second to set up their shell after they
+    # connect, so the cancel reliably arrives in that window.
+    monkeypatch.setenv("REMOTECELL_LOCAL_FORK", "0")
+    client = make_control_plane("--cancel-grace", "2").client()
     stream = client.submit(pb.JobSpec(code=SLEEPER))
     events: list[pb.JobEvent] = []
     started = read_until(
@@ -285,6 +291,7 @@ def test_cancel_as_the_job_starts_interrupts_the_cell_not_its_runner(client):
     assert {e.status.runner_id for e in again if kind(e) == "status" and e.status.runner_id} == {
         started.status.runner_id
     }
+    client.close()
 
 
 def test_an_idle_runner_reconnects_after_a_restart_however_long_it_was_idle(control_plane):

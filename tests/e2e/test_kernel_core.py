@@ -92,3 +92,18 @@ def test_unload_removes_the_magics_and_reload_works(kernel):
     assert "Cell magic `%%remote` not found" in run.stderr
     kernel.ok("%load_ext remotecell")
     assert kernel.ok("%%remote\n2 + 2").result == {"text/plain": "4"}
+
+
+def test_output_written_to_the_file_descriptors_reaches_the_cell(kernel):
+    run = kernel.ok(
+        "%%remote pull=[]\nimport os, subprocess, ctypes\n"
+        "print('from python')\n"
+        "os.system('echo from os.system')\n"
+        "subprocess.run(['sh', '-c', 'echo to stderr >&2'])\n"
+        "libc = ctypes.CDLL(None)\n"
+        "libc.printf(b'from printf\\n'); libc.fflush(None)"
+    )
+    assert run.stdout == "from python\nfrom os.system\nfrom printf\n"
+    assert run.stderr == "to stderr\n"
+    # between cells, such output goes to the runner's log, not to the next cell
+    assert kernel.ok("%%remote\nprint('next')").stdout == "next\n"

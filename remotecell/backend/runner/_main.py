@@ -12,6 +12,7 @@ import threading
 
 from remotecell._proto import pb
 from remotecell.backend.executors.local import TOKEN_ENV
+from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._link import Link
 from remotecell.client._blocking import Client
 from remotecell.client.config import Endpoint
@@ -27,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-mb", type=int, default=0, help="MiB this runner was started with")
     parser.add_argument("--orphan-timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
+    # From here on fds 1 and 2 are pipes whose output belongs to the running cell; the
+    # runner's own logging goes to their original target (its log) instead.
+    capture = FdCapture()
     logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {args.runner_id} %(levelname)s %(message)s"
+        level=logging.INFO,
+        format=f"%(asctime)s {args.runner_id} %(levelname)s %(message)s",
+        stream=capture.log_stream(),
     )
     token = os.environ.pop(TOKEN_ENV, "")
     if not token:
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     link = Link(endpoint, hello, on_cancel, orphan_timeout=args.orphan_timeout)
     from remotecell.backend.runner._shell import CellShell
 
-    shell = CellShell()
+    shell = CellShell(capture)
     with lock:
         shell_box.append(shell)
     for cancel in early:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from remotecell._proto import pb
+from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.client import values
 from remotecell.client.errors import ClosureError
 
@@ -185,7 +186,8 @@ def _build_shell() -> Any:
 class CellShell:
     """One IPython shell; runs tasks one after another on the main thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, capture: FdCapture | None = None) -> None:
+        self.capture = capture
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         self.shell = _build_shell()
         self._fresh_ns = dict(self.shell.user_ns)
@@ -351,11 +353,22 @@ class CellShell:
             err.flush()
 
         publisher.before_publish = flush_both
+        capture = self.capture
+        if capture is not None:
+
+            def fd_output(fd: int, text: str) -> None:
+                name = pb.Stream.STDOUT if fd == 1 else pb.Stream.STDERR
+                emit(stream=pb.Stream(name=name, text=text))
+
+            capture.sink = fd_output
         try:
             yield
         finally:
             out.flush()
             err.flush()
+            if capture is not None:
+                capture.drain()
+                capture.sink = None
             publisher.before_publish = None
             sys.stdout, sys.stderr = saved
 
