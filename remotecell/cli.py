@@ -58,6 +58,13 @@ _token = click.option("--token", envvar="REMOTECELL_TOKEN", default="", help="Co
     help="Seconds an idle runner stays warm.",
 )
 @click.option(
+    "--session-idle-timeout",
+    type=float,
+    default=1800.0,
+    show_default=True,
+    help="Seconds a session's runner (session=...) stays after its last cell.",
+)
+@click.option(
     "--min-containers",
     type=int,
     default=0,
@@ -110,6 +117,7 @@ def serve(
     data_dir: Path | None,
     listen: tuple[str, ...],
     scaledown_window: float,
+    session_idle_timeout: float,
     min_containers: int,
     max_runners: int,
     cancel_grace: float,
@@ -128,6 +136,7 @@ def serve(
         data_dir=(data_dir or default_data_dir()).resolve(),
         listen=list(listen),
         scaledown_window=scaledown_window,
+        session_idle_timeout=session_idle_timeout,
         min_containers=min_containers,
         max_runners=max_runners,
         cancel_grace=cancel_grace,
