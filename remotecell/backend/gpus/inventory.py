@@ -146,12 +146,13 @@ class Inventory:
     """The GPUs NVML reports, with NVML initialised until :meth:`close`.
 
     Attributes:
+        nvml: the NVML module in use; a sampler catches its ``NVMLError``.
         gpus: the GPUs NVML could read, in NVML index order.
         skipped: one sentence per GPU NVML counted but could not read (it is not listed).
     """
 
     def __init__(self, nvml: Any) -> None:
-        self._nvml = nvml
+        self.nvml = nvml
         self._handles: list[GPUHandle] = []
         self.skipped: list[str] = []
         self._closed = False
@@ -192,8 +193,8 @@ class Inventory:
         if not self._closed:
             self._closed = True
             try:
-                self._nvml.nvmlShutdown()
-            except self._nvml.NVMLError:
+                self.nvml.nvmlShutdown()
+            except self.nvml.NVMLError:
                 pass  # nothing to release when NVML is already gone
 
     def __enter__(self) -> Inventory:
