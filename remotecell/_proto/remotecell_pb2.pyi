@@ -129,24 +129,56 @@ class Value(_message.Message):
 Global___Value: _TypeAlias = Value  # noqa: Y015
 
 @_typing.final
+class GPUChoice(_message.Message):
+    """count GPUs of type (a canonical type such as "H100", or "any")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GPUChoice: _TypeAlias = GPUChoice  # noqa: Y015
+
+@_typing.final
 class Resources(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CPU_FIELD_NUMBER: _builtins.int
     MEMORY_MB_FIELD_NUMBER: _builtins.int
+    GPU_FIELD_NUMBER: _builtins.int
     cpu: _builtins.float
     """cores; 0 = unspecified"""
     memory_mb: _builtins.int
     """0 = unspecified"""
+    @_builtins.property
+    def gpu(self) -> _containers.RepeatedCompositeFieldContainer[Global___GPUChoice]:
+        """A job: the GPUs it asks for, fallbacks in order (empty: none). A runner: the one
+        concrete choice it holds.
+        """
+
     def __init__(
         self,
         *,
         cpu: _builtins.float = ...,
         memory_mb: _builtins.int = ...,
+        gpu: _abc.Iterable[Global___GPUChoice] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu", b"cpu", "memory_mb", b"memory_mb"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu", b"cpu", "gpu", b"gpu", "memory_mb", b"memory_mb"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1160,6 +1192,7 @@ class RunnerHello(_message.Message):
     CURRENT_JOB_ID_FIELD_NUMBER: _builtins.int
     REPLAY_FIELD_NUMBER: _builtins.int
     BUSY_FIELD_NUMBER: _builtins.int
+    GPU_UUIDS_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
     pid: _builtins.int
     hostname: _builtins.str
@@ -1174,6 +1207,10 @@ class RunnerHello(_message.Message):
     def resources(self) -> Global___Resources: ...
     @_builtins.property
     def replay(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobEvent]: ...
+    @_builtins.property
+    def gpu_uuids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the GPUs it was started with"""
+
     def __init__(
         self,
         *,
@@ -1186,10 +1223,11 @@ class RunnerHello(_message.Message):
         current_job_id: _builtins.str = ...,
         replay: _abc.Iterable[Global___JobEvent] | None = ...,
         busy: _builtins.bool = ...,
+        gpu_uuids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy", b"busy", "current_job_id", b"current_job_id", "hostname", b"hostname", "image", b"image", "pid", b"pid", "replay", b"replay", "resources", b"resources", "runner_id", b"runner_id", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy", b"busy", "current_job_id", b"current_job_id", "gpu_uuids", b"gpu_uuids", "hostname", b"hostname", "image", b"image", "pid", b"pid", "replay", b"replay", "resources", b"resources", "runner_id", b"runner_id", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

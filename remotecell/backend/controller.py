@@ -30,6 +30,7 @@ from remotecell.backend.scheduler.queue import (
     Instruction,
     JobDequeued,
     JobQueued,
+    MachineGPU,
     Pool,
     Prewarm,
     RunnerConnected,
@@ -40,10 +41,12 @@ from remotecell.backend.scheduler.queue import (
     StopRunner,
     TaskDone,
     Tick,
+    Unplaceable,
     Waiting,
 )
 from remotecell.backend.state.store import Store
 from remotecell.client.errors import ConfigError, ImageBuildError
+from remotecell.client.resources import GPURequest
 
 if TYPE_CHECKING:
     from remotecell.backend.images.cache import ImageCache
@@ -80,6 +83,22 @@ def pool_of(spec: pb.JobSpec) -> Pool:
     return Pool(spec.image, spec.session, spec.resources.cpu, spec.resources.memory_mb)
 
 
+def gpu_of(resources: pb.Resources) -> GPURequest | None:
+    """The GPUs a job asks for, validated as strictly as the magic's ``gpu=``.
+
+    Raises:
+        ConfigError: an unknown type or a bad count; the message says what is valid.
+    """
+    if not resources.gpu:
+        return None
+    return GPURequest.from_fields([{"type": c.type, "count": c.count} for c in resources.gpu])
+
+
+def held_gpu(resources: pb.Resources) -> str:
+    """What a runner's announced resources say it holds, as a pool names it (``"H100:2"``)."""
+    return ", ".join(f"{c.type}:{c.count}" if c.count > 1 else c.type for c in resources.gpu)
+
+
 @dataclass
 class _Job:
     id: str
@@ -97,6 +116,11 @@ class _Job:
     @property
     def pool(self) -> Pool:
         return pool_of(self.spec)
+
+    def queued(self, front: bool = False) -> JobQueued:
+        return JobQueued(
+            self.id, self.pool, time.time(), front=front, gpu=gpu_of(self.spec.resources)
+        )
 
     def clear_timers(self) -> None:
         for t in self.timers:
@@ -130,6 +154,7 @@ class Controller:
         builder: str = "venv",
         fetch_blob: Callable[[str], bytes] | None = None,
         default_image: pb.ImageSpec | None = None,
+        gpus: tuple[MachineGPU, ...] = (),
     ) -> None:
         self.config = config
         self.store = store
@@ -150,6 +175,7 @@ class Controller:
                 max_runners=config.max_runners,
                 id_prefix=secrets.token_hex(2) + "-",
                 default_image=default_image.id if default_image is not None else "",
+                gpus=gpus,
             )
         )
         self.jobs: dict[str, _Job] = {}
@@ -230,6 +256,12 @@ class Controller:
     # ------------------------------------------------------------------ clients
 
     def submit(self, spec: pb.JobSpec) -> str:
+        """Accepts a job; returns its id.
+
+        Raises:
+            ConfigError: the spec asks for GPUs in a way that is not valid.
+        """
+        gpu_of(spec.resources)
         if not spec.image and not spec.image_spec.id and self.default_image is not None:
             spec.image_spec.CopyFrom(self.default_image)
         if spec.image_spec.id:
@@ -249,7 +281,7 @@ class Controller:
     def _admit(self, job: _Job) -> None:
         """Queues a job, once its image (if it names one) is built."""
         if not job.spec.image or job.spec.image in self.built:
-            self._handle(JobQueued(job.id, job.pool, time.time()))
+            self._handle(job.queued())
         else:
             self._spawn(self._prepare_image(job))
 
@@ -292,7 +324,7 @@ class Controller:
         await asyncio.sleep(0)
         self.built[image_id] = built
         if job.id in self.jobs and job.state == pb.QUEUED:
-            self._handle(JobQueued(job.id, job.pool, time.time()))
+            self._handle(job.queued())
 
     async def follow(self, job_id: str, from_seq: int = 0) -> AsyncIterator[list[pb.JobEvent]]:
         """The job's events from ``from_seq``: stored ones first, then live ones, in
@@ -448,7 +480,7 @@ class Controller:
                     attempt=job.attempt,
                 ),
             )
-            self._handle(JobQueued(job.id, job.pool, time.time(), front=True))
+            self._handle(job.queued(front=True))
         else:
             self._finish(job, pb.FAILED, message, error)
 
@@ -465,9 +497,16 @@ class Controller:
                 if self._closing:  # it would outlive the executor; the next start starts it
                     continue
                 self.runners[ins.runner_id] = _Runner(ins.runner_id, ins.pool)
-                self._spawn(self._launch(ins.runner_id, ins.pool))
+                self._spawn(self._launch(ins.runner_id, ins.pool, ins.gpus))
             elif isinstance(ins, StopRunner):
                 self._stop_runner(ins.runner_id, ins.reason)
+            elif isinstance(ins, Unplaceable):
+                job = self.jobs.get(ins.job_id)
+                if job is not None:
+                    error = pb.Error(
+                        kind=pb.Error.SETUP, type_name="SchedulingError", message=ins.message
+                    )
+                    self._finish(job, pb.FAILED, ins.message, error)
             elif isinstance(ins, Waiting):
                 job = self.jobs.get(ins.job_id)
                 if job is not None:
@@ -503,7 +542,7 @@ class Controller:
                 loop.call_later(job.spec.timeout_s, self._on_timeout, job_id, job.attempt)
             )
 
-    async def _launch(self, runner_id: str, pool: Pool) -> None:
+    async def _launch(self, runner_id: str, pool: Pool, gpus: tuple[str, ...] = ()) -> None:
         launch = RunnerLaunch(
             runner_id=runner_id,
             control_url=self.config.control_url,
@@ -512,6 +551,8 @@ class Controller:
             session=pool.session,
             cpu=pool.cpu,
             memory_mb=pool.memory_mb,
+            gpu=pool.gpu,
+            gpu_uuids=gpus,
             built=self.built.get(pool.image),
         )
         try:
@@ -653,7 +694,13 @@ class Controller:
 
     def _register(self, hello: pb.RunnerHello) -> _Runner:
         runner = self.runners.get(hello.runner_id)
-        pool = Pool(hello.image, hello.session, hello.resources.cpu, hello.resources.memory_mb)
+        pool = Pool(
+            hello.image,
+            hello.session,
+            hello.resources.cpu,
+            hello.resources.memory_mb,
+            held_gpu(hello.resources),
+        )
         if runner is None or runner.expected:
             # A runner we did not start in this process: it reconnects after a restart.
             if runner is None:
@@ -688,7 +735,15 @@ class Controller:
                     self._interrupt(job, runner, job.cancel_reason)
             elif runner.job:
                 busy_with = self._stop_stale_cell(runner, hello.current_job_id)
-        self._handle(RunnerConnected(runner.id, runner.pool, time.time(), busy_with=busy_with))
+        self._handle(
+            RunnerConnected(
+                runner.id,
+                runner.pool,
+                time.time(),
+                busy_with=busy_with,
+                gpus=tuple(hello.gpu_uuids),
+            )
+        )
 
     def _stop_stale_cell(self, runner: _Runner, job_id: str) -> str:
         """A runner came back still running a job that ended here meanwhile (it was

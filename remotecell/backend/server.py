@@ -30,7 +30,9 @@ from remotecell.backend.auth import TokenAuth
 from remotecell.backend.controller import Controller, ControllerConfig
 from remotecell.backend.executors.base import Executor
 from remotecell.backend.executors.local import LocalExecutor
+from remotecell.backend.gpus import inventory
 from remotecell.backend.images.cache import open_cache
+from remotecell.backend.scheduler.queue import MachineGPU
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.backend.state.store import Store
@@ -167,6 +169,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         builder="docker" if config.executor == "docker" else "venv",
         default_image=Image.debian_slim().to_spec()[0] if config.executor == "docker" else None,
         fetch_blob=lambda digest: b"".join(blobs.read(digest)),
+        gpus=_machine_gpus(),
     )
     pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller, blobs), server)
     await server.start()
@@ -210,3 +213,16 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         await server.stop(grace=1.0)
         store.close()
         lock.close()
+
+
+def _machine_gpus() -> tuple[MachineGPU, ...]:
+    """This machine's GPUs as NVML lists them, read once at start; none without NVML."""
+    try:
+        with inventory.load() as found:
+            gpus = found.gpus
+    except inventory.NVMLUnavailable as err:
+        log.info("%s", err)
+        return ()
+    for gpu in gpus:
+        log.info("%s", gpu.describe())
+    return tuple(MachineGPU(g.uuid, g.type, g.name) for g in gpus)

@@ -11,6 +11,7 @@ import remotecell
 from remotecell._proto import pb, pb_grpc
 from remotecell.backend.controller import Controller, JobNotFound
 from remotecell.backend.state.blobs import BlobStore
+from remotecell.client.errors import ConfigError
 
 
 def _not_found(job_id: str) -> str:
@@ -47,7 +48,10 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
                 f"{len(missing)} blob(s) the job refers to were never uploaded (first: {missing[0]}); "
                 "upload them before submitting",
             )
-        job_id = self.controller.submit(request.spec)
+        try:
+            job_id = self.controller.submit(request.spec)
+        except ConfigError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         async for batch in self.controller.follow(job_id):
             yield pb.JobEvents(events=batch)
 

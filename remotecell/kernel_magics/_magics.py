@@ -133,7 +133,11 @@ class RemoteMagics(Magics):
             retries=options.retries,
             session=options.session,
             env=options.env,
-            resources=pb.Resources(cpu=options.cpu, memory_mb=options.memory),
+            resources=pb.Resources(
+                cpu=options.cpu,
+                memory_mb=options.memory,
+                gpu=[pb.GPUChoice(**f) for f in options.gpu.to_fields()] if options.gpu else [],
+            ),
             origin=f"kernel {os.getpid()}@{socket.gethostname()}",
         )
         if image_spec is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from remotecell.client.errors import ConfigError
 from remotecell.client.image import Image
+from remotecell.client.resources import GPURequest, parse_gpu
 
 _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -38,6 +39,7 @@ class RemoteOptions:
     force_build: bool = False
     cpu: float = 0.0  # cores; 0: no limit
     memory: int = 0  # MiB; 0: no limit
+    gpu: GPURequest | None = None
 
 
 #: More retries than this is a mistake (and the wire's uint32 has a limit too).
@@ -54,6 +56,7 @@ OPTIONS = {
     "force_build": "build the image again even if it was built before (True/False)",
     "cpu": "cores the runner may use (a positive number; the docker executor enforces it)",
     "memory": "MiB of memory the runner may use (a positive int; the docker executor enforces it)",
+    "gpu": 'GPUs: "H100", "H100:2", "any", or fallbacks in order such as ["H100", "A100-80GB"]',
 }
 
 
@@ -220,6 +223,8 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
         ):
             raise _bad(key, source, value)
         options.memory = int(value)
+    elif key == "gpu":
+        options.gpu = parse_gpu(value)  # its ConfigError is one sentence naming what is valid
 
 
 def _is_name(value: Any) -> bool:

@@ -176,7 +176,9 @@ def test_a_gpu_request_the_engine_cannot_meet_fails_the_start(
         pytest.skip("this engine has an NVIDIA runtime: a GPU request may well be met here")
     executor = make_executor()
     runner_id = new_runner_id()
-    launch = RunnerLaunch(runner_id, "127.0.0.1:1", "t", built=runtime_image, gpus=1)
+    launch = RunnerLaunch(
+        runner_id, "127.0.0.1:1", "t", built=runtime_image, gpu="H100", gpu_uuids=("GPU-0",)
+    )
     with pytest.raises(RuntimeError, match=f"could not start runner {runner_id}'s container"):
         run(executor.start(launch))
     assert containers_of(engine, runner_id) == []

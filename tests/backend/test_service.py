@@ -124,6 +124,15 @@ def test_submit_refuses_a_job_whose_blobs_were_never_uploaded(client):
         next(client.submit(spec))
 
 
+def test_submit_refuses_a_gpu_request_that_is_not_valid(client):
+    spec = pb.JobSpec(code="1", resources=pb.Resources(gpu=[pb.GPUChoice(type="H1000", count=1)]))
+    with pytest.raises(ConfigError, match='unknown GPU type "H1000"'):
+        next(client.submit(spec))
+    spec = pb.JobSpec(code="1", resources=pb.Resources(gpu=[pb.GPUChoice(type="H100", count=0)]))
+    with pytest.raises(ConfigError, match="asks for 0 GPUs"):
+        next(client.submit(spec))
+
+
 def test_unknown_jobs_are_not_found(client):
     with pytest.raises(JobNotFoundError, match="no job 'job-nope'"):
         client.get_job("job-nope")

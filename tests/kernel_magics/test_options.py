@@ -218,8 +218,8 @@ def test_env_invalid(value: str) -> None:
 
 
 def test_unknown_option_lists_the_valid_ones() -> None:
-    message = error("gpu='H100'")
-    assert message.startswith("unknown %%remote option 'gpu'. Valid options: ")
+    message = error("gpus='H100'")
+    assert message.startswith("unknown %%remote option 'gpus'. Valid options: ")
     for key in OPTIONS:
         assert f"{key}=" in message
 
@@ -284,3 +284,25 @@ def test_cpu_and_memory() -> None:
     ):
         with pytest.raises(ConfigError, match=r"^bad value for %%remote option"):
             parse(bad, {})
+
+
+def test_gpu_takes_a_type_a_count_any_or_fallbacks_from_the_notebook() -> None:
+    assert str(parse_in('gpu="h100:2"').gpu) == "H100:2"
+    assert str(parse_in("gpu=choices", choices=["H100", "A100-80GB", "any"]).gpu) == (
+        "H100, A100-80GB, any"
+    )
+    assert parse_in("").gpu is None
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('gpu="H1000"', 'unknown GPU type "H1000"; known types: B200'),
+        ('gpu="A100"', "is ambiguous"),
+        ('gpu="H100:0"', "asks for 0 GPUs"),
+        ("gpu=2", 'write gpu="any:2"'),
+        ('gpu=["any", "H100"]', '"any" must be the last fallback'),
+    ],
+)
+def test_a_bad_gpu_is_one_sentence(line: str, says: str) -> None:
+    assert says in error(line)

@@ -28,10 +28,12 @@ class RunnerLaunch:
     image: str = ""
     session: str = ""
     env: dict[str, str] = field(default_factory=dict)
-    #: What the runner may use: cores and MiB of memory (0: no limit), GPUs.
+    #: What the runner may use: cores and MiB of memory (0: no limit), and the GPUs it holds:
+    #: their type and count (``"H100:2"``) and their UUIDs, which are its alone.
     cpu: float = 0.0
     memory_mb: int = 0
-    gpus: int = 0
+    gpu: str = ""
+    gpu_uuids: tuple[str, ...] = ()
     #: The built image to run in; None: the executor's default environment.
     built: BuiltImage | None = None
 
@@ -47,7 +49,13 @@ class RunnerLaunch:
             args += ["--cpu", f"{self.cpu:g}"]
         if self.memory_mb:
             args += ["--memory-mb", str(self.memory_mb)]
+        if self.gpu_uuids:
+            args += ["--gpu", self.gpu, "--gpu-uuids", ",".join(self.gpu_uuids)]
         return args
+
+    def gpu_env(self) -> dict[str, str]:
+        """``CUDA_VISIBLE_DEVICES`` for a runner on this machine: its GPUs and no others."""
+        return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpu_uuids)}
 
 
 @dataclass

@@ -169,9 +169,11 @@ class DockerExecutor(Executor):
             options["nano_cpus"] = int(launch.cpu * 1e9)
         if launch.memory_mb > 0:
             options["mem_limit"] = f"{launch.memory_mb}m"
-        if launch.gpus > 0:
+        if launch.gpu_uuids:
             options["device_requests"] = [
-                docker.types.DeviceRequest(count=launch.gpus, capabilities=[["gpu"]])
+                docker.types.DeviceRequest(
+                    device_ids=list(launch.gpu_uuids), capabilities=[["gpu"]]
+                )
             ]
         if built is not None and built.workdir:
             options["working_dir"] = built.workdir
@@ -208,7 +210,7 @@ class DockerExecutor(Executor):
             output = self._logs(container, 30)
             self._remove(container)
             reason = str(err.explanation or err)
-            if launch.gpus and "device driver" in reason:
+            if launch.gpu_uuids and "device driver" in reason:
                 reason += (
                     " (GPUs in containers need the NVIDIA Container Toolkit on the Docker host)"
                 )

@@ -107,7 +107,13 @@ class LocalExecutor(Executor):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{launch.runner_id}.log"
         built = launch.built
-        env = {**_base_env(), **(built.env if built else {}), **launch.env, TOKEN_ENV: launch.token}
+        env = {
+            **_base_env(),
+            **(built.env if built else {}),
+            **launch.env,
+            **launch.gpu_env(),
+            TOKEN_ENV: launch.token,
+        }
         cwd = built.workdir if built and built.workdir else os.getcwd()
         python = built.python if built and built.python else self.python
         args = [python, "-m", "remotecell.backend.runner", *launch.runner_args()]

@@ -1,7 +1,9 @@
-"""A recorded set of NVIDIA cards behind a ``pynvml``-compatible module object.
+"""A recorded set of NVIDIA cards behind a ``pynvml``-compatible module object, for tests only.
 
 This is the one place GPUs are faked (there is no GPU on CI): it replaces the ``pynvml``
-module and nothing above it. Names are the strings real cards return from
+module and nothing above it. It lives in the package so that processes a test starts (a
+control plane, its runners) can use it too, through ``REMOTECELL_FAKE_NVML`` (see
+:func:`remotecell.backend.gpus.inventory.load`); nothing else imports it. Names are the strings real cards return from
 ``nvmlDeviceGetName``; memory totals are what those cards report; readings are plausible
 values for a card under load. Like NVML, every call before ``nvmlInit`` (or after the last
 ``nvmlShutdown``) raises ``NVMLError_Uninitialized``.

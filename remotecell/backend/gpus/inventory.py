@@ -13,6 +13,7 @@ module boundary is the one seam tests replace, with a recorded device set.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ __all__ = [
     "sample",
 ]
 
+#: For tests only: recorded cards to stand in for NVML (see :func:`load`).
+FAKE_NVML_ENV = "REMOTECELL_FAKE_NVML"
 NO_NVML = "no NVIDIA driver (NVML) on this machine: no GPUs"
 
 
@@ -215,9 +218,18 @@ def load(nvml: Any = None) -> Inventory:
     Args:
         nvml: a ``pynvml``-compatible module; None imports nvidia-ml-py's ``pynvml``.
 
+    ``REMOTECELL_FAKE_NVML`` exists for tests only: where it is set (to NVML names of recorded
+    cards, comma-separated, e.g. ``"NVIDIA H100 80GB HBM3"``), the recorded fake stands in for
+    ``pynvml`` so that a control plane and its runners started by a test see those cards.
+
     Raises:
         NVMLUnavailable: NVML cannot be loaded or initialised (no driver, no library).
     """
+    if nvml is None and os.environ.get(FAKE_NVML_ENV):
+        from remotecell.backend.gpus import _recorded
+
+        names = [n.strip() for n in os.environ[FAKE_NVML_ENV].split(",") if n.strip()]
+        nvml = _recorded.FakeNVML(_recorded.machine(*names))
     if nvml is None:
         try:
             nvml = importlib.import_module("pynvml")

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", default="")
     parser.add_argument("--cpu", type=float, default=0.0, help="cores this runner was started with")
     parser.add_argument("--memory-mb", type=int, default=0, help="MiB this runner was started with")
+    parser.add_argument("--gpu", default="", help='the GPUs it holds, e.g. "H100:2"')
+    parser.add_argument("--gpu-uuids", default="", help="their UUIDs, comma-separated")
     parser.add_argument("--orphan-timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     # From here on fds 1 and 2 are pipes whose output belongs to the running cell; the
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         hostname=socket.gethostname(),
         image=args.image,
         session=args.session,
-        resources=pb.Resources(cpu=args.cpu, memory_mb=args.memory_mb),
+        resources=pb.Resources(cpu=args.cpu, memory_mb=args.memory_mb, gpu=_gpu(args.gpu)),
+        gpu_uuids=[u for u in args.gpu_uuids.split(",") if u],
     )
     shell_box: list = []
     early: list[pb.CancelTask] = []  # cancels that came while the shell was being built
@@ -92,3 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         link.close()
         blobs.close()
     return 0
+
+
+def _gpu(held: str) -> list[pb.GPUChoice]:
+    if not held:
+        return []
+    gpu_type, _, count = held.partition(":")
+    return [pb.GPUChoice(type=gpu_type, count=int(count or 1))]

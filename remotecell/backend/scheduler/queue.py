@@ -7,13 +7,21 @@ feed events and check instructions, with no sleeping.
 
 Runners belong to a *pool* (image, session): a job runs only on a runner of its pool.
 A ``session`` pool holds one runner that keeps its namespace between cells.
+
+GPUs are exclusive to a runner: a runner holds the GPUs (by UUID) it was started with, and
+its pool names their type and count (``"H100:2"``), so a job asking for two H100s runs only
+on a runner holding two H100s. A job's fallbacks are tried in order; jobs are served in
+arrival order, so a later job never takes GPUs of a type an earlier job is waiting for. A job
+no choice of which could ever fit this machine's GPUs fails at once.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from remotecell.client.resources import GPUChoice, GPURequest
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,16 @@ class Pool:
     session: str = ""
     cpu: float = 0.0  # cores; 0: no limit asked
     memory_mb: int = 0  # MiB; 0: no limit asked
+    gpu: str = ""  # a runner's GPUs, e.g. "H100:2"; "" for none (a job's GPUs are its request)
+
+
+@dataclass(frozen=True)
+class MachineGPU:
+    """A GPU the scheduler may give a runner."""
+
+    uuid: str
+    type: str  # canonical, as the inventory names it
+    name: str = ""  # NVML's name, for messages
 
 
 # ----------------------------------------------------------------- events
@@ -35,6 +53,7 @@ class JobQueued:
     pool: Pool
     now: float
     front: bool = False  # a retried job goes ahead of the queue
+    gpu: GPURequest | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,7 @@ class RunnerConnected:
     pool: Pool
     now: float
     busy_with: str = ""  # after a control-plane restart: the job it still runs
+    gpus: tuple[str, ...] = ()  # UUIDs of the GPUs it holds
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,7 @@ class Assign:
 class StartRunner:
     runner_id: str
     pool: Pool
+    gpus: tuple[str, ...] = ()  # UUIDs of the GPUs it is to hold
 
 
 @dataclass(frozen=True)
@@ -107,7 +128,22 @@ class Waiting:
     message: str
 
 
-Instruction = Assign | StartRunner | StopRunner | Waiting
+@dataclass(frozen=True)
+class Unplaceable:
+    """A job can never run on this machine; ``message`` says why. It is not queued."""
+
+    job_id: str
+    message: str
+
+
+Instruction = Assign | StartRunner | StopRunner | Waiting | Unplaceable
+
+
+@dataclass(frozen=True)
+class _Queued:
+    job_id: str
+    pool: Pool  # gpu is "": the job's GPUs are ``gpu``
+    gpu: GPURequest | None = None
 
 
 @dataclass
@@ -117,6 +153,7 @@ class _Runner:
     state: Literal["starting", "idle", "busy"]
     since: float
     job: str = ""
+    gpus: tuple[str, ...] = ()
 
 
 @dataclass
@@ -129,12 +166,14 @@ class SchedulerConfig:
     #: Runner ids are ``r-{prefix}{n}``; a control plane picks a fresh prefix per start so
     #: new runners never collide with runners that reconnect after a restart.
     id_prefix: str = ""
+    #: The GPUs runners may be given; none: GPU jobs fail at once.
+    gpus: tuple[MachineGPU, ...] = ()
 
 
 @dataclass
 class Scheduler:
     config: SchedulerConfig = field(default_factory=SchedulerConfig)
-    _queue: deque[tuple[str, Pool]] = field(default_factory=deque)
+    _queue: deque[_Queued] = field(default_factory=deque)
     _runners: dict[str, _Runner] = field(default_factory=dict)
     _told_waiting: set[str] = field(default_factory=set)
     _counter: int = 0
@@ -142,23 +181,28 @@ class Scheduler:
     # -- queries (for status and tests) ------------------------------------
 
     def position(self, job_id: str) -> int:
-        """How many jobs of the same pool are ahead of this one (-1 if not queued)."""
-        pool = next((p for j, p in self._queue if j == job_id), None)
-        if pool is None:
+        """How many jobs competing with this one are ahead of it (-1 if not queued): jobs of
+        the same pool, or for a GPU job, jobs that want a GPU of one of its types."""
+        me = next((q for q in self._queue if q.job_id == job_id), None)
+        if me is None:
             return -1
         ahead = 0
-        for j, p in self._queue:
-            if j == job_id:
+        for q in self._queue:
+            if q.job_id == job_id:
                 return ahead
-            ahead += p == pool
+            if me.gpu is None:
+                ahead += q.gpu is None and q.pool == me.pool
+            else:
+                ahead += q.gpu is not None and bool(self._types(q.gpu) & self._types(me.gpu))
         return -1
 
     @property
     def queued(self) -> list[str]:
-        return [j for j, _ in self._queue]
+        return [q.job_id for q in self._queue]
 
     def queued_in(self, pool: Pool) -> list[str]:
-        return [j for j, p in self._queue if p == pool]
+        """Jobs a runner of ``pool`` would serve."""
+        return [q.job_id for q in self._queue if pool in self._pools_for(q)]
 
     def runner_state(self, runner_id: str) -> str:
         r = self._runners.get(runner_id)
@@ -169,13 +213,16 @@ class Scheduler:
     def handle(self, event: Event) -> list[Instruction]:
         out: list[Instruction] = []
         if isinstance(event, JobQueued):
-            item = (event.job_id, event.pool)
+            item = _Queued(event.job_id, event.pool, event.gpu)
+            never = self._never_fits(event.gpu)
+            if never:
+                return [Unplaceable(event.job_id, never)]
             if event.front:
                 self._queue.appendleft(item)
             else:
                 self._queue.append(item)
         elif isinstance(event, JobDequeued):
-            self._queue = deque(i for i in self._queue if i[0] != event.job_id)
+            self._queue = deque(q for q in self._queue if q.job_id != event.job_id)
             self._told_waiting.discard(event.job_id)
         elif isinstance(event, TaskDone):
             r = self._runners.get(event.runner_id)
@@ -186,7 +233,7 @@ class Scheduler:
             if r is None:
                 r = _Runner(event.runner_id, event.pool, "idle", event.now)
                 self._runners[event.runner_id] = r
-            r.pool = event.pool
+            r.pool, r.gpus = event.pool, event.gpus
             if event.busy_with:
                 r.state, r.job = "busy", event.busy_with
             else:
@@ -221,43 +268,146 @@ class Scheduler:
                 idle.setdefault(r.pool, []).append(r)
             elif r.state == "starting":
                 starting[r.pool] = starting.get(r.pool, 0) + 1
-        remaining: deque[tuple[str, Pool]] = deque()
-        for job_id, pool in self._queue:
-            free = idle.get(pool)
+        remaining: deque[_Queued] = deque()
+        waited_for: set[str] = set()  # GPU types earlier jobs wait for: later ones queue behind
+        for q in self._queue:
+            pools = self._pools_for(q)
+            free = next((idle[p] for p in pools if idle.get(p)), None)
             if free:
                 # The most recently used runner first: its caches are warmest.
                 runner = max(free, key=lambda r: r.since)
                 free.remove(runner)
-                runner.state, runner.job = "busy", job_id
-                self._told_waiting.discard(job_id)
-                out.append(Assign(job_id, runner.id))
+                runner.state, runner.job = "busy", q.job_id
+                self._told_waiting.discard(q.job_id)
+                out.append(Assign(q.job_id, runner.id))
                 continue
-            remaining.append((job_id, pool))
-            if starting.get(pool, 0) > 0:
+            remaining.append(q)
+            pool = next((p for p in pools if starting.get(p, 0) > 0), None)
+            if pool is not None:
                 starting[pool] -= 1  # this job will take a runner already starting
-                self._wait(job_id, "waiting for a runner to start", out)
+                self._wait(q.job_id, "waiting for a runner to start", out)
                 continue
-            if pool.session and self._session_runner_busy(pool):
-                self._wait(job_id, f"waiting for session {pool.session!r}: its runner is busy", out)
+            if q.pool.session and self._session_runner_busy(q.pool):
+                self._wait(
+                    q.job_id, f"waiting for session {q.pool.session!r}: its runner is busy", out
+                )
+                continue
+            if q.gpu is not None:
+                started = self._start_gpu_runner(q, pools, waited_for, now, out)
+                if not started:
+                    types = self._types(q.gpu)
+                    waited_for |= types
+                    ahead = sum(
+                        1
+                        for r in remaining
+                        if r is not q and r.gpu is not None and self._types(r.gpu) & types
+                    )
+                    self._wait(q.job_id, f"waiting for {q.gpu} — {ahead} jobs ahead", out)
                 continue
             if self._make_room(now, out):
                 runner_id = f"r-{self._new_id()}"
-                self._runners[runner_id] = _Runner(runner_id, pool, "starting", now)
-                out.append(StartRunner(runner_id, pool))
-                self._wait(job_id, "starting a runner", out)
+                self._runners[runner_id] = _Runner(runner_id, q.pool, "starting", now)
+                out.append(StartRunner(runner_id, q.pool))
+                self._wait(q.job_id, "starting a runner", out)
             else:
                 busy = sum(r.state == "busy" for r in self._runners.values())
                 self._wait(
-                    job_id,
+                    q.job_id,
                     f"waiting for a free runner: all {self.config.max_runners} are busy "
-                    f"({busy} running), {self.position(job_id)} ahead",
+                    f"({busy} running), {self.position(q.job_id)} ahead",
                     out,
                 )
         self._queue = remaining
         return out
 
+    # -- GPUs ---------------------------------------------------------------------
+
+    def _machine_types(self) -> list[str]:
+        return list(dict.fromkeys(g.type for g in self.config.gpus))
+
+    def _concrete(self, choice: GPUChoice) -> list[str]:
+        """The machine's types that serve ``choice``, in preference order."""
+        return [t for t in self._machine_types() if choice.accepts(t)]
+
+    def _types(self, request: GPURequest) -> set[str]:
+        return {t for c in request.choices for t in self._concrete(c)}
+
+    def _pools_for(self, q: _Queued) -> list[Pool]:
+        """The pools whose runners can run ``q``, best first (fallbacks in order)."""
+        if q.gpu is None:
+            return [q.pool]
+        return [
+            replace(q.pool, gpu=str(GPUChoice(t, c.count)))
+            for c in q.gpu.choices
+            for t in self._concrete(c)
+        ]
+
+    def _never_fits(self, request: GPURequest | None) -> str:
+        """Why ``request`` can never run on this machine, or "" when it can."""
+        if request is None:
+            return ""
+        have = [g.type for g in self.config.gpus]
+        if any(have.count(t) >= c.count for c in request.choices for t in self._concrete(c)):
+            return ""
+        if not have:
+            there = "this machine has no GPUs (NVML finds none)"
+        else:
+            counts = {t: have.count(t) for t in self._machine_types()}
+            there = "this machine has " + ", ".join(f"{n} {t}" for t, n in counts.items())
+        return (
+            f'gpu="{request}" can never run here: {there}; ask for what it has, '
+            "or run on a machine with the GPUs you need"
+        )
+
+    def _start_gpu_runner(
+        self,
+        q: _Queued,
+        pools: list[Pool],
+        waited_for: set[str],
+        now: float,
+        out: list[Instruction],
+    ) -> bool:
+        assert q.gpu is not None
+        held = {u for r in self._runners.values() for u in r.gpus}
+        for c in q.gpu.choices:
+            for t in self._concrete(c):
+                if t in waited_for:
+                    continue  # an earlier job waits for this type: it goes first
+                free = [g.uuid for g in self.config.gpus if g.type == t and g.uuid not in held]
+                # Idle runners (not sessions, which keep a namespace) give back their GPUs.
+                idle = sorted(
+                    (
+                        r
+                        for r in self._runners.values()
+                        if r.state == "idle"
+                        and not r.pool.session
+                        and r.gpus
+                        and all(g.type == t for g in self.config.gpus if g.uuid in r.gpus)
+                    ),
+                    key=lambda r: r.since,
+                )
+                reclaimable = len(free) + sum(len(r.gpus) for r in idle)
+                if reclaimable < c.count:
+                    continue
+                for r in idle:
+                    if len(free) >= c.count:
+                        break
+                    del self._runners[r.id]
+                    out.append(StopRunner(r.id, f"giving its GPUs to a job that needs {c}"))
+                    free += list(r.gpus)
+                if not self._make_room(now, out):
+                    return False
+                pool = replace(q.pool, gpu=str(GPUChoice(t, c.count)))
+                gpus = tuple(free[: c.count])
+                runner_id = f"r-{self._new_id()}"
+                self._runners[runner_id] = _Runner(runner_id, pool, "starting", now, gpus=gpus)
+                out.append(StartRunner(runner_id, pool, gpus))
+                self._wait(q.job_id, f"starting a runner with {pool.gpu}", out)
+                return True
+        return False
+
     def _session_runner_busy(self, pool: Pool) -> bool:
-        return any(r.pool == pool for r in self._runners.values())
+        return any(replace(r.pool, gpu="") == pool for r in self._runners.values())
 
     def _wait(self, job_id: str, message: str, out: list[Instruction]) -> None:
         if job_id not in self._told_waiting:

@@ -1,0 +1,56 @@
+"""``gpu=`` through a real kernel and control plane, on a machine of recorded cards.
+
+The control plane is started with ``REMOTECELL_FAKE_NVML`` (tests only): NVML is the one
+thing replaced; placement, the runner's launch and ``CUDA_VISIBLE_DEVICES`` are the real ones.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from remotecell.backend.gpus._recorded import machine
+
+pytestmark = pytest.mark.kernel
+
+H100 = "NVIDIA H100 80GB HBM3"
+H100_UUID = machine(H100)[0].uuid
+
+
+@pytest.fixture
+def gpu_kernel(make_control_plane, make_kernel, monkeypatch):
+    monkeypatch.setenv("REMOTECELL_FAKE_NVML", H100)
+    control_plane = make_control_plane()
+    k = make_kernel(control_plane.env())
+    k.ok("%load_ext remotecell")
+    return k
+
+
+def test_a_gpu_cell_runs_with_only_its_gpu_visible(gpu_kernel):
+    run = gpu_kernel.ok('%%remote gpu="H100"\nimport os\nos.environ["CUDA_VISIBLE_DEVICES"]')
+    assert run.result == {"text/plain": repr(H100_UUID)}
+
+
+def test_a_type_the_machine_lacks_fails_at_once_saying_what_there_is(gpu_kernel):
+    run = gpu_kernel.execute('%%remote gpu="T4"\n1')
+    assert run.reply["status"] == "error"
+    message = run.error["evalue"]
+    assert 'gpu="T4" can never run here: this machine has 1 H100' in message
+
+
+def test_fallbacks_run_on_the_first_type_the_machine_has(gpu_kernel):
+    run = gpu_kernel.ok(
+        '%%remote gpu=["T4", "H100"]\nimport os\nos.environ["CUDA_VISIBLE_DEVICES"]'
+    )
+    assert run.result == {"text/plain": repr(H100_UUID)}
+
+
+def test_an_unknown_type_is_one_sentence_before_anything_is_sent(gpu_kernel):
+    run = gpu_kernel.execute('%%remote gpu="H1000"\n1')
+    assert run.reply["status"] == "error"
+    assert run.error["ename"] == "ConfigError"
+    assert 'unknown GPU type "H1000"; known types: B200' in run.error["evalue"]
+
+
+def test_a_cpu_cell_sees_no_gpu(gpu_kernel):
+    run = gpu_kernel.ok('%%remote\nimport os\nos.environ["CUDA_VISIBLE_DEVICES"]')
+    assert run.result == {"text/plain": "''"}
