@@ -469,6 +469,7 @@ class JobEvent(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
     BUILD_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     seq: _builtins.int
     """0, 1, 2, ... with no gaps, per job"""
@@ -490,6 +491,8 @@ class JobEvent(_message.Message):
     def finished(self) -> Global___Finished: ...
     @_builtins.property
     def build(self) -> Global___Build: ...
+    @_builtins.property
+    def metrics(self) -> Global___Metrics: ...
     def __init__(
         self,
         *,
@@ -504,16 +507,120 @@ class JobEvent(_message.Message):
         error: Global___Error | None = ...,
         finished: Global___Finished | None = ...,
         build: Global___Build | None = ...,
+        metrics: Global___Metrics | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "result", b"result", "status", b"status", "stream", b"stream"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "metrics", b"metrics", "result", b"result", "status", b"status", "stream", b"stream"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "job_id", b"job_id", "result", b"result", "seq", b"seq", "status", b"status", "stream", b"stream", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "job_id", b"job_id", "metrics", b"metrics", "result", b"result", "seq", b"seq", "status", b"status", "stream", b"stream", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["accepted", "status", "stream", "display", "result", "error", "finished", "build"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["accepted", "status", "stream", "display", "result", "error", "finished", "build", "metrics"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class Metrics(_message.Message):
+    """One reading of a running cell's resources, every 0.5 s while it runs. Stored with the
+    job as it comes (not yet downsampled).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_PERCENT_FIELD_NUMBER: _builtins.int
+    RAM_USED_FIELD_NUMBER: _builtins.int
+    RAM_TOTAL_FIELD_NUMBER: _builtins.int
+    GPUS_FIELD_NUMBER: _builtins.int
+    cpu_percent: _builtins.float
+    """the runner and its children; 100 = one core"""
+    ram_used: _builtins.int
+    """bytes, resident, the runner and its children"""
+    ram_total: _builtins.int
+    """bytes, the machine's"""
+    @_builtins.property
+    def gpus(self) -> _containers.RepeatedCompositeFieldContainer[Global___GPUMetric]:
+        """the runner's GPUs"""
+
+    def __init__(
+        self,
+        *,
+        cpu_percent: _builtins.float = ...,
+        ram_used: _builtins.int = ...,
+        ram_total: _builtins.int = ...,
+        gpus: _abc.Iterable[Global___GPUMetric] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_percent", b"cpu_percent", "gpus", b"gpus", "ram_total", b"ram_total", "ram_used", b"ram_used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Metrics: _TypeAlias = Metrics  # noqa: Y015
+
+@_typing.final
+class GPUMetric(_message.Message):
+    """One GPU's reading; a field is unset where the card does not report it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UUID_FIELD_NUMBER: _builtins.int
+    UTILIZATION_FIELD_NUMBER: _builtins.int
+    MEMORY_USED_FIELD_NUMBER: _builtins.int
+    MEMORY_TOTAL_FIELD_NUMBER: _builtins.int
+    POWER_W_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_C_FIELD_NUMBER: _builtins.int
+    SM_CLOCK_MHZ_FIELD_NUMBER: _builtins.int
+    uuid: _builtins.str
+    utilization: _builtins.int
+    """percent"""
+    memory_used: _builtins.int
+    """bytes"""
+    memory_total: _builtins.int
+    """bytes"""
+    power_w: _builtins.float
+    temperature_c: _builtins.int
+    sm_clock_mhz: _builtins.int
+    def __init__(
+        self,
+        *,
+        uuid: _builtins.str = ...,
+        utilization: _builtins.int | None = ...,
+        memory_used: _builtins.int | None = ...,
+        memory_total: _builtins.int | None = ...,
+        power_w: _builtins.float | None = ...,
+        temperature_c: _builtins.int | None = ...,
+        sm_clock_mhz: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_memory_total", b"_memory_total", "_memory_used", b"_memory_used", "_power_w", b"_power_w", "_sm_clock_mhz", b"_sm_clock_mhz", "_temperature_c", b"_temperature_c", "_utilization", b"_utilization", "memory_total", b"memory_total", "memory_used", b"memory_used", "power_w", b"power_w", "sm_clock_mhz", b"sm_clock_mhz", "temperature_c", b"temperature_c", "utilization", b"utilization"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_memory_total", b"_memory_total", "_memory_used", b"_memory_used", "_power_w", b"_power_w", "_sm_clock_mhz", b"_sm_clock_mhz", "_temperature_c", b"_temperature_c", "_utilization", b"_utilization", "memory_total", b"memory_total", "memory_used", b"memory_used", "power_w", b"power_w", "sm_clock_mhz", b"sm_clock_mhz", "temperature_c", b"temperature_c", "utilization", b"utilization", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__memory_total: _TypeAlias = _typing.Literal["memory_total"]  # noqa: Y015
+    _WhichOneofArgType__memory_total: _TypeAlias = _typing.Literal["_memory_total", b"_memory_total"]  # noqa: Y015
+    _WhichOneofReturnType__memory_used: _TypeAlias = _typing.Literal["memory_used"]  # noqa: Y015
+    _WhichOneofArgType__memory_used: _TypeAlias = _typing.Literal["_memory_used", b"_memory_used"]  # noqa: Y015
+    _WhichOneofReturnType__power_w: _TypeAlias = _typing.Literal["power_w"]  # noqa: Y015
+    _WhichOneofArgType__power_w: _TypeAlias = _typing.Literal["_power_w", b"_power_w"]  # noqa: Y015
+    _WhichOneofReturnType__sm_clock_mhz: _TypeAlias = _typing.Literal["sm_clock_mhz"]  # noqa: Y015
+    _WhichOneofArgType__sm_clock_mhz: _TypeAlias = _typing.Literal["_sm_clock_mhz", b"_sm_clock_mhz"]  # noqa: Y015
+    _WhichOneofReturnType__temperature_c: _TypeAlias = _typing.Literal["temperature_c"]  # noqa: Y015
+    _WhichOneofArgType__temperature_c: _TypeAlias = _typing.Literal["_temperature_c", b"_temperature_c"]  # noqa: Y015
+    _WhichOneofReturnType__utilization: _TypeAlias = _typing.Literal["utilization"]  # noqa: Y015
+    _WhichOneofArgType__utilization: _TypeAlias = _typing.Literal["_utilization", b"_utilization"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_total) -> _WhichOneofReturnType__memory_total | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__memory_used) -> _WhichOneofReturnType__memory_used | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__power_w) -> _WhichOneofReturnType__power_w | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sm_clock_mhz) -> _WhichOneofReturnType__sm_clock_mhz | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature_c) -> _WhichOneofReturnType__temperature_c | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__utilization) -> _WhichOneofReturnType__utilization | None: ...
+
+Global___GPUMetric: _TypeAlias = GPUMetric  # noqa: Y015
 
 @_typing.final
 class Build(_message.Message):

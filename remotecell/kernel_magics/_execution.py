@@ -15,6 +15,7 @@ from typing import Any
 from remotecell._proto import pb
 from remotecell.client import Client, EventStream, values
 from remotecell.client.errors import ConfigError, ImageBuildError, RemoteCellError, RemoteError
+from remotecell.client.metrics import MetricsSummary
 
 #: A job still queued after this long says why (starting a runner, waiting for one).
 STATUS_AFTER = 1.0
@@ -43,6 +44,8 @@ class JobFollower:
         self.job_id = ""
         self.output: Any = None
         self.error: pb.Error | None = None
+        #: The job's telemetry: the last reading and a summary (peak memory, mean use).
+        self.metrics = MetricsSummary()
         self._running = False
         self._pending_status = ""
         self._since = time.monotonic()
@@ -124,6 +127,9 @@ class JobFollower:
             self.error = event.error
         elif kind == "build":
             self._build_line(event.build)
+        elif kind == "metrics":
+            self.metrics.add(event.metrics)  # not rendered yet: the job monitor widget will
+            return False
         elif kind == "finished":
             self._end_build_tail()
             return True

@@ -7,6 +7,7 @@ from typing import Any
 from remotecell._proto import pb
 from remotecell.client import Client
 from remotecell.client._listing import state_name
+from remotecell.client.metrics import MetricsSummary
 from remotecell.kernel_magics._execution import JobFollower
 
 
@@ -24,6 +25,8 @@ class RemoteJob:
         self.id = job_id
         self._client = client
         self._user_ns = user_ns
+        #: The job's telemetry as :meth:`result` saw it (empty until then).
+        self.metrics = MetricsSummary()
 
     def info(self) -> pb.JobInfo:
         return self._client.get_job(self.id)
@@ -44,6 +47,7 @@ class RemoteJob:
         and returns the cell's value (raises RemoteError if it failed)."""
         follower = JobFollower(self._client, self._user_ns)
         follower.job_id = self.id
+        self.metrics = follower.metrics
         return follower.follow(self._client.attach(self.id))
 
     wait = result

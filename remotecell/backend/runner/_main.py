@@ -14,6 +14,7 @@ from remotecell._proto import pb
 from remotecell.backend.executors.local import TOKEN_ENV
 from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._link import Link
+from remotecell.backend.runner._sampler import Sampler
 from remotecell.client._blocking import Client
 from remotecell.client.config import Endpoint
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     for cancel in early:
         shell.interrupt(cancel)
     blobs = Client(endpoint)
+    sampler = Sampler(hello.gpu_uuids)
     signal.signal(signal.SIGTERM, lambda *_: link.instructions.put(None))
     try:
         while True:
@@ -87,11 +89,15 @@ def main(argv: list[str] | None = None) -> int:
             if ins.HasField("task"):
                 link.begin(ins.task)
                 try:
-                    shell.run_task(ins.task, link.emit, blobs.fetch, blobs.upload)
+                    emit = sampler.watch(link.emit)
+                    shell.run_task(ins.task, emit, blobs.fetch, blobs.upload)
                 except KeyboardInterrupt:  # a late interrupt, after the cell ended
                     pass
+                finally:
+                    sampler.stop()
                 link.end()
     finally:
+        sampler.close()
         link.close()
         blobs.close()
     return 0
