@@ -7,6 +7,8 @@ before any method runs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +16,8 @@ from typing import Any
 import grpc
 
 DENIED = "missing or wrong token"
+#: How long a refused streaming call waits for the client's first message.
+FIRST_MESSAGE_WAIT = 1.0
 
 
 def bearer(metadata: Any) -> str:
@@ -47,14 +51,21 @@ def _denying(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
 
+    async def deny_streaming(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        # Take the client's first message before ending the call: ending it while that
+        # write is in flight makes the client see INTERNAL instead of UNAUTHENTICATED.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(anext(aiter(requests)), FIRST_MESSAGE_WAIT)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, DENIED)
+
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(deny, **kwargs)
+        return grpc.stream_stream_rpc_method_handler(deny_streaming, **kwargs)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(deny, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(deny_streaming, **kwargs)
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(deny, **kwargs)
     return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
