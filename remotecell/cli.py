@@ -205,6 +205,20 @@ def jobs(limit: int, url: str, token: str) -> None:
 
 
 @main.command()
+@_url
+@_token
+def gpus(url: str, token: str) -> None:
+    """List the control plane's GPUs and the jobs holding them."""
+    from remotecell.client._listing import format_gpus
+
+    client = _client(url, token)
+    try:
+        click.echo(format_gpus(client.list_gpus()))
+    finally:
+        client.close()
+
+
+@main.command()
 @click.argument("job_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep following until the job ends.")
 @_url

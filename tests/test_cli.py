@@ -106,3 +106,9 @@ def test_generated_protocol_code_is_current():
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_gpus_on_a_machine_without_nvml_says_so(control_plane):
+    listing = cli("gpus", env=control_plane.env())
+    assert listing.returncode == 0
+    assert listing.stdout.startswith("no GPUs: no NVIDIA driver (NVML) on this machine")

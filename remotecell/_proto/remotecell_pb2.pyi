@@ -1114,6 +1114,87 @@ class GetJobRequest(_message.Message):
 Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
 
 @_typing.final
+class ListGPUsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGPUsRequest: _TypeAlias = ListGPUsRequest  # noqa: Y015
+
+@_typing.final
+class GPUInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    UUID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    MEMORY_TOTAL_FIELD_NUMBER: _builtins.int
+    RUNNER_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    uuid: _builtins.str
+    name: _builtins.str
+    """NVML's name, e.g. "NVIDIA H100 80GB HBM3" """
+    type: _builtins.str
+    """canonical: "H100", or "unknown" """
+    memory_total: _builtins.int
+    """bytes"""
+    runner_id: _builtins.str
+    """the runner holding it ("" = free)"""
+    job_id: _builtins.str
+    """the job running on that runner ("" = idle)"""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        uuid: _builtins.str = ...,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+        memory_total: _builtins.int = ...,
+        runner_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "job_id", b"job_id", "memory_total", b"memory_total", "name", b"name", "runner_id", b"runner_id", "type", b"type", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GPUInfo: _TypeAlias = GPUInfo  # noqa: Y015
+
+@_typing.final
+class ListGPUsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GPUS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    note: _builtins.str
+    """why there are none, when there are none"""
+    @_builtins.property
+    def gpus(self) -> _containers.RepeatedCompositeFieldContainer[Global___GPUInfo]: ...
+    def __init__(
+        self,
+        *,
+        gpus: _abc.Iterable[Global___GPUInfo] | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gpus", b"gpus", "note", b"note"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGPUsReply: _TypeAlias = ListGPUsReply  # noqa: Y015
+
+@_typing.final
 class MissingBlobsRequest(_message.Message):
     """---------------------------------------------------------------- blobs"""
 

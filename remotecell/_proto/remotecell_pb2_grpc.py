@@ -64,6 +64,11 @@ class ControlPlaneStub:
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.JobInfo.FromString,
                 _registered_method=True)
+        self.ListGPUs = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/ListGPUs',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.ListGPUsRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ListGPUsReply.FromString,
+                _registered_method=True)
         self.MissingBlobs = channel.unary_unary(
                 '/remotecell.v1.ControlPlane/MissingBlobs',
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.MissingBlobsRequest.SerializeToString,
@@ -130,6 +135,13 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGPUs(self, request, context):
+        """This machine's GPUs, and which runner and job hold each.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def MissingBlobs(self, request, context):
         """Content-addressed blobs: ask which hashes are missing, upload those.
         """
@@ -189,6 +201,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.GetJobRequest.FromString,
                     response_serializer=remotecell_dot___proto_dot_remotecell__pb2.JobInfo.SerializeToString,
+            ),
+            'ListGPUs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGPUs,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ListGPUsRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.ListGPUsReply.SerializeToString,
             ),
             'MissingBlobs': grpc.unary_unary_rpc_method_handler(
                     servicer.MissingBlobs,
@@ -373,6 +390,33 @@ class ControlPlane:
             '/remotecell.v1.ControlPlane/GetJob',
             remotecell_dot___proto_dot_remotecell__pb2.GetJobRequest.SerializeToString,
             remotecell_dot___proto_dot_remotecell__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGPUs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/ListGPUs',
+            remotecell_dot___proto_dot_remotecell__pb2.ListGPUsRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.ListGPUsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -155,6 +155,7 @@ class Controller:
         fetch_blob: Callable[[str], bytes] | None = None,
         default_image: pb.ImageSpec | None = None,
         gpus: tuple[MachineGPU, ...] = (),
+        gpu_note: str = "",
     ) -> None:
         self.config = config
         self.store = store
@@ -165,6 +166,8 @@ class Controller:
         self.fetch_blob = fetch_blob
         #: The image of jobs that name none (an executor that needs one: docker).
         self.default_image = default_image
+        #: Why this machine offers no GPUs, when it offers none ("no NVIDIA driver ...").
+        self.gpu_note = gpu_note
         #: Images this control plane has in hand, by id, for starting runners in them.
         self.built: dict[str, BuiltImage] = {}
         self.scheduler = Scheduler(
@@ -846,6 +849,26 @@ class Controller:
         self._handle(TaskDone(runner.id, time.time()))
 
     # ------------------------------------------------------------------ health
+
+    def gpu_listing(self) -> pb.ListGPUsReply:
+        """This machine's GPUs and who holds them, for ``%remote_gpus``."""
+        holders = self.scheduler.gpu_holders()
+        reply = pb.ListGPUsReply(note=self.gpu_note)
+        for gpu in self.scheduler.config.gpus:
+            runner_id = holders.get(gpu.uuid, "")
+            runner = self.runners.get(runner_id)
+            reply.gpus.append(
+                pb.GPUInfo(
+                    index=gpu.index,
+                    uuid=gpu.uuid,
+                    name=gpu.name,
+                    type=gpu.type,
+                    memory_total=gpu.memory_total,
+                    runner_id=runner_id,
+                    job_id=runner.job if runner is not None else "",
+                )
+            )
+        return reply
 
     def counts(self) -> tuple[int, int, int]:
         running = sum(j.state == pb.RUNNING for j in self.jobs.values())

@@ -133,6 +133,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
     blobs = BlobStore(config.blob_url or str(data_dir / "blobs"))
     images = open_cache(data_dir, docker_base_image=config.docker_base_image)
     executor = _executor(config, data_dir, blobs)
+    machine_gpus, gpu_note = _machine_gpus()
 
     server = grpc.aio.server(interceptors=[TokenAuth(token)], options=GRPC_OPTIONS)
     addresses: list[str] = []
@@ -169,7 +170,8 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         builder="docker" if config.executor == "docker" else "venv",
         default_image=Image.debian_slim().to_spec()[0] if config.executor == "docker" else None,
         fetch_blob=lambda digest: b"".join(blobs.read(digest)),
-        gpus=_machine_gpus(),
+        gpus=machine_gpus,
+        gpu_note=gpu_note,
     )
     pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller, blobs), server)
     await server.start()
@@ -215,14 +217,16 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         lock.close()
 
 
-def _machine_gpus() -> tuple[MachineGPU, ...]:
-    """This machine's GPUs as NVML lists them, read once at start; none without NVML."""
+def _machine_gpus() -> tuple[tuple[MachineGPU, ...], str]:
+    """This machine's GPUs as NVML lists them, read once at start, and why there are
+    none when there are none."""
     try:
         with inventory.load() as found:
             gpus = found.gpus
     except inventory.NVMLUnavailable as err:
         log.info("%s", err)
-        return ()
+        return (), str(err)
     for gpu in gpus:
         log.info("%s", gpu.describe())
-    return tuple(MachineGPU(g.uuid, g.type, g.name) for g in gpus)
+    machine = tuple(MachineGPU(g.uuid, g.type, g.name, g.index, g.memory_total) for g in gpus)
+    return machine, "" if machine else "NVML sees no GPU on this machine"

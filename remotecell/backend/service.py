@@ -88,6 +88,11 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
         assert row is not None
         return row.info(self.controller.store.count_events(row.id))
 
+    async def ListGPUs(
+        self, request: pb.ListGPUsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListGPUsReply:
+        return self.controller.gpu_listing()
+
     async def MissingBlobs(
         self, request: pb.MissingBlobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.MissingBlobsReply:

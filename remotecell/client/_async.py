@@ -65,6 +65,9 @@ class AsyncClient:
         reply = await self._unary(self._stub.ListJobs, pb.ListJobsRequest(limit=limit))
         return list(reply.jobs)
 
+    async def list_gpus(self) -> pb.ListGPUsReply:
+        return await self._unary(self._stub.ListGPUs, pb.ListGPUsRequest())
+
     async def cancel(self, job_id: str, reason: str = "") -> pb.CancelReply:
         return await self._unary(self._stub.Cancel, pb.CancelRequest(job_id=job_id, reason=reason))
 

@@ -281,6 +281,9 @@ class Client:
     def list_jobs(self, limit: int = 50) -> list[pb.JobInfo]:
         return list(self._unary(self._stub.ListJobs, pb.ListJobsRequest(limit=limit)).jobs)
 
+    def list_gpus(self) -> pb.ListGPUsReply:
+        return self._unary(self._stub.ListGPUs, pb.ListGPUsRequest())
+
     def cancel(self, job_id: str, reason: str = "") -> pb.CancelReply:
         return self._unary(self._stub.Cancel, pb.CancelRequest(job_id=job_id, reason=reason))
 

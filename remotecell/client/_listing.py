@@ -33,3 +33,25 @@ def format_jobs(jobs: list[pb.JobInfo]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
     )
+
+
+def format_gpus(reply: pb.ListGPUsReply) -> str:
+    """A plain-text table of a control plane's GPUs: which are busy, and with which job."""
+    if not reply.gpus:
+        return f"no GPUs: {reply.note}" if reply.note else "no GPUs"
+    rows = [("GPU", "TYPE", "MEMORY", "NAME", "RUNNER", "JOB")]
+    for gpu in reply.gpus:
+        rows.append(
+            (
+                str(gpu.index),
+                gpu.type,
+                f"{gpu.memory_total / 2**30:.0f} GiB",
+                gpu.name,
+                gpu.runner_id or "free",
+                gpu.job_id or ("idle" if gpu.runner_id else "-"),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )

@@ -16,7 +16,7 @@ from traitlets import Unicode
 
 from remotecell._proto import pb
 from remotecell.client import Client, connect, values
-from remotecell.client._listing import format_jobs, state_name
+from remotecell.client._listing import format_gpus, format_jobs, state_name
 from remotecell.client.errors import CellSyntaxError, ConfigError, RemoteCellError
 from remotecell.client.image_cell import parse_image_cell
 from remotecell.kernel_magics import _closure, _options
@@ -166,6 +166,13 @@ class RemoteMagics(Magics):
         limit = _positive_int(line, "%remote_jobs [N]", default=20)
         jobs = self.client.list_jobs(limit)
         print(format_jobs(jobs))
+
+    @line_magic
+    def remote_gpus(self, line: str) -> None:
+        """The control plane's GPUs: type, memory, and which runner and job hold each."""
+        if line.strip():
+            raise ConfigError("usage: %remote_gpus (it takes no arguments)")
+        print(format_gpus(self.client.list_gpus()))
 
     @line_magic
     def remote_attach(self, line: str) -> Any:

@@ -54,3 +54,33 @@ def test_an_unknown_type_is_one_sentence_before_anything_is_sent(gpu_kernel):
 def test_a_cpu_cell_sees_no_gpu(gpu_kernel):
     run = gpu_kernel.ok('%%remote\nimport os\nos.environ["CUDA_VISIBLE_DEVICES"]')
     assert run.result == {"text/plain": "''"}
+
+
+def test_remote_gpus_shows_the_inventory_and_who_holds_each(
+    gpu_kernel, make_control_plane, monkeypatch
+):
+    listing = gpu_kernel.ok("%remote_gpus").stdout.splitlines()
+    assert listing[0].split() == ["GPU", "TYPE", "MEMORY", "NAME", "RUNNER", "JOB"]
+    assert listing[1].split()[:3] == ["0", "H100", "80"]
+    assert H100 in listing[1] and listing[1].split()[-2:] == ["free", "-"]
+    run = gpu_kernel.ok('%%remote gpu="H100" detach=True\nimport time\ntime.sleep(30)')
+    job_id = run.result["text/plain"].split()[1]
+
+    def busy():
+        row = gpu_kernel.ok("%remote_gpus").stdout.splitlines()[1]
+        return row if job_id in row else None
+
+    from support import wait_until
+
+    row = wait_until(busy, 30, interval=0.2, what="the GPU to be held by the job")
+    assert " r-" in row
+    gpu_kernel.ok(f"%remote_cancel {job_id}")
+    # a machine without NVML says so plainly
+    monkeypatch.delenv("REMOTECELL_FAKE_NVML")
+    client = make_control_plane().client()
+    try:
+        from remotecell.client._listing import format_gpus
+
+        assert format_gpus(client.list_gpus()).startswith("no GPUs: no NVIDIA driver (NVML)")
+    finally:
+        client.close()

@@ -42,6 +42,8 @@ class MachineGPU:
     uuid: str
     type: str  # canonical, as the inventory names it
     name: str = ""  # NVML's name, for messages
+    index: int = 0
+    memory_total: int = 0  # bytes
 
 
 # ----------------------------------------------------------------- events
@@ -199,6 +201,10 @@ class Scheduler:
     @property
     def queued(self) -> list[str]:
         return [q.job_id for q in self._queue]
+
+    def gpu_holders(self) -> dict[str, str]:
+        """Which runner holds each GPU, by UUID (free GPUs are absent)."""
+        return {uuid: r.id for r in self._runners.values() for uuid in r.gpus}
 
     def queued_in(self, pool: Pool) -> list[str]:
         """Jobs a runner of ``pool`` would serve."""
