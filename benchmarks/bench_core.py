@@ -626,16 +626,8 @@ def captured(out: Tap, err: Tap) -> Iterator[None]:
         sys.stdout, sys.stderr = saved
 
 
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    out = {"python": platform.python_version(), "machine": platform.machine()}
-    for dist in ("remotecell", "ipyparallel", "ipython", "numpy", "grpcio", "pyzmq"):
-        with contextlib.suppress(Exception):
-            out[dist] = version(dist)
-    out["cpus"] = str(os.cpu_count())
-    with contextlib.suppress(OSError):
-        out["loadavg_1min"] = f"{os.getloadavg()[0]:.2f}"
+def source_commit() -> str:
+    """The checkout's commit, and whether remotecell/ has uncommitted changes ("" if unknown)."""
     root = Path(__file__).resolve().parent.parent
     with contextlib.suppress(Exception):
         head = subprocess.run(
@@ -651,7 +643,23 @@ def versions() -> dict[str, str]:
             timeout=10,
         ).stdout.strip()
         if head:
-            out["commit"] = head + (" + uncommitted changes in remotecell/" if dirty else "")
+            return head + (" + uncommitted changes in remotecell/" if dirty else "")
+    return ""
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    out = {"python": platform.python_version(), "machine": platform.machine()}
+    for dist in ("remotecell", "ipyparallel", "ipython", "numpy", "grpcio", "pyzmq"):
+        with contextlib.suppress(Exception):
+            out[dist] = version(dist)
+    out["cpus"] = str(os.cpu_count())
+    with contextlib.suppress(OSError):
+        out["loadavg_1min"] = f"{os.getloadavg()[0]:.2f}"
+    commit = source_commit()
+    if commit:
+        out["commit"] = commit
     return out
 
 

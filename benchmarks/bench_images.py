@@ -58,6 +58,7 @@ from bench_core import (
     p90,
     progress,
     reap,
+    source_commit,
     wait_until,
 )
 
@@ -644,22 +645,9 @@ def versions() -> dict[str, str]:
             client.close()
     with contextlib.suppress(OSError):
         out["loadavg_1min"] = f"{os.getloadavg()[0]:.2f}"
-    root = Path(__file__).resolve().parent.parent
-    with contextlib.suppress(Exception):
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "remotecell"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        if head:
-            out["commit"] = head + (" + uncommitted changes in remotecell/" if dirty else "")
+    commit = source_commit()
+    if commit:
+        out["commit"] = commit
     return out
 
 
