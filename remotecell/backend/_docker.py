@@ -107,3 +107,25 @@ def _short(err: BaseException) -> str:
         if marker in text:
             return marker
     return text.splitlines()[0] if text else type(err).__name__
+
+
+class EngineClient:
+    """A docker client made on first use, shared by what talks to the engine (the
+    docker builder and executor)."""
+
+    _client: Any = None
+
+    def client(self) -> Any:
+        """The docker client, made on first use (blocking).
+
+        Raises:
+            DockerUnavailable: no engine answers.
+        """
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    async def close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await run_blocking(client.close)

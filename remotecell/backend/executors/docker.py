@@ -32,7 +32,7 @@ IMAGE_ID_LABEL = "remotecell.runner-image"
 log = logging.getLogger("remotecell.executors.docker")
 
 
-class DockerExecutor(Executor):
+class DockerExecutor(_docker.EngineClient, Executor):
     """Starts each runner in a container of its image, with ``network_mode="host"``.
 
     Args:
@@ -66,18 +66,7 @@ class DockerExecutor(Executor):
         self.ca_bundle = _docker.ca_bundle(ca_bundle)
         self.env = dict(env or {})
         self.mounts = [str(Path(m).absolute()) for m in mounts]
-        self._client: Any = None
         self._containers: dict[str, Any] = {}  # runner id -> container, while it exists
-
-    def client(self) -> Any:
-        """The docker client, made on first use (blocking).
-
-        Raises:
-            DockerUnavailable: no engine answers.
-        """
-        if self._client is None:
-            self._client = _docker.connect()
-        return self._client
 
     # -- Executor ------------------------------------------------------------------
 
@@ -123,9 +112,7 @@ class DockerExecutor(Executor):
         self._containers.clear()
         for container in containers:
             await _docker.run_blocking(self._remove, container)
-        client, self._client = self._client, None
-        if client is not None:
-            await _docker.run_blocking(client.close)
+        await self.close_client()
 
     # -- blocking parts, in threads ------------------------------------------------
 

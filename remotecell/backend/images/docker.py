@@ -295,7 +295,7 @@ def runtime_tar() -> bytes:
     return deterministic_tar(package_dir, "remotecell", ("__pycache__", "*.pyc", "node_modules"))
 
 
-class DockerBuilder(ImageBuilder):
+class DockerBuilder(_docker.EngineClient, ImageBuilder):
     """Builds images with a Docker engine (``DOCKER_HOST``, or the default socket).
 
     Args:
@@ -325,21 +325,10 @@ class DockerBuilder(ImageBuilder):
                 if os.environ.get(name) and "file:" not in os.environ[name]
             }
         self.pip_env = dict(pip_env)
-        self._client: Any = None
         self._requirements: dict[str, list[str]] = {}  # by Python version
         self._package: bytes | None = None
 
     # -- the engine ----------------------------------------------------------------
-
-    def client(self) -> Any:
-        """The docker client, made on first use (blocking).
-
-        Raises:
-            DockerUnavailable: no engine answers.
-        """
-        if self._client is None:
-            self._client = _docker.connect()
-        return self._client
 
     def _build_args(self) -> dict[str, str]:
         args = {
@@ -381,9 +370,7 @@ class DockerBuilder(ImageBuilder):
         return await _docker.run_blocking(self._prune, keep)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await _docker.run_blocking(client.close)
+        await self.close_client()
 
     # -- the build, in a thread --------------------------------------------------------
 
