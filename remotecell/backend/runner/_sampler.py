@@ -27,6 +27,17 @@ INTERVAL = 0.5
 Emit = Callable[..., None]
 
 
+#: The GPUSample fields copied into a GPUMetric (optional there: NVML may not report them).
+_GPU_READINGS = (
+    "utilization",
+    "memory_used",
+    "memory_total",
+    "power_w",
+    "temperature_c",
+    "sm_clock_mhz",
+)
+
+
 class Sampler:
     """Samples for the runner's life; :meth:`watch` covers one cell."""
 
@@ -82,18 +93,10 @@ class Sampler:
         metrics = pb.Metrics(cpu_percent=cpu, ram_used=ram, ram_total=psutil.virtual_memory().total)
         for s in self._gpu_samples():
             gpu = metrics.gpus.add(uuid=s.uuid)
-            if s.utilization is not None:
-                gpu.utilization = s.utilization
-            if s.memory_used is not None:
-                gpu.memory_used = s.memory_used
-            if s.memory_total is not None:
-                gpu.memory_total = s.memory_total
-            if s.power_w is not None:
-                gpu.power_w = s.power_w
-            if s.temperature_c is not None:
-                gpu.temperature_c = s.temperature_c
-            if s.sm_clock_mhz is not None:
-                gpu.sm_clock_mhz = s.sm_clock_mhz
+            for name in _GPU_READINGS:  # a reading the card does not support stays unset
+                value = getattr(s, name)
+                if value is not None:
+                    setattr(gpu, name, value)
         return metrics
 
     def _run(self, emit: Emit, stop: threading.Event) -> None:
