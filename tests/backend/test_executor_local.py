@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 import pytest
+from support import wait_until
 
 from remotecell._proto import pb
 from remotecell.backend.executors.base import RunnerLaunch
@@ -29,16 +30,6 @@ from remotecell.client import Client
 from remotecell.client.values import content_hash
 
 TEMPLATE = "remotecell.backend.executors._forkserver"
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def read_until(stream: Any, predicate: Any, timeout: float = 60.0) -> list[pb.JobEvent]:
@@ -171,7 +162,7 @@ def test_runners_are_spawned_when_the_template_died(monkeypatch, make_control_pl
 def environ_of(pid: int) -> dict[str, str]:
     # A spawn returns while the kernel may still be setting up the new program's
     # environment block: /proc shows it empty for that moment.
-    return wait_until(lambda: psutil.Process(pid).environ(), 10, "the runner's environment")
+    return wait_until(lambda: psutil.Process(pid).environ(), 10, what="the runner's environment")
 
 
 def launch(log_dir: Path, runner_id: str, **kw: Any) -> RunnerLaunch:
