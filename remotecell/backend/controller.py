@@ -813,7 +813,7 @@ class Controller:
                 self._handle(TaskDone(runner.id, time.time()))
             return
         if event.HasField("finished"):
-            if event.seq < job.next_seq and self._stored(job.id, event.seq):
+            if event.seq < job.next_seq and self.store.has_events_from(job.id, event.seq):
                 return
             self._task_finished(runner, job, event)
             return
@@ -822,9 +822,6 @@ class Controller:
         if self.store.add_event(event):
             job.next_seq = max(job.next_seq, event.seq + 1)
             self._publish(job, event)
-
-    def _stored(self, job_id: str, seq: int) -> bool:
-        return any(True for _ in self.store.events(job_id, seq))
 
     def _task_finished(self, runner: _Runner, job: _Job, event: pb.JobEvent) -> None:
         runner.job = ""

@@ -176,6 +176,13 @@ class Store:
         for (body,) in cur.fetchall():
             yield pb.JobEvent.FromString(body)
 
+    def has_events_from(self, job_id: str, seq: int) -> bool:
+        """Whether an event numbered ``seq`` or later is stored (without reading them)."""
+        row = self._db.execute(
+            "SELECT 1 FROM events WHERE job_id = ? AND seq >= ? LIMIT 1", (job_id, seq)
+        ).fetchone()
+        return row is not None
+
     def next_seq(self, job_id: str) -> int:
         (top,) = self._db.execute(
             "SELECT MAX(seq) FROM events WHERE job_id = ?", (job_id,)
