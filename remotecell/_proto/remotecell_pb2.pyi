@@ -701,10 +701,19 @@ class Status(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     RUNNER_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    GPU_TYPE_FIELD_NUMBER: _builtins.int
+    GPU_COUNT_FIELD_NUMBER: _builtins.int
+    PRICE_PER_SECOND_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     message: _builtins.str
     runner_id: _builtins.str
     attempt: _builtins.int
+    gpu_type: _builtins.str
+    """RUNNING: what the runner holds, and what a second of it costs (GPUs at the
+    control plane's configured prices; unset where a GPU type has no price).
+    """
+    gpu_count: _builtins.int
+    price_per_second: _builtins.float
     def __init__(
         self,
         *,
@@ -712,12 +721,17 @@ class Status(_message.Message):
         message: _builtins.str = ...,
         runner_id: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        gpu_type: _builtins.str = ...,
+        gpu_count: _builtins.int = ...,
+        price_per_second: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_price_per_second", b"_price_per_second", "price_per_second", b"price_per_second"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "message", b"message", "runner_id", b"runner_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_price_per_second", b"_price_per_second", "attempt", b"attempt", "gpu_count", b"gpu_count", "gpu_type", b"gpu_type", "message", b"message", "price_per_second", b"price_per_second", "runner_id", b"runner_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__price_per_second: _TypeAlias = _typing.Literal["price_per_second"]  # noqa: Y015
+    _WhichOneofArgType__price_per_second: _TypeAlias = _typing.Literal["_price_per_second", b"_price_per_second"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_per_second) -> _WhichOneofReturnType__price_per_second | None: ...
 
 Global___Status: _TypeAlias = Status  # noqa: Y015
 
@@ -928,6 +942,9 @@ class JobInfo(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
+    GPU_TYPE_FIELD_NUMBER: _builtins.int
+    GPU_COUNT_FIELD_NUMBER: _builtins.int
+    PRICE_PER_SECOND_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobState.ValueType
     created: _builtins.float
@@ -945,6 +962,11 @@ class JobInfo(_message.Message):
     events: _builtins.int
     """how many events are stored"""
     origin: _builtins.str
+    gpu_type: _builtins.str
+    """the GPUs it ran on (or asks for, while queued)"""
+    gpu_count: _builtins.int
+    price_per_second: _builtins.float
+    """see Status.price_per_second"""
     def __init__(
         self,
         *,
@@ -960,12 +982,17 @@ class JobInfo(_message.Message):
         message: _builtins.str = ...,
         events: _builtins.int = ...,
         origin: _builtins.str = ...,
+        gpu_type: _builtins.str = ...,
+        gpu_count: _builtins.int = ...,
+        price_per_second: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_price_per_second", b"_price_per_second", "price_per_second", b"price_per_second"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "created", b"created", "events", b"events", "finished", b"finished", "job_id", b"job_id", "message", b"message", "origin", b"origin", "runner_id", b"runner_id", "session", b"session", "started", b"started", "state", b"state", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_price_per_second", b"_price_per_second", "attempt", b"attempt", "created", b"created", "events", b"events", "finished", b"finished", "gpu_count", b"gpu_count", "gpu_type", b"gpu_type", "job_id", b"job_id", "message", b"message", "origin", b"origin", "price_per_second", b"price_per_second", "runner_id", b"runner_id", "session", b"session", "started", b"started", "state", b"state", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__price_per_second: _TypeAlias = _typing.Literal["price_per_second"]  # noqa: Y015
+    _WhichOneofArgType__price_per_second: _TypeAlias = _typing.Literal["_price_per_second", b"_price_per_second"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_per_second) -> _WhichOneofReturnType__price_per_second | None: ...
 
 Global___JobInfo: _TypeAlias = JobInfo  # noqa: Y015
 
@@ -1139,6 +1166,7 @@ class GPUInfo(_message.Message):
     MEMORY_TOTAL_FIELD_NUMBER: _builtins.int
     RUNNER_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
+    PRICE_PER_SECOND_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     uuid: _builtins.str
     name: _builtins.str
@@ -1151,6 +1179,8 @@ class GPUInfo(_message.Message):
     """the runner holding it ("" = free)"""
     job_id: _builtins.str
     """the job running on that runner ("" = idle)"""
+    price_per_second: _builtins.float
+    """the configured price of this GPU"""
     def __init__(
         self,
         *,
@@ -1161,12 +1191,15 @@ class GPUInfo(_message.Message):
         memory_total: _builtins.int = ...,
         runner_id: _builtins.str = ...,
         job_id: _builtins.str = ...,
+        price_per_second: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_price_per_second", b"_price_per_second", "price_per_second", b"price_per_second"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "job_id", b"job_id", "memory_total", b"memory_total", "name", b"name", "runner_id", b"runner_id", "type", b"type", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_price_per_second", b"_price_per_second", "index", b"index", "job_id", b"job_id", "memory_total", b"memory_total", "name", b"name", "price_per_second", b"price_per_second", "runner_id", b"runner_id", "type", b"type", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__price_per_second: _TypeAlias = _typing.Literal["price_per_second"]  # noqa: Y015
+    _WhichOneofArgType__price_per_second: _TypeAlias = _typing.Literal["_price_per_second", b"_price_per_second"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_per_second) -> _WhichOneofReturnType__price_per_second | None: ...
 
 Global___GPUInfo: _TypeAlias = GPUInfo  # noqa: Y015
 
