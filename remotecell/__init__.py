@@ -25,6 +25,7 @@ __all__ = [
     "RemoteCellError",
     "RemoteError",
     "RemoteJob",
+    "Secret",
     "__version__",
     "load_ipython_extension",
     "unload_ipython_extension",
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         RemoteError,
     )
     from remotecell.client.image import Image
+    from remotecell.client.secret import Secret
     from remotecell.kernel_magics import RemoteJob
 
 _LAZY = {
@@ -51,6 +53,7 @@ _LAZY = {
     "RemoteCellError": "remotecell.client.errors",
     "RemoteError": "remotecell.client.errors",
     "RemoteJob": "remotecell.kernel_magics",
+    "Secret": "remotecell.client.secret",
 }
 
 

@@ -403,5 +403,142 @@ def image_prune(days: float, data_dir: Path | None) -> None:
         asyncio.run(cache.close())
 
 
+# ---------------------------------------------------------------- secrets
+
+
+@main.group()
+def secret() -> None:
+    """Secrets: environment variables for the cells that name them, stored encrypted."""
+
+
+@secret.command("create")
+@click.argument("name")
+@click.argument("variables", nargs=-1, metavar="[KEY=VALUE | KEY]...")
+@click.option(
+    "--from-dotenv",
+    "dotenv",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+    default=None,
+    help="Also read KEY=VALUE lines from this file ('-': standard input).",
+)
+@click.option("--force", is_flag=True, help="Replace a secret of the same name.")
+@_url
+@_token
+def secret_create(
+    name: str, variables: tuple[str, ...], dotenv: Path | None, force: bool, url: str, token: str
+) -> None:
+    """Store secret NAME: the cells that name it get its variables.
+
+    KEY=VALUE gives a value on the command line, where the shell's history keeps it. A
+    bare KEY asks for its value without echoing it (from a pipe: one line per KEY);
+    --from-dotenv reads a file of KEY=VALUE lines. Only names and keys are ever shown.
+
+    In a notebook: %%remote secrets=[remotecell.Secret.from_name("NAME")]
+    """
+    from remotecell.client.errors import ConfigError, RemoteCellError
+    from remotecell.client.secret import check_env, check_name, read_dotenv, short_keys
+
+    try:
+        check_name(name)
+        env: dict[str, str] = {}
+        if dotenv is not None:
+            if str(dotenv) == "-":
+                env.update(read_dotenv(text=sys.stdin.read()))
+            else:
+                env.update(read_dotenv(dotenv))
+        for item in variables:
+            key, sep, value = item.partition("=")
+            if not sep:
+                if str(dotenv) == "-":
+                    raise ConfigError(
+                        f"{key} has no value, and standard input holds the dotenv file; "
+                        f"give {key}=VALUE or put it in the file"
+                    )
+                value = _read_secret_value(key)
+            if key in env:
+                raise ConfigError(f"{key} is given twice; give each key once")
+            env[key] = value
+        env = check_env(env, f"secret {name!r}")
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+    client = _client(url, token)
+    try:
+        reply = client.create_secret(name, env, overwrite=force)
+    except RemoteCellError as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        client.close()
+    verb = "replaced" if reply.replaced else "created"
+    click.echo(f"{verb} secret {name!r} (keys: {', '.join(reply.secret.keys)})")
+    short = short_keys(env)
+    if short:
+        click.echo(
+            f"note: {', '.join(short)} {'has a value' if len(short) == 1 else 'have values'} "
+            "shorter than 4 characters, which are not masked in cells' output",
+            err=True,
+        )
+
+
+def _read_secret_value(key: str) -> str:
+    stdin = sys.stdin  # one stream for every key: a fresh wrapper would lose what it buffered
+    if stdin.isatty():
+        return str(click.prompt(f"{key}", hide_input=True, prompt_suffix=": "))
+    line = stdin.readline()
+    if not line:
+        from remotecell.client.errors import ConfigError
+
+        raise ConfigError(f"standard input ended before the value of {key}; give one per line")
+    return line.rstrip("\r\n")
+
+
+@secret.command("ls")
+@_url
+@_token
+def secret_ls(url: str, token: str) -> None:
+    """List secrets: names, keys and when they changed (never values)."""
+    import time
+
+    from remotecell.client.errors import RemoteCellError
+
+    client = _client(url, token)
+    try:
+        secrets = client.list_secrets()
+    except RemoteCellError as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        client.close()
+    if not secrets:
+        click.echo("no secrets; create one with `remotecell secret create NAME KEY=VALUE`")
+        return
+
+    def when(t: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+    rows = [("NAME", "UPDATED", "CREATED", "KEYS")]
+    rows += [(s.name, when(s.updated), when(s.created), ", ".join(s.keys)) for s in secrets]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:3])) + "  " + r[3])
+
+
+@secret.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@_url
+@_token
+def secret_rm(names: tuple[str, ...], url: str, token: str) -> None:
+    """Remove secrets. Jobs that name one and have not started yet will fail."""
+    from remotecell.client.errors import RemoteCellError
+
+    client = _client(url, token)
+    try:
+        for name in names:
+            client.delete_secret(name)
+            click.echo(f"removed secret {name!r}")
+    except RemoteCellError as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        client.close()
+
+
 if __name__ == "__main__":
     main()

@@ -89,6 +89,21 @@ class ControlPlaneStub:
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.RunnerMessage.SerializeToString,
                 response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.RunnerInstruction.FromString,
                 _registered_method=True)
+        self.CreateSecret = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/CreateSecret',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretCreateRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretCreateReply.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/ListSecrets',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretListRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretListReply.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/DeleteSecret',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteReply.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -169,6 +184,27 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSecret(self, request, context):
+        """---- secrets: named sets of environment variables, encrypted at rest. Values go
+        in and never come back out, except to a runner inside a Task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """Names, keys and times only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +262,21 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.RunnerSession,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.RunnerMessage.FromString,
                     response_serializer=remotecell_dot___proto_dot_remotecell__pb2.RunnerInstruction.SerializeToString,
+            ),
+            'CreateSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSecret,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretCreateRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretCreateReply.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretListRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretListReply.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -525,6 +576,87 @@ class ControlPlane:
             '/remotecell.v1.ControlPlane/RunnerSession',
             remotecell_dot___proto_dot_remotecell__pb2.RunnerMessage.SerializeToString,
             remotecell_dot___proto_dot_remotecell__pb2.RunnerInstruction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/CreateSecret',
+            remotecell_dot___proto_dot_remotecell__pb2.SecretCreateRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.SecretCreateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/ListSecrets',
+            remotecell_dot___proto_dot_remotecell__pb2.SecretListRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.SecretListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/DeleteSecret',
+            remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteReply.FromString,
             options,
             channel_credentials,
             insecure,

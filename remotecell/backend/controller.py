@@ -44,6 +44,8 @@ from remotecell.backend.scheduler.queue import (
     Unplaceable,
     Waiting,
 )
+from remotecell.backend.secrets import refs as secret_refs
+from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.state.store import Store
 from remotecell.client.errors import ConfigError, ImageBuildError
 from remotecell.client.resources import GPURequest
@@ -112,6 +114,8 @@ class _Job:
     last_error_kind: int = -1
     subscribers: set[asyncio.Queue[pb.JobEvent]] = field(default_factory=set)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    #: The values of its ad-hoc secrets, by index in ``spec.secrets``: in memory only.
+    adhoc_secrets: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def pool(self) -> Pool:
@@ -156,6 +160,7 @@ class Controller:
         default_image: pb.ImageSpec | None = None,
         gpus: tuple[MachineGPU, ...] = (),
         gpu_note: str = "",
+        secret_store: SecretStore | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -168,6 +173,8 @@ class Controller:
         self.default_image = default_image
         #: Why this machine offers no GPUs, when it offers none ("no NVIDIA driver ...").
         self.gpu_note = gpu_note
+        #: Stored secrets (``remotecell secret``); None: this control plane keeps none.
+        self.secret_store = secret_store
         #: Images this control plane has in hand, by id, for starting runners in them.
         self.built: dict[str, BuiltImage] = {}
         self.scheduler = Scheduler(
@@ -219,6 +226,9 @@ class Controller:
             if row.state == pb.QUEUED:
                 job = _Job(row.id, row.spec, row.state, self.store.next_seq(row.id), row.attempt)
                 self.jobs[job.id] = job
+                if secret_refs.needs_adhoc(job.spec):
+                    self._fail_secrets(job, secret_refs.ADHOC_LOST)
+                    continue
                 self._admit(job)
         self._ticker = asyncio.create_task(self._tick_forever())
         if self.config.prewarm:
@@ -262,9 +272,11 @@ class Controller:
         """Accepts a job; returns its id.
 
         Raises:
-            ConfigError: the spec asks for GPUs in a way that is not valid.
+            ConfigError: the spec asks for GPUs in a way that is not valid, or names a
+                secret that is missing, lacks a required key or cannot be read.
         """
         gpu_of(spec.resources)
+        adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store)  # not to be stored
         if not spec.image and not spec.image_spec.id and self.default_image is not None:
             spec.image_spec.CopyFrom(self.default_image)
         if spec.image_spec.id:
@@ -275,6 +287,7 @@ class Controller:
         )
         self.store.create_job(job_id, spec, accepted)
         job = _Job(job_id, spec, pb.QUEUED, next_seq=1)
+        job.adhoc_secrets = adhoc_secrets
         self.jobs[job_id] = job
         self._admit(job)
         return job_id
@@ -522,6 +535,9 @@ class Controller:
             # The job was cancelled or the runner vanished in between: free the runner.
             self._handle(TaskDone(runner_id, time.time()))
             return
+        secret_env = self._secret_env(job, runner_id)
+        if secret_env is None:
+            return
         job.attempt += 1
         job.state = pb.RUNNING
         job.runner_id = runner_id
@@ -537,7 +553,13 @@ class Controller:
                 attempt=job.attempt,
             ),
         )
-        task = pb.Task(job_id=job_id, attempt=job.attempt, first_seq=job.next_seq, spec=job.spec)
+        task = pb.Task(
+            job_id=job_id,
+            attempt=job.attempt,
+            first_seq=job.next_seq,
+            spec=job.spec,
+            secret_env=secret_env,
+        )
         runner.outbox.put_nowait(pb.RunnerInstruction(task=task))
         if job.spec.timeout_s > 0:
             loop = asyncio.get_running_loop()
@@ -844,6 +866,24 @@ class Controller:
             self._publish(job, event)
             self.jobs.pop(job.id, None)
         self._handle(TaskDone(runner.id, time.time()))
+
+    # ------------------------------------------------------------------ secrets
+
+    def _secret_env(self, job: _Job, runner_id: str) -> dict[str, str] | None:
+        """The variables of the job's secrets, for the task about to go to ``runner_id``;
+        None when they cannot be had: then the job has failed and the runner is free."""
+        if not job.spec.secrets:
+            return {}
+        try:
+            return secret_refs.environment(job.spec, job.adhoc_secrets, self.secret_store)
+        except secret_refs.SecretsUnavailable as err:
+            self._fail_secrets(job, str(err))
+        self._handle(TaskDone(runner_id, time.time()))
+        return None
+
+    def _fail_secrets(self, job: _Job, message: str) -> None:
+        error = pb.Error(kind=pb.Error.SETUP, type_name="SecretError", message=message)
+        self._finish(job, pb.FAILED, message, error)
 
     # ------------------------------------------------------------------ health
 

@@ -33,6 +33,7 @@ from remotecell.backend.executors.local import LocalExecutor
 from remotecell.backend.gpus import inventory
 from remotecell.backend.images.cache import open_cache
 from remotecell.backend.scheduler.queue import MachineGPU
+from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.backend.state.store import Store
@@ -130,6 +131,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         token_file.write_text(config.token)
         token_file.chmod(0o600)
     store = Store(data_dir / "state.sqlite3")
+    secret_store = SecretStore(store.path)  # its key: secrets.key beside the database
     blobs = BlobStore(config.blob_url or str(data_dir / "blobs"))
     images = open_cache(data_dir, docker_base_image=config.docker_base_image)
     executor = _executor(config, data_dir, blobs)
@@ -172,6 +174,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         fetch_blob=lambda digest: b"".join(blobs.read(digest)),
         gpus=machine_gpus,
         gpu_note=gpu_note,
+        secret_store=secret_store,
     )
     pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller, blobs), server)
     await server.start()
@@ -213,6 +216,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         await controller.close()
         await images.close()
         await server.stop(grace=1.0)
+        secret_store.close()
         store.close()
         lock.close()
 

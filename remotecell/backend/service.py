@@ -10,8 +10,15 @@ import grpc
 import remotecell
 from remotecell._proto import pb, pb_grpc
 from remotecell.backend.controller import Controller, JobNotFound
+from remotecell.backend.secrets.store import (
+    SecretRecord,
+    SecretStore,
+    SecretStoreError,
+    missing_message,
+)
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.client.errors import ConfigError
+from remotecell.client.secret import check_name
 
 
 def _not_found(job_id: str) -> str:
@@ -140,6 +147,50 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
     ) -> AsyncIterator[pb.RunnerInstruction]:
         async for instruction in self.controller.runner_session(request_iterator):
             yield instruction
+
+    # -- secrets: values go in, never out (see backend/secrets) ------------------------
+
+    def _secret_store(self) -> SecretStore:
+        store = self.controller.secret_store
+        if store is None:
+            raise SecretStoreError("this control plane keeps no secrets")
+        return store
+
+    async def CreateSecret(
+        self, request: pb.SecretCreateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SecretCreateReply:
+        try:
+            record, replaced = self._secret_store().create(
+                request.name, dict(request.env), overwrite=request.overwrite
+            )
+        except ConfigError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return pb.SecretCreateReply(secret=_secret_info(record), replaced=replaced)
+
+    async def ListSecrets(
+        self, request: pb.SecretListRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SecretListReply:
+        try:
+            records = self._secret_store().records()
+        except ConfigError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return pb.SecretListReply(secrets=[_secret_info(r) for r in records])
+
+    async def DeleteSecret(
+        self, request: pb.SecretDeleteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SecretDeleteReply:
+        try:
+            if not self._secret_store().delete(check_name(request.name)):
+                raise SecretStoreError(missing_message(request.name))
+        except ConfigError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return pb.SecretDeleteReply()
+
+
+def _secret_info(record: SecretRecord) -> pb.SecretInfo:
+    return pb.SecretInfo(
+        name=record.name, keys=record.keys, created=record.created, updated=record.updated
+    )
 
 
 def _blob_refs(spec: pb.JobSpec) -> list[str]:

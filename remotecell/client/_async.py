@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -165,3 +165,19 @@ class AsyncClient:
                 if time.monotonic() >= deadline:
                     raise
                 await asyncio.sleep(0.1)
+
+    # -- secrets -------------------------------------------------------------
+
+    async def create_secret(
+        self, name: str, env: Mapping[str, str], overwrite: bool = False
+    ) -> pb.SecretCreateReply:
+        """See ``Client.create_secret``."""
+        request = pb.SecretCreateRequest(name=name, env=dict(env), overwrite=overwrite)
+        return await self._unary(self._stub.CreateSecret, request)
+
+    async def list_secrets(self) -> list[pb.SecretInfo]:
+        reply = await self._unary(self._stub.ListSecrets, pb.SecretListRequest())
+        return list(reply.secrets)
+
+    async def delete_secret(self, name: str) -> None:
+        await self._unary(self._stub.DeleteSecret, pb.SecretDeleteRequest(name=name))

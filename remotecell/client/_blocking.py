@@ -346,3 +346,20 @@ class Client:
         except grpc.RpcError as err:
             raise self._error(err) from None
         return out
+
+    # -- secrets -------------------------------------------------------------
+
+    def create_secret(
+        self, name: str, env: Mapping[str, str], overwrite: bool = False
+    ) -> pb.SecretCreateReply:
+        """Stores a secret on the control plane, encrypted (``overwrite``: replace one of
+        the same name). The reply names its keys and whether it replaced one."""
+        request = pb.SecretCreateRequest(name=name, env=dict(env), overwrite=overwrite)
+        return self._unary(self._stub.CreateSecret, request)
+
+    def list_secrets(self) -> list[pb.SecretInfo]:
+        """The stored secrets' names, keys and times (never their values)."""
+        return list(self._unary(self._stub.ListSecrets, pb.SecretListRequest()).secrets)
+
+    def delete_secret(self, name: str) -> None:
+        self._unary(self._stub.DeleteSecret, pb.SecretDeleteRequest(name=name))

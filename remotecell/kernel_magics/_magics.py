@@ -139,6 +139,7 @@ class RemoteMagics(Magics):
                 gpu=[pb.GPUChoice(**f) for f in options.gpu.to_fields()] if options.gpu else [],
             ),
             origin=f"kernel {os.getpid()}@{socket.gethostname()}",
+            secrets=[secret.to_proto() for secret in options.secrets],
         )
         if image_spec is not None:
             spec.image = image_spec.id

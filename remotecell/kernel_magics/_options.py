@@ -23,6 +23,7 @@ from typing import Any
 from remotecell.client.errors import ConfigError
 from remotecell.client.image import Image
 from remotecell.client.resources import GPURequest, parse_gpu
+from remotecell.client.secret import Secret
 
 _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -40,6 +41,7 @@ class RemoteOptions:
     cpu: float = 0.0  # cores; 0: no limit
     memory: int = 0  # MiB; 0: no limit
     gpu: GPURequest | None = None
+    secrets: list[Secret] = field(default_factory=list)
 
 
 #: More retries than this is a mistake (and the wire's uint32 has a limit too).
@@ -57,6 +59,7 @@ OPTIONS = {
     "cpu": "cores the runner may use (a positive number; the docker executor enforces it)",
     "memory": "MiB of memory the runner may use (a positive int; the docker executor enforces it)",
     "gpu": 'GPUs: "H100", "H100:2", "any", or fallbacks in order such as ["H100", "A100-80GB"]',
+    "secrets": "secrets for the cell's environment (a list of remotecell.Secret)",
 }
 
 
@@ -225,7 +228,30 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
         options.memory = int(value)
     elif key == "gpu":
         options.gpu = parse_gpu(value)  # its ConfigError is one sentence naming what is valid
+    elif key == "secrets":
+        options.secrets = _secrets(value, source)
 
 
 def _is_name(value: Any) -> bool:
     return isinstance(value, str) and value.isidentifier() and not keyword.iskeyword(value)
+
+
+def _secrets(value: Any, source: str) -> list[Secret]:
+    """``secrets=``: a list (or tuple) of ``Secret``; a lone ``Secret`` is taken as one."""
+    if isinstance(value, Secret):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            if isinstance(item, str):
+                raise ConfigError(  # not shown: the string might be a secret's value
+                    f"bad value for %%remote option secrets={source}: it holds a string; "
+                    'name a stored secret with remotecell.Secret.from_name("NAME")'
+                )
+            if not isinstance(item, Secret):
+                break
+        else:
+            return list(dict.fromkeys(value))
+    raise ConfigError(
+        f"bad value for %%remote option secrets={source} (a {type(value).__name__}): expected "
+        'a list of remotecell.Secret, for example secrets=[remotecell.Secret.from_name("hf")]'
+    )

@@ -169,8 +169,9 @@ def step_failed(spec: pb.ImageSpec, index: int, reason: str, output: str = "") -
     return ImageBuildError(f"{message}\n{last}" if last else message)
 
 
-#: remotecell's own dependencies that a runner does not need.
-NOT_FOR_RUNNERS = {"uv"}
+#: remotecell's own dependencies that a runner does not need (secrets are decrypted by
+#: the control plane only).
+NOT_FOR_RUNNERS = {"uv", "cryptography"}
 
 
 def runtime_requirements(python: str) -> list[str]:

@@ -29,6 +29,8 @@ class FdCapture:
         #: The fds' original targets (the runner's log file), for its own output.
         self.saved = {fd: os.dup(fd) for fd in (1, 2)}
         self.sink: Sink | None = None
+        #: Applied to what goes to the log (output between cells): masks secret values.
+        self.log_mask: Callable[[bytes], bytes] | None = None
         self._drained = {fd: threading.Event() for fd in (1, 2)}
         for fd in (1, 2):
             read_end, write_end = os.pipe()
@@ -80,7 +82,8 @@ class FdCapture:
             return
         sink = self.sink
         if sink is None:
-            os.write(self.saved[fd], data)
+            mask = self.log_mask
+            os.write(self.saved[fd], mask(data) if mask is not None else data)
             return
         text = decoder.decode(data)
         if text:

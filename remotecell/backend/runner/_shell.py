@@ -27,6 +27,8 @@ from typing import Any
 
 from remotecell._proto import pb
 from remotecell.backend.runner._fdcapture import FdCapture
+from remotecell.backend.runner._masking import MaskedEmit
+from remotecell.backend.secrets.masking import Masker
 from remotecell.client import values
 from remotecell.client.errors import ClosureError
 
@@ -198,6 +200,9 @@ class CellShell:
         #: Cancels that came before their task started (it was on its way to this thread).
         self._early: dict[str, pb.CancelTask] = {}
         self._lock = threading.Lock()
+        #: Every secret value this runner was given (see ``_masked``).
+        self._secret_values: set[str] = set()
+        self._masker = Masker(())
         signal.signal(signal.SIGINT, self._on_sigint)
 
     # -- cancellation (from the link thread) --------------------------------------------
@@ -235,8 +240,10 @@ class CellShell:
         if not spec.session:
             ns.clear()
             ns.update(self._fresh_ns)
-        saved_env = {k: os.environ.get(k) for k in spec.env}
+        emit = self._masked(task, emit)
+        saved_env = {k: os.environ.get(k) for k in (*spec.env, *task.secret_env)}
         os.environ.update(spec.env)
+        os.environ.update(task.secret_env)
         self.shell.display_pub.emit = emit
         self.shell.displayhook.quiet_cell = self.shell.displayhook.semicolon_at_end_of_expression(
             spec.code
@@ -330,6 +337,10 @@ class CellShell:
         if has_output:
             items[""] = result.result
         packed, skipped = _pack_what_can_be_sent(items)
+        if self._masker and _holds_secret(packed, self._masker):
+            items, withheld = _without_secrets(items, self._masker)
+            packed, skipped = _pack_what_can_be_sent(items)
+            skipped = withheld + skipped
         upload(packed.blobs)
         emit(
             result=pb.Result(
@@ -372,6 +383,19 @@ class CellShell:
             publisher.before_publish = None
             sys.stdout, sys.stderr = saved
 
+    # -- secrets -----------------------------------------------------------------------
+
+    def _masked(self, task: pb.Task, emit: Emit) -> Emit:
+        """``emit`` masking every secret value this runner was given (this task's and
+        earlier ones'), and the runner's log too; ``emit`` itself while there are none."""
+        self._secret_values.update(task.secret_env.values())
+        self._masker = Masker(self._secret_values)
+        if not self._masker:
+            return emit
+        if self.capture is not None:
+            self.capture.log_mask = self._masker.mask_bytes
+        return MaskedEmit(emit, self._masker)
+
     def _fail_setup(self, emit: Emit, message: str) -> None:
         emit(error=pb.Error(kind=pb.Error.SETUP, type_name="SetupError", message=message))
         emit(finished=pb.Finished(state=pb.FAILED, message=message))
@@ -397,6 +421,33 @@ class CellShell:
 
 def _numbered_like_notebook(code: str) -> str:
     return code if code.lstrip().startswith("%%") else "# %%remote\n" + code
+
+
+def _holds_secret(packed: values.Packed, masker: Masker) -> bool:
+    return any(masker.found_in(v.pickle) for v in packed.values) or any(
+        masker.found_in(blob) for blob in packed.blobs.values()
+    )
+
+
+def _without_secrets(items: dict[str, Any], masker: Masker) -> tuple[dict[str, Any], list[str]]:
+    """The values to send back without those that hold a secret's value: a pulled
+    value would be stored with the job's events, and shown in the notebook."""
+    kept: dict[str, Any] = {}
+    withheld: list[str] = []
+    for name, obj in items.items():
+        try:
+            holds = _holds_secret(values.pack({name: obj}), masker)
+        except ClosureError:
+            holds = False  # _pack_what_can_be_sent names it
+        if holds:
+            label = "the cell's result" if name == "" else f"`{name}`"
+            withheld.append(
+                f"{label} ({values.type_name(obj)}): it holds a secret's value, and secret "
+                "values stay on the runner"
+            )
+        else:
+            kept[name] = obj
+    return kept, withheld
 
 
 def _names(packed: values.Packed) -> set[str]:

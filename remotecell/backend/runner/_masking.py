@@ -1,0 +1,95 @@
+"""Secret values masked in everything a task sends back (see backend/secrets/masking.py).
+
+``MaskedEmit`` sits between the cell and the link: stream text (``print``, ``!cmd``,
+and what reaches fds 1 and 2 from subprocesses and C code) goes through one
+``StreamMasker`` per stream, so a value written in pieces is masked too; display
+bundles are masked string by string before they are encoded again (a value's JSON
+form included); errors, tracebacks and the final messages are masked whole. Before any
+other event, the streams' held-back ends are flushed, so the order of output is kept.
+
+A runner masks every secret value it has been given, in every later task as well: a
+thread or a session namespace of an earlier cell may still hold a value and print it.
+Values are never written to the runner's own log: output that reaches it between cells
+is masked too (per read of the pipe; see ``FdCapture.log_mask``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from remotecell._proto import pb
+from remotecell.backend.secrets.masking import Masker, StreamMasker
+
+Emit = Any  # Callable[..., None], as the shell's
+
+
+class MaskedEmit:
+    def __init__(self, emit: Emit, masker: Masker) -> None:
+        self._emit = emit
+        self.masker = masker
+        self._lock = threading.Lock()
+        self._streams: dict[int, StreamMasker] = {}
+
+    def __call__(self, **body: Any) -> None:
+        with self._lock:
+            stream = body.get("stream")
+            if stream is not None:
+                masker = self._streams.get(stream.name)
+                if masker is None:
+                    masker = self._streams[stream.name] = self.masker.stream()
+                text = masker.feed(stream.text)
+                if text:
+                    self._emit(stream=pb.Stream(name=stream.name, text=text))
+                return
+            self._flush_streams()
+            self._emit(**{kind: self._masked(kind, part) for kind, part in body.items()})
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_streams()
+
+    def _flush_streams(self) -> None:
+        for name, masker in self._streams.items():
+            text = masker.flush()
+            if text:
+                self._emit(stream=pb.Stream(name=name, text=text))  # type: ignore[arg-type]
+
+    def _masked(self, kind: str, part: Any) -> Any:
+        mask = self.masker.mask
+        if kind == "display" and not part.clear:
+            return pb.Display(
+                data_json=json.dumps(_masked_json(json.loads(part.data_json or "{}"), mask)),
+                metadata_json=json.dumps(
+                    _masked_json(json.loads(part.metadata_json or "{}"), mask)
+                ),
+                display_id=mask(part.display_id),
+                update=part.update,
+            )
+        if kind == "error":
+            return pb.Error(
+                kind=part.kind,
+                type_name=mask(part.type_name),
+                message=mask(part.message),
+                traceback=[mask(line) for line in part.traceback],
+            )
+        if kind == "finished":
+            return pb.Finished(state=part.state, message=mask(part.message))
+        if kind == "result":
+            masked = pb.Result()
+            masked.CopyFrom(part)
+            del masked.skipped[:]
+            masked.skipped.extend(mask(line) for line in part.skipped)
+            return masked
+        return part
+
+
+def _masked_json(value: Any, mask: Any) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [_masked_json(v, mask) for v in value]
+    if isinstance(value, dict):
+        return {mask(k): _masked_json(v, mask) for k, v in value.items()}
+    return value

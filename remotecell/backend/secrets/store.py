@@ -1,0 +1,204 @@
+"""Stored secrets, encrypted at rest, in the control plane's SQLite file (table ``secrets``).
+
+Each row holds a secret's name and keys in clear (they are listed) and its values as
+one Fernet token (AES-128-CBC with an HMAC-SHA256; ``cryptography``) of a JSON object
+that also names the secret, so a token moved to another row does not decrypt as that
+row's secret. The key is a file beside the database (``secrets.key``, mode 0600),
+created when the first secret is stored; a key file that others may read, or that
+belongs to another user, is refused. Without the key the values cannot be read, so it
+is the one file to keep private (and to back up with the database).
+
+Its own connection, like the image records (WAL): the store is used from the control
+plane's event loop thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from remotecell.backend.state.store import connect
+from remotecell.client.errors import ConfigError
+from remotecell.client.secret import check_env, check_name
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS secrets (
+    name    TEXT PRIMARY KEY,
+    keys    TEXT NOT NULL,
+    token   BLOB NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+KEY_FILE = "secrets.key"
+
+
+class SecretStoreError(ConfigError):
+    """A secret cannot be stored or read: it is missing, exists already, or the key
+    file is missing, unsafe or not the key the secret was stored with."""
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """What may be shown of a secret: never its values."""
+
+    name: str
+    keys: tuple[str, ...]
+    created: float
+    updated: float
+
+
+class SecretStore:
+    """The ``secrets`` table of ``state.sqlite3`` and the key beside it.
+
+    Args:
+        path: the state database.
+        key_path: the key file (default: ``secrets.key`` in the database's directory).
+    """
+
+    def __init__(self, path: Path, key_path: Path | None = None) -> None:
+        self.path = path
+        self.key_path = key_path or path.parent / KEY_FILE
+        self._db = connect(path, _SCHEMA)
+        self._fernet: Fernet | None = None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- the key -----------------------------------------------------------------
+
+    def _key(self, create: bool) -> Fernet:
+        if self._fernet is not None:
+            return self._fernet
+        path = self.key_path
+        if not path.exists():
+            stored = self._count()
+            if stored or not create:
+                raise SecretStoreError(
+                    f"the secrets key file {path} is missing, so the {stored} stored "
+                    "secret(s) cannot be read; restore the file, or remove them "
+                    "(`remotecell secret rm NAME`) and create them again"
+                )
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # made meanwhile by another process: use it
+                pass
+            else:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(Fernet.generate_key())
+                    f.flush()
+                    os.fsync(f.fileno())
+        info = path.stat()
+        if info.st_uid != os.getuid():
+            raise SecretStoreError(
+                f"the secrets key file {path} belongs to another user (uid {info.st_uid}); "
+                "it must be the control plane user's own file with mode 0600"
+            )
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SecretStoreError(
+                f"the secrets key file {path} can be read by other users (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); make it private with "
+                f"`chmod 600 {path}` and try again"
+            )
+        try:
+            self._fernet = Fernet(path.read_bytes().strip())
+        except (ValueError, OSError) as err:
+            raise SecretStoreError(
+                f"the secrets key file {path} does not hold a valid key ({err}); restore "
+                "the original file"
+            ) from None
+        return self._fernet
+
+    # -- secrets -----------------------------------------------------------------
+
+    def create(
+        self, name: str, env: dict[str, str], overwrite: bool = False
+    ) -> tuple[SecretRecord, bool]:
+        """Stores a secret; returns it and whether it replaced one of the same name.
+
+        Raises:
+            SecretStoreError: it exists and ``overwrite`` is false; the key is unusable.
+            ConfigError: a bad name, key or value (messages name keys, never values).
+        """
+        check_name(name)
+        env = check_env(env, f"secret {name!r}")
+        fernet = self._key(create=True)
+        token = fernet.encrypt(json.dumps({"name": name, "env": env}).encode())
+        keys = json.dumps(sorted(env))
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT created FROM secrets WHERE name = ?", (name,)).fetchone()
+            if row is not None and not overwrite:
+                raise SecretStoreError(
+                    f"a secret named {name!r} exists already; pass --force "
+                    "(overwrite=True) to replace it, or remove it first"
+                )
+            created = row[0] if row is not None else now
+            self._db.execute(
+                "INSERT OR REPLACE INTO secrets (name, keys, token, created, updated)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (name, keys, token, created, now),
+            )
+        return SecretRecord(name, tuple(sorted(env)), created, now), row is not None
+
+    def records(self) -> list[SecretRecord]:
+        rows = self._db.execute(
+            "SELECT name, keys, created, updated FROM secrets ORDER BY name"
+        ).fetchall()
+        return [SecretRecord(n, tuple(json.loads(k)), c, u) for n, k, c, u in rows]
+
+    def record(self, name: str) -> SecretRecord | None:
+        row = self._db.execute(
+            "SELECT name, keys, created, updated FROM secrets WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            return None
+        return SecretRecord(row[0], tuple(json.loads(row[1])), row[2], row[3])
+
+    def delete(self, name: str) -> bool:
+        """Removes a secret; False when there was none of that name."""
+        with self._db:
+            cur = self._db.execute("DELETE FROM secrets WHERE name = ?", (name,))
+        return cur.rowcount == 1
+
+    def values(self, name: str) -> dict[str, str]:
+        """A secret's variables, decrypted.
+
+        Raises:
+            SecretStoreError: no such secret; the key is missing, unsafe or not the one
+                it was stored with; its stored data was altered.
+        """
+        row = self._db.execute("SELECT token FROM secrets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise SecretStoreError(missing_message(name))
+        fernet = self._key(create=False)
+        try:
+            payload = json.loads(fernet.decrypt(bytes(row[0])))
+        except (InvalidToken, ValueError):
+            payload = None
+        if not isinstance(payload, dict) or payload.get("name") != name:
+            raise SecretStoreError(
+                f"secret {name!r} cannot be decrypted with the key in {self.key_path} "
+                "(another key, or its stored data was altered); create it again with "
+                f"`remotecell secret create {name} KEY=VALUE... --force`"
+            )
+        return dict(payload["env"])
+
+    def _count(self) -> int:
+        (n,) = self._db.execute("SELECT COUNT(*) FROM secrets").fetchone()
+        return int(n)
+
+
+def missing_message(name: str) -> str:
+    return (
+        f"no secret named {name!r} on this control plane; create it with "
+        f"`remotecell secret create {name} KEY=VALUE` (`remotecell secret ls` lists them)"
+    )
