@@ -100,3 +100,22 @@ def test_masked_emit_masks_every_kind_of_event_and_keeps_their_order() -> None:
     assert texts == ["part ", f"{MASK} done\n", f"err {MASK}\n", "hf"]
     assert json.loads(sent[4]["display"].data_json) == {"text/plain": f"'{MASK}'"}
     assert sent[5]["error"].traceback == [f"\x1b[31mValueError\x1b[0m: bad token {MASK}"]
+
+
+def test_binary_data_is_left_alone_where_a_short_value_would_match_by_chance() -> None:
+    masker = Masker(["AAAA", VALUE])
+    png = "iVBORw0KGgoAAAANSUhEUg"  # base64 of binary data: holds "AAAA" by chance
+    sent: list[dict] = []
+    MaskedEmit(lambda **body: sent.append(body), masker)(
+        display=pb.Display(data_json=json.dumps({"image/png": png, "text/plain": "x AAAA"}))
+    )
+    assert json.loads(sent[0]["display"].data_json) == {"image/png": png, "text/plain": f"x {MASK}"}
+    # in an array's raw buffer only values of 8 bytes or more are looked for
+    assert not masker.found_in(b"\x00AAAA\x00", binary=True)
+    assert masker.found_in(b"\x00AAAA\x00")
+    assert masker.found_in(b"\x00" + VALUE.encode(), binary=True)
+
+
+def test_values_may_come_from_a_generator() -> None:
+    masker = Masker(v for v in [VALUE])
+    assert masker.mask(VALUE) == MASK and masker.found_in(VALUE.encode())

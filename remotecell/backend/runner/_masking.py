@@ -4,7 +4,8 @@
 and what reaches fds 1 and 2 from subprocesses and C code) goes through one
 ``StreamMasker`` per stream, so a value written in pieces is masked too; display
 bundles are masked string by string before they are encoded again (a value's JSON
-form included); errors, tracebacks and the final messages are masked whole. Before any
+form included), except binary data (base64 images, audio, video), which masking would
+corrupt; errors, tracebacks and the final messages are masked whole. Before any
 other event, the streams' held-back ends are flushed, so the order of output is kept.
 
 A runner masks every secret value it has been given, in every later task as well: a
@@ -59,8 +60,12 @@ class MaskedEmit:
     def _masked(self, kind: str, part: Any) -> Any:
         mask = self.masker.mask
         if kind == "display" and not part.clear:
+            data = {
+                mime: content if _is_binary(mime) else _masked_json(content, mask)
+                for mime, content in json.loads(part.data_json or "{}").items()
+            }
             return pb.Display(
-                data_json=json.dumps(_masked_json(json.loads(part.data_json or "{}"), mask)),
+                data_json=json.dumps(data),
                 metadata_json=json.dumps(
                     _masked_json(json.loads(part.metadata_json or "{}"), mask)
                 ),
@@ -83,6 +88,11 @@ class MaskedEmit:
             masked.skipped.extend(mask(line) for line in part.skipped)
             return masked
         return part
+
+
+def _is_binary(mime: str) -> bool:
+    """Base64 of binary data (a PNG): masking would corrupt it, and no value shows in it."""
+    return mime.startswith(("image/", "audio/", "video/")) and not mime.endswith(("+xml", "svg"))
 
 
 def _masked_json(value: Any, mask: Any) -> Any:

@@ -425,7 +425,7 @@ def _numbered_like_notebook(code: str) -> str:
 
 def _holds_secret(packed: values.Packed, masker: Masker) -> bool:
     return any(masker.found_in(v.pickle) for v in packed.values) or any(
-        masker.found_in(blob) for blob in packed.blobs.values()
+        masker.found_in(blob, binary=True) for blob in packed.blobs.values()
     )
 
 

@@ -5,7 +5,9 @@ multi-line value (a line-by-line ``print`` of a PEM key), and the escaped forms 
 value takes in a ``repr`` or in JSON (a value with quotes, backslashes or non-ASCII
 characters in ``print(os.environ)`` or in a display bundle). Occurrences that overlap
 are masked together. Not masked: shorter values, and values transformed any other
-way (encoded, reversed, split by the program itself).
+way (encoded, reversed, split by the program itself). ``found_in`` (a pulled value that
+holds a secret stays on the runner) looks for raw UTF-8 values in pickle streams, and
+only for values of 8 bytes or more in raw binary buffers.
 
 ``StreamMasker`` masks text that arrives in chunks: a chunk whose end could be the
 beginning of a value keeps that end back until the next chunk (or ``flush()``), so a
@@ -22,6 +24,8 @@ from collections.abc import Iterable
 from remotecell.client.secret import MIN_MASKED_LENGTH
 
 MASK = "********"
+#: Values shorter than this are not looked for in binary buffers (``Masker.found_in``).
+MIN_BINARY_LENGTH = 8
 
 
 def _forms(value: str) -> set[str]:
@@ -35,6 +39,7 @@ class Masker:
     """Masks the given secret values (and their forms, above) in text and bytes."""
 
     def __init__(self, values: Iterable[str]) -> None:
+        values = list(values)
         needles: set[str] = set()
         for value in values:
             needles |= _forms(value)
@@ -48,6 +53,8 @@ class Masker:
             reverse=True,
         )
         self._bytes = re.compile(b"|".join(re.escape(n) for n in raw)) if raw else None
+        long = [n for n in raw if len(n) >= MIN_BINARY_LENGTH]
+        self._long_bytes = re.compile(b"|".join(re.escape(n) for n in long)) if long else None
 
     def __bool__(self) -> bool:
         return bool(self.needles)
@@ -111,9 +118,13 @@ class Masker:
             return data
         return self._bytes.sub(MASK.encode(), data)
 
-    def found_in(self, data: bytes | bytearray | memoryview) -> bool:
-        """Whether a value's UTF-8 bytes occur in ``data`` (a pickle, a buffer)."""
-        if self._bytes is None:
+    def found_in(self, data: bytes | bytearray | memoryview, binary: bool = False) -> bool:
+        """Whether a value's UTF-8 bytes occur in ``data`` (a pickle stream; with
+        ``binary``, a raw buffer such as an array's, where only values of
+        ``MIN_BINARY_LENGTH`` bytes or more are looked for: a short one would turn up
+        in large arrays by chance)."""
+        pattern = self._long_bytes if binary else self._bytes
+        if pattern is None:
             return False
         view = memoryview(data)
         if view.ndim != 1 or view.format not in ("B", "b", "c"):
@@ -121,7 +132,7 @@ class Masker:
                 view = view.cast("B")
             except TypeError:  # not contiguous: copy it
                 view = memoryview(view.tobytes())
-        return self._bytes.search(view) is not None
+        return pattern.search(view) is not None
 
     def stream(self) -> StreamMasker:
         return StreamMasker(self)
