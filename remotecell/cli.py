@@ -109,6 +109,28 @@ _token = click.option("--token", envvar="REMOTECELL_TOKEN", default="", help="Co
     "(default remotecell-base:bookworm, made by scripts/docker_setup.sh).",
 )
 @click.option(
+    "--http",
+    default="127.0.0.1:0",
+    show_default=True,
+    help="HOST:PORT of the HTTP side (Prometheus text at /metrics, behind the token); "
+    "port 0 picks a free one; 'off' turns it off.",
+)
+@click.option(
+    "--gpu-price",
+    "gpu_prices",
+    multiple=True,
+    metavar="TYPE=USD",
+    help="Price of one GPU of TYPE for one second, e.g. H100=0.0011 (repeatable); "
+    "the defaults are Modal's list prices.",
+)
+@click.option(
+    "--metrics-interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds of telemetry readings stored as one aggregate sample.",
+)
+@click.option(
     "--embedded",
     is_flag=True,
     help="Run as the embedded default (started by %load_ext remotecell).",
@@ -125,10 +147,13 @@ def serve(
     prewarm: int,
     executor: str,
     docker_base_image: str,
+    http: str,
+    gpu_prices: tuple[str, ...],
+    metrics_interval: float,
     embedded: bool,
 ) -> None:
     """Run the control plane in the foreground."""
-    from remotecell.backend.server import AlreadyRunning, ServerConfig, run
+    from remotecell.backend.server import AlreadyRunning, CannotServe, ServerConfig, run
     from remotecell.client.config import data_dir as default_data_dir
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -144,6 +169,9 @@ def serve(
         prewarm=prewarm or (1 if embedded else 0),
         executor=executor,
         docker_base_image=docker_base_image,
+        http=_http_address(http),
+        gpu_prices=_gpu_prices(gpu_prices),
+        metrics_interval=metrics_interval,
     )
 
     def ready(addresses: list[str]) -> None:
@@ -153,8 +181,43 @@ def serve(
 
     try:
         asyncio.run(run(config, ready))
-    except AlreadyRunning as err:
+    except (AlreadyRunning, CannotServe) as err:
         raise click.ClickException(str(err)) from None
+
+
+def _http_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if value != "off" and (not sep or not host or not port.isdigit() or int(port) > 65535):
+        raise click.BadParameter(
+            f"{value!r}: expected HOST:PORT (port 0 picks a free one) or off", param_hint="--http"
+        )
+    return value
+
+
+def _gpu_prices(items: tuple[str, ...]) -> dict[str, float]:
+    """``--gpu-price TYPE=USD`` values, by canonical type."""
+    from remotecell.client.errors import ConfigError
+    from remotecell.client.resources import ANY, parse_gpu
+
+    prices: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            price = float(value)
+        except ValueError:
+            price = -1.0
+        if not sep or not price >= 0 or ":" in name or name.strip().lower() == ANY:
+            raise click.BadParameter(
+                f"{item!r}: expected TYPE=USD_PER_SECOND, e.g. H100=0.0011",
+                param_hint="--gpu-price",
+            )
+        try:
+            request = parse_gpu(name.strip())
+        except ConfigError as err:
+            raise click.BadParameter(str(err), param_hint="--gpu-price") from None
+        assert request is not None
+        prices[request.choices[0].type] = price
+    return prices
 
 
 @main.command()

@@ -480,7 +480,10 @@ class JobEvent(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     seq: _builtins.int
-    """0, 1, 2, ... with no gaps, per job"""
+    """0, 1, 2, ... with no gaps, per job. `metrics` samples are the exception: they
+    are not numbered (seq 0), are sent live to followers and are stored apart,
+    downsampled; an Attach from seq 0 gets the stored ones among the other events.
+    """
     time: _builtins.float
     """unix seconds"""
     @_builtins.property
@@ -529,8 +532,9 @@ Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
 
 @_typing.final
 class Metrics(_message.Message):
-    """One reading of a running cell's resources, every 0.5 s while it runs. Stored with the
-    job as it comes (not yet downsampled).
+    """One reading of a running cell's resources, every 0.5 s while it runs. Followers get
+    every reading; the control plane stores one aggregate per few seconds (the mean of
+    rates, the peak of memory and temperature).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1607,6 +1611,7 @@ class HealthReply(_message.Message):
     RUNNERS_FIELD_NUMBER: _builtins.int
     JOBS_RUNNING_FIELD_NUMBER: _builtins.int
     JOBS_QUEUED_FIELD_NUMBER: _builtins.int
+    HTTP_URL_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     pid: _builtins.int
     started: _builtins.float
@@ -1619,6 +1624,8 @@ class HealthReply(_message.Message):
     runners: _builtins.int
     jobs_running: _builtins.int
     jobs_queued: _builtins.int
+    http_url: _builtins.str
+    """the HTTP side (/metrics), "" when it is off"""
     def __init__(
         self,
         *,
@@ -1630,10 +1637,11 @@ class HealthReply(_message.Message):
         runners: _builtins.int = ...,
         jobs_running: _builtins.int = ...,
         jobs_queued: _builtins.int = ...,
+        http_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_dir", b"blob_dir", "blob_dir_id", b"blob_dir_id", "jobs_queued", b"jobs_queued", "jobs_running", b"jobs_running", "pid", b"pid", "runners", b"runners", "started", b"started", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_dir", b"blob_dir", "blob_dir_id", b"blob_dir_id", "http_url", b"http_url", "jobs_queued", b"jobs_queued", "jobs_running", b"jobs_running", "pid", b"pid", "runners", b"runners", "started", b"started", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -47,8 +47,9 @@ from remotecell.backend.scheduler.queue import (
 from remotecell.backend.secrets import refs as secret_refs
 from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.state.store import Store
+from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL, Downsampler
 from remotecell.client.errors import ConfigError, ImageBuildError
-from remotecell.client.resources import GPURequest
+from remotecell.client.resources import GPURequest, cost_usd
 
 if TYPE_CHECKING:
     from remotecell.backend.images.cache import ImageCache
@@ -79,6 +80,10 @@ class ControllerConfig:
     reconnect_grace: float = 15.0
     tick: float = 1.0
     prewarm: int = 0  # runners started with the control plane, before any job
+    #: Per GPU-second prices by canonical type, over the defaults (Modal's list prices).
+    gpu_prices: dict[str, float] = field(default_factory=dict)
+    #: Seconds of telemetry readings that one stored sample aggregates.
+    metrics_interval: float = DEFAULT_INTERVAL
 
 
 def pool_of(spec: pb.JobSpec) -> Pool:
@@ -101,6 +106,14 @@ def held_gpu(resources: pb.Resources) -> str:
     return ", ".join(f"{c.type}:{c.count}" if c.count > 1 else c.type for c in resources.gpu)
 
 
+def gpu_held_by(pool: Pool) -> tuple[str, int]:
+    """The type and number of GPUs a runner of ``pool`` holds (``("", 0)``: none)."""
+    if not pool.gpu:
+        return "", 0
+    gpu_type, _, count = pool.gpu.partition(":")
+    return gpu_type, int(count or 1)
+
+
 @dataclass
 class _Job:
     id: str
@@ -116,6 +129,14 @@ class _Job:
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     #: The values of its ad-hoc secrets, by index in ``spec.secrets``: in memory only.
     adhoc_secrets: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
+    #: The current attempt's start, GPUs and price per second (None: unpriced).
+    started: float = 0.0
+    gpu_type: str = ""
+    gpu_count: int = 0
+    price: float | None = 0.0
+    #: Telemetry: the newest reading (for /metrics) and the samples waiting to be stored.
+    last_metrics: pb.JobEvent | None = None
+    samples: Downsampler = field(default_factory=Downsampler)
 
     @property
     def pool(self) -> Pool:
@@ -191,6 +212,8 @@ class Controller:
         self.jobs: dict[str, _Job] = {}
         self.runners: dict[str, _Runner] = {}
         self.started = time.time()
+        #: Where the control plane's HTTP side listens ("" when it is off), for Health.
+        self.http_url = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
@@ -211,6 +234,13 @@ class Controller:
             job = _Job(
                 row.id, row.spec, row.state, self.store.next_seq(row.id), row.attempt, row.runner_id
             )
+            job.started, job.gpu_type, job.gpu_count, job.price = (
+                row.started,
+                row.gpu_type,
+                row.gpu_count,
+                row.price,
+            )
+            job.samples = Downsampler(self.config.metrics_interval)
             self.jobs[job.id] = job
             job.timers.append(
                 loop.call_later(self.config.reconnect_grace, self._orphaned, job.id, job.attempt)
@@ -221,7 +251,12 @@ class Controller:
             if job.runner_id and job.runner_id not in self.runners:
                 runner = _Runner(job.runner_id, job.pool, job=job.id, expected=True)
                 self.runners[runner.id] = runner
-                self._handle(RunnerConnected(runner.id, runner.pool, now, busy_with=job.id))
+                # Its GPUs stay taken until it is back or given up on.
+                self._handle(
+                    RunnerConnected(
+                        runner.id, runner.pool, now, busy_with=job.id, gpus=row.gpu_uuids
+                    )
+                )
         for row in rows:
             if row.state == pb.QUEUED:
                 job = _Job(row.id, row.spec, row.state, self.store.next_seq(row.id), row.attempt)
@@ -353,8 +388,9 @@ class Controller:
             job.subscribers.add(queue)
         try:
             stored = list(self.store.events(job_id, from_seq))
-            for start in range(0, len(stored), REPLAY_BATCH):
-                yield stored[start : start + REPLAY_BATCH]
+            replay = self._with_samples(job_id, stored) if from_seq == 0 else stored
+            for start in range(0, len(replay), REPLAY_BATCH):
+                yield replay[start : start + REPLAY_BATCH]
             last = stored[-1].seq if stored else from_seq - 1
             if stored and stored[-1].HasField("finished"):
                 return
@@ -368,16 +404,31 @@ class Controller:
                 batch = [await queue.get()]
                 while not queue.empty():
                     batch.append(queue.get_nowait())
-                fresh = [e for e in batch if e.seq > last]
+                fresh = [e for e in batch if e.seq > last or e.HasField("metrics")]
                 if not fresh:
                     continue
-                last = fresh[-1].seq
+                last = max([last, *(e.seq for e in fresh if not e.HasField("metrics"))])
                 yield fresh
                 if fresh[-1].HasField("finished"):
                     return
         finally:
             if job is not None:
                 job.subscribers.discard(queue)
+
+    def _with_samples(self, job_id: str, events: list[pb.JobEvent]) -> list[pb.JobEvent]:
+        """``events`` with the job's stored telemetry samples placed among them by time."""
+        samples = self.store.metrics(job_id)
+        if not samples:
+            return events
+        out: list[pb.JobEvent] = []
+        pending = iter(samples)
+        sample = next(pending, None)
+        for event in events:
+            while sample is not None and sample[0] <= event.time:
+                out.append(pb.JobEvent(job_id=job_id, time=sample[0], metrics=sample[1]))
+                sample = next(pending, None)
+            out.append(event)
+        return out
 
     async def cancel(self, job_id: str, reason: str = "") -> tuple[int, bool]:
         """Cancels a job; returns (state afterwards, whether it was running)."""
@@ -455,6 +506,21 @@ class Controller:
 
     # ------------------------------------------------------------------ events
 
+    def _sample(self, job: _Job, event: pb.JobEvent) -> None:
+        """A telemetry reading: live to followers, downsampled into the store."""
+        job.last_metrics = event
+        done = job.samples.add(event.time, event.metrics)
+        if done is not None:
+            self.store.add_metrics(job.id, *done)
+        self._publish(job, event)
+
+    def _store_samples(self, job: _Job) -> None:
+        """Stores the readings of the interval still open, when the job's task ends."""
+        done = job.samples.flush()
+        if done is not None:
+            self.store.add_metrics(job.id, *done)
+        job.last_metrics = None
+
     def _publish(self, job: _Job, event: pb.JobEvent) -> None:
         for queue in job.subscribers:
             queue.put_nowait(event)
@@ -469,6 +535,7 @@ class Controller:
         return event
 
     def _finish(self, job: _Job, state: int, message: str, error: pb.Error | None = None) -> None:
+        self._store_samples(job)
         if error is not None:
             self._emit(job, error=error)
         job.state = state
@@ -483,6 +550,7 @@ class Controller:
     def _retry_or_fail(self, job: _Job, error: pb.Error, message: str) -> None:
         """After a failed attempt: queue it again when ``retries`` allows, else fail the job."""
         if job.attempt <= job.spec.retries and not job.cancel_reason:
+            self._store_samples(job)
             job.state = pb.QUEUED
             job.clear_timers()
             job.timed_out = False
@@ -543,14 +611,32 @@ class Controller:
         job.runner_id = runner_id
         runner.job = job_id
         now = time.time()
+        gpu_type, gpu_count = gpu_held_by(runner.pool)
+        price = self.price_per_second(gpu_type, gpu_count)
+        job.started, job.gpu_type, job.gpu_count, job.price = now, gpu_type, gpu_count, price
+        job.samples = Downsampler(self.config.metrics_interval)
         self._emit(
             job,
-            {"state": pb.RUNNING, "started": now, "attempt": job.attempt, "runner_id": runner_id},
+            {
+                "state": pb.RUNNING,
+                "started": now,
+                "attempt": job.attempt,
+                "runner_id": runner_id,
+                "gpu_type": gpu_type,
+                "gpu_count": gpu_count,
+                "price": price,
+                "gpu_uuids": ",".join(
+                    u for u, holder in self.scheduler.gpu_holders().items() if holder == runner_id
+                ),
+            },
             status=pb.Status(
                 state=pb.RUNNING,
                 message=f"running on {runner_id}",
                 runner_id=runner_id,
                 attempt=job.attempt,
+                gpu_type=gpu_type,
+                gpu_count=gpu_count,
+                price_per_second=price,
             ),
         )
         task = pb.Task(
@@ -826,6 +912,10 @@ class Controller:
 
     def _runner_event(self, runner: _Runner, event: pb.JobEvent) -> None:
         job = self.jobs.get(event.job_id)
+        if event.HasField("metrics"):
+            if job is not None and job.runner_id == runner.id:
+                self._sample(job, event)
+            return
         if job is None:
             # The job ended here already (cancelled, or given up on): its stored history
             # ends with `finished`, so late events are dropped. A runner's late end
@@ -847,6 +937,7 @@ class Controller:
 
     def _task_finished(self, runner: _Runner, job: _Job, event: pb.JobEvent) -> None:
         runner.job = ""
+        self._store_samples(job)
         job.next_seq = max(job.next_seq, event.seq)
         state = event.finished.state
         if (
@@ -887,6 +978,14 @@ class Controller:
 
     # ------------------------------------------------------------------ health
 
+    def price_per_second(self, gpu_type: str, count: int) -> float | None:
+        """What a second of ``count`` GPUs of ``gpu_type`` costs (0 without GPUs; None
+        where the type has no price). CPU and memory are not priced: on one's own
+        hardware the GPUs are the scarce, costly part."""
+        if not count:
+            return 0.0
+        return cost_usd(gpu_type, count, 1.0, self.config.gpu_prices)
+
     def gpu_listing(self) -> pb.ListGPUsReply:
         """This machine's GPUs and who holds them, for ``%remote_gpus``."""
         holders = self.scheduler.gpu_holders()
@@ -901,6 +1000,7 @@ class Controller:
                     name=gpu.name,
                     type=gpu.type,
                     memory_total=gpu.memory_total,
+                    price_per_second=self.price_per_second(gpu.type, 1),
                     runner_id=runner_id,
                     job_id=runner.job if runner is not None else "",
                 )

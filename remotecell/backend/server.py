@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import grpc
 
@@ -37,8 +37,12 @@ from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.backend.state.store import Store
+from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL
 from remotecell.client.config import ENDPOINT_FILE, TOKEN_FILE
 from remotecell.client.image import Image
+
+if TYPE_CHECKING:
+    from remotecell.backend.gateway.http import HTTPServer
 
 log = logging.getLogger("remotecell.server")
 
@@ -69,6 +73,13 @@ class ServerConfig:
     #: (containers; images are docker images built on ``docker_base_image``).
     executor: str = "local"
     docker_base_image: str = ""
+    #: The HTTP side (``/metrics``): ``host:port`` on loopback by default (port 0 picks
+    #: a free one), or "off".
+    http: str = "127.0.0.1:0"
+    #: Per GPU-second prices by canonical type, over the defaults.
+    gpu_prices: dict[str, float] = field(default_factory=dict)
+    #: Seconds of telemetry readings that one stored sample aggregates.
+    metrics_interval: float = DEFAULT_INTERVAL
 
 
 def default_socket(data_dir: Path) -> str:
@@ -94,6 +105,10 @@ def ensure_token(data_dir: Path) -> str:
 
 class AlreadyRunning(RuntimeError):
     pass
+
+
+class CannotServe(RuntimeError):
+    """An address the control plane was told to serve on cannot be used."""
 
 
 def _lock(data_dir: Path) -> IO[str]:
@@ -165,6 +180,8 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
             cancel_grace=config.cancel_grace,
             reconnect_grace=config.reconnect_grace,
             prewarm=config.prewarm,
+            gpu_prices=dict(config.gpu_prices),
+            metrics_interval=config.metrics_interval,
         ),
         store,
         executor,
@@ -176,10 +193,13 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         gpu_note=gpu_note,
         secret_store=secret_store,
     )
+    http = _http_server(config.http, token, controller)  # bound now: a port in use stops here
     pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller, blobs), server)
     await server.start()
     images.recover()
     await controller.start()
+    http_task = asyncio.create_task(http.serve()) if http is not None else None
+    controller.http_url = http.url if http is not None else ""
     endpoint = data_dir / ENDPOINT_FILE
     tmp = endpoint.with_suffix(".tmp")
     tmp.write_text(
@@ -190,6 +210,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
                 "pid": os.getpid(),
                 "version": remotecell.__version__,
                 "token_file": str(token_file),
+                "http_url": controller.http_url,
             }
         )
     )
@@ -197,6 +218,8 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
     log.info(
         "remotecell control plane %s listening on %s", remotecell.__version__, ", ".join(addresses)
     )
+    if controller.http_url:
+        log.info("Prometheus metrics at %s/metrics", controller.http_url)
     if ready is not None:
         ready(addresses)
 
@@ -213,12 +236,36 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
             info = json.loads(endpoint.read_text())
             if info.get("pid") == os.getpid():
                 endpoint.unlink()
+        if http is not None and http_task is not None:
+            await http.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(http_task, 5.0)
         await controller.close()
         await images.close()
         await server.stop(grace=1.0)
         secret_store.close()
         store.close()
         lock.close()
+
+
+def _http_server(address: str, token: str, controller: Controller) -> HTTPServer | None:
+    """The HTTP side on ``address`` (``host:port``), or None where it is "off"."""
+    if address == "off":
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--http {address!r}: expected HOST:PORT (port 0: any free one) or off")
+    from remotecell.backend.gateway.http import HTTPServer, make_app
+    from remotecell.backend.telemetry.prometheus import metrics_endpoint
+
+    app = make_app(token, {"/metrics": metrics_endpoint(controller)})
+    try:
+        return HTTPServer(app, host.strip("[]"), int(port))
+    except OSError as err:
+        raise CannotServe(
+            f"cannot serve HTTP on {address}: {err.strerror or err}; "
+            "pass another --http HOST:PORT, or --http off"
+        ) from None
 
 
 def _machine_gpus() -> tuple[tuple[MachineGPU, ...], str]:

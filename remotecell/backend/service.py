@@ -43,6 +43,7 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
             runners=runners,
             jobs_running=running,
             jobs_queued=queued,
+            http_url=self.controller.http_url,
         )
 
     async def Submit(

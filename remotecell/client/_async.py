@@ -114,7 +114,9 @@ class AsyncClient:
         try:
             async for batch in call:
                 for event in batch.events:
-                    job_id, last = event.job_id, event.seq
+                    job_id = event.job_id
+                    if not event.HasField("metrics"):  # samples are unnumbered
+                        last = event.seq
                     yield event
                     if event.HasField("finished"):
                         return
@@ -136,6 +138,9 @@ class AsyncClient:
                 async for batch in call:
                     lost_since = None
                     for event in batch.events:
+                        if event.HasField("metrics"):  # an unnumbered sample
+                            yield event
+                            continue
                         if event.seq <= last:
                             continue
                         last = event.seq

@@ -150,6 +150,9 @@ class EventStream:
                         lost_since = None
                         for event in batch.events:
                             job_id = event.job_id  # Submit's first event names the job
+                            if event.HasField("metrics"):  # an unnumbered sample
+                                self._queue.put(event)
+                                continue
                             if event.seq <= last:
                                 continue
                             last = event.seq

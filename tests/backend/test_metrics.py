@@ -32,9 +32,39 @@ def test_a_cpu_job_reports_cpu_and_ram_while_it_runs(client):
         assert 0 < m.ram_used < m.ram_total
         assert m.cpu_percent >= 0
         assert list(m.gpus) == []
-    # They are stored with the job: attaching later replays them.
-    replayed = [e.metrics for e in client.attach(events[0].job_id) if e.HasField("metrics")]
-    assert replayed == metrics
+    # Samples are not numbered; the job's other events still are, with no gaps.
+    assert {e.seq for e in events if e.HasField("metrics")} == {0}
+    numbered = [e.seq for e in events if not e.HasField("metrics")]
+    assert numbered == list(range(len(numbered)))
+
+
+def test_stored_samples_are_downsampled_and_replayed_in_place(make_control_plane):
+    control_plane = make_control_plane("--metrics-interval", "0.9")
+    client = control_plane.client()
+    try:
+        code = "import time\nx = []\nfor i in range(8):\n    x.append(bytearray(8 << 20))\n    time.sleep(0.3)"
+        events = events_of(client, pb.JobSpec(code=code))
+        assert events[-1].finished.state == pb.SUCCEEDED
+        live = [e for e in events if e.HasField("metrics")]
+        replay = list(client.attach(events[0].job_id))
+        # From seq 2, the numbered events only: samples come with a replay from the start.
+        resumed = list(client.attach(events[0].job_id, from_seq=2))
+    finally:
+        client.close()
+    stored = [e for e in replay if e.HasField("metrics")]
+    assert 2 <= len(stored) < len(live), (len(stored), len(live))
+    # Aggregates keep the peak of memory: the summary over stored samples is the live one.
+    assert max(e.metrics.ram_used for e in stored) == max(e.metrics.ram_used for e in live)
+    # Replayed among the job's events, between its start and its end, ordered by time.
+    assert [e.metrics for e in running_part(replay) if e.HasField("metrics")] == [
+        e.metrics for e in stored
+    ]
+    assert [e.time for e in stored] == sorted(e.time for e in stored)
+    assert [e for e in replay if not e.HasField("metrics")] == [
+        e for e in events if not e.HasField("metrics")
+    ]
+    assert not any(e.HasField("metrics") for e in resumed)
+    assert [e.seq for e in resumed] == list(range(2, len(resumed) + 2))
 
 
 def test_a_gpu_job_reports_its_own_gpu(make_control_plane, monkeypatch):

@@ -157,6 +157,10 @@ class Link:
                     self._replay = []
                 elif kind == "end":
                     self._busy = False
+                elif "metrics" in item:
+                    # Telemetry samples are not part of the job's numbered log: they
+                    # carry seq 0 and are not replayed after a reconnect.
+                    batch.append(pb.JobEvent(job_id=self._job, time=time.time(), **item))
                 else:
                     event = self._event(self._merge(item))
                     self._replay.append(event)

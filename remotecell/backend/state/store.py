@@ -32,6 +32,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     origin    TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+-- A running job's telemetry, downsampled (see backend/telemetry/downsample.py).
+CREATE TABLE IF NOT EXISTS metrics (
+    job_id TEXT NOT NULL,
+    time   REAL NOT NULL,
+    body   BLOB NOT NULL,
+    PRIMARY KEY (job_id, time)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     job_id TEXT NOT NULL,
     seq    INTEGER NOT NULL,
@@ -41,6 +48,19 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 ACTIVE_STATES = (pb.QUEUED, pb.RUNNING)
+
+#: Columns added to ``jobs`` after its first release, with their definitions: a database
+#: made by an older control plane gets them when it is opened.
+_ADDED_JOB_COLUMNS = {
+    "gpu_type": "TEXT NOT NULL DEFAULT ''",
+    "gpu_count": "INTEGER NOT NULL DEFAULT 0",
+    "price": "REAL",  # per second; NULL: unknown
+    "gpu_uuids": "TEXT NOT NULL DEFAULT ''",  # comma-separated: the GPUs its runner holds
+}
+_JOB_COLUMNS = (
+    "id, state, spec, created, started, finished, attempt, runner_id, session, summary,"
+    " message, origin, gpu_type, gpu_count, price, gpu_uuids"
+)
 
 
 @dataclass
@@ -57,8 +77,16 @@ class JobRow:
     summary: str
     message: str
     origin: str
+    gpu_type: str = ""
+    gpu_count: int = 0
+    price: float | None = None
+    gpu_uuids: tuple[str, ...] = ()
 
     def info(self, events: int = 0) -> pb.JobInfo:
+        gpu_type, gpu_count = self.gpu_type, self.gpu_count
+        if not gpu_type and self.spec.resources.gpu:  # not started: what it asks for first
+            gpu_type = self.spec.resources.gpu[0].type
+            gpu_count = self.spec.resources.gpu[0].count
         return pb.JobInfo(
             job_id=self.id,
             state=self.state,  # type: ignore[arg-type]
@@ -72,6 +100,9 @@ class JobRow:
             message=self.message,
             events=events,
             origin=self.origin,
+            gpu_type=gpu_type,
+            gpu_count=gpu_count,
+            price_per_second=self.price,
         )
 
 
@@ -99,6 +130,10 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = connect(path, _SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED_JOB_COLUMNS.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -139,18 +174,20 @@ class Store:
             return self._insert_event(event) if event is not None else False
 
     def get_job(self, job_id: str) -> JobRow | None:
-        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._db.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
         return _row(row) if row else None
 
     def list_jobs(self, limit: int = 50) -> list[JobRow]:
         rows = self._db.execute(
-            "SELECT * FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
+            f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
         ).fetchall()
         return [_row(r) for r in rows]
 
     def active_jobs(self) -> list[JobRow]:
         rows = self._db.execute(
-            "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created", ACTIVE_STATES
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state IN (?, ?) ORDER BY created", ACTIVE_STATES
         ).fetchall()
         return [_row(r) for r in rows]
 
@@ -189,6 +226,22 @@ class Store:
         ).fetchone()
         return 0 if top is None else top + 1
 
+    # -- metrics --------------------------------------------------------------
+
+    def add_metrics(self, job_id: str, time: float, metrics: pb.Metrics) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO metrics (job_id, time, body) VALUES (?, ?, ?)",
+                (job_id, time, metrics.SerializeToString()),
+            )
+
+    def metrics(self, job_id: str) -> list[tuple[float, pb.Metrics]]:
+        """A job's stored telemetry samples, oldest first."""
+        rows = self._db.execute(
+            "SELECT time, body FROM metrics WHERE job_id = ? ORDER BY time", (job_id,)
+        ).fetchall()
+        return [(t, pb.Metrics.FromString(body)) for t, body in rows]
+
     def count_events(self, job_id: str) -> int:
         (n,) = self._db.execute(
             "SELECT COUNT(*) FROM events WHERE job_id = ?", (job_id,)
@@ -210,6 +263,10 @@ def _row(row: tuple) -> JobRow:
         summary,
         message,
         origin,
+        gpu_type,
+        gpu_count,
+        price,
+        gpu_uuids,
     ) = row
     return JobRow(
         id=job_id,
@@ -224,6 +281,10 @@ def _row(row: tuple) -> JobRow:
         summary=summary,
         message=message,
         origin=origin,
+        gpu_type=gpu_type,
+        gpu_count=gpu_count,
+        price=price,
+        gpu_uuids=tuple(u for u in gpu_uuids.split(",") if u),
     )
 
 

@@ -1,0 +1,85 @@
+"""The control plane's HTTP side: an ASGI app (starlette) served by uvicorn in the
+control plane's own event loop, next to gRPC.
+
+Every route authenticates: the same bearer token as gRPC, compared in constant time
+(``Authorization: Bearer TOKEN``; Prometheus sends it with ``authorization:
+credentials_file``). Today it serves ``/metrics``; deployed endpoints will be mounted
+here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+log = logging.getLogger("remotecell.http")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def authenticated(token: str, endpoint: Endpoint) -> Endpoint:
+    """``endpoint`` behind the control plane's bearer token."""
+    expected = f"Bearer {token}".encode()
+
+    async def guarded(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            what = "a wrong" if given else "no"
+            return PlainTextResponse(
+                f"remotecell: {what} token; send the control plane's token as "
+                "'Authorization: Bearer TOKEN' (it is in the data directory's token file)\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="remotecell"'},
+            )
+        return await endpoint(request)
+
+    return guarded
+
+
+def make_app(token: str, routes: dict[str, Endpoint]) -> Starlette:
+    """An app serving ``routes`` (path -> GET endpoint), each behind the token."""
+    return Starlette(
+        routes=[
+            Route(path, authenticated(token, ep), methods=["GET"]) for path, ep in routes.items()
+        ]
+    )
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The control plane handles SIGTERM/SIGINT itself and stops this server.
+        yield
+
+
+class HTTPServer:
+    """Serves an ASGI app on ``host:port`` (port 0: a free one) until :meth:`stop`."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self._socket.listen(128)
+        self._socket.setblocking(False)
+        bound = self._socket.getsockname()[1]
+        self.url = (
+            f"http://[{host}]:{bound}" if family == socket.AF_INET6 else f"http://{host}:{bound}"
+        )
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._server = _Server(config)
+
+    async def serve(self) -> None:
+        await self._server.serve(sockets=[self._socket])
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
