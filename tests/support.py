@@ -151,6 +151,11 @@ class Execution:
         return "".join(c["text"] for c in self.of_type("stream") if c["name"] == "stderr")
 
     @property
+    def displayed(self) -> str:
+        """The plain text of what the cell displayed (a widget's too), one display a line."""
+        return "\n".join(c["data"].get("text/plain", "") for c in self.of_type("display_data"))
+
+    @property
     def result(self) -> dict[str, Any] | None:
         results = self.of_type("execute_result")
         return results[0]["data"] if results else None

@@ -15,7 +15,7 @@ from typing import Any
 from remotecell._proto import pb
 from remotecell.client import Client, EventStream, values
 from remotecell.client.errors import ConfigError, ImageBuildError, RemoteCellError, RemoteError
-from remotecell.client.metrics import MetricsSummary
+from remotecell.widgets._monitor_state import MonitorState
 
 #: A job still queued after this long says why (starting a runner, waiting for one).
 STATUS_AFTER = 1.0
@@ -44,8 +44,14 @@ class JobFollower:
         self.job_id = ""
         self.output: Any = None
         self.error: pb.Error | None = None
+        #: What the job monitor shows: where the job is, its readings, what it has cost.
+        self.progress = MonitorState()
         #: The job's telemetry: the last reading and a summary (peak memory, mean use).
-        self.metrics = MetricsSummary()
+        self.metrics = self.progress.metrics
+        self._monitor: Any = None  # the JobMonitor widget, once shown
+        self._monitor_tried = False
+        self._monitor_id = f"remotecell-monitor-{id(self)}"
+        self._named_gpus = False
         self._running = False
         self._pending_status = ""
         self._since = time.monotonic()
@@ -60,6 +66,8 @@ class JobFollower:
         A KeyboardInterrupt cancels the job, waits briefly for it to stop, and re-raises.
         """
         try:
+            if self.job_id:
+                self._show_monitor()
             while True:
                 try:
                     event = events.next(timeout=0.25)
@@ -70,6 +78,8 @@ class JobFollower:
                     ) from None
                 if event is None:
                     self._maybe_show_status()
+                    if self._monitor is not None:
+                        self._monitor.tick()
                     continue
                 if self._handle(event):
                     return self._finish(event.finished)
@@ -78,6 +88,8 @@ class JobFollower:
             raise
         finally:
             events.close()
+            if self._monitor is not None:
+                self._monitor.flush()
 
     def _cancel(self, events: EventStream) -> None:
         # Interrupted before the job's id came back: it is on its way (the control plane
@@ -110,6 +122,20 @@ class JobFollower:
 
     def _handle(self, event: pb.JobEvent) -> bool:
         """Renders one event; True at the job's end."""
+        self.progress.add(event)
+        ended = self._render(event)
+        if self.job_id:
+            self._show_monitor()
+        if self._monitor is not None:
+            if event.HasField("metrics"):
+                self._name_gpus()
+            if ended:
+                self._end_monitor()
+            else:
+                self._monitor.tick()
+        return ended
+
+    def _render(self, event: pb.JobEvent) -> bool:
         kind = event.WhichOneof("body")
         if kind == "accepted":
             self.job_id = event.job_id
@@ -119,6 +145,11 @@ class JobFollower:
             out.flush()
         elif kind == "display":
             _render_display(event.display)
+            if event.display.clear and self._monitor is not None:
+                # The cell cleared its output: the monitor comes back first.
+                from IPython.display import display
+
+                display(self._monitor, display_id=self._monitor_id)
         elif kind == "status":
             self._status(event.status)
         elif kind == "result":
@@ -128,14 +159,53 @@ class JobFollower:
         elif kind == "build":
             self._build_line(event.build)
         elif kind == "metrics":
-            self.metrics.add(event.metrics)  # not rendered yet: the job monitor widget will
-            return False
+            return False  # the job monitor shows them
         elif kind == "finished":
             self._end_build_tail()
             return True
         if kind not in ("build", "accepted"):
             self._end_build_tail()
         return False
+
+    # -- the job monitor ---------------------------------------------------------------
+
+    def _show_monitor(self) -> None:
+        """Shows the job's monitor in the cell, where a front end can show widgets: in a
+        Jupyter kernel (a terminal IPython keeps the plain status lines)."""
+        if self._monitor_tried:
+            return
+        self._monitor_tried = True
+        from IPython import get_ipython
+
+        if getattr(get_ipython(), "kernel", None) is None:
+            return
+        from IPython.display import display
+
+        try:
+            from remotecell.widgets import JobMonitor
+        except ImportError:  # anywidget missing from this kernel: the status lines remain
+            return
+        self._monitor = JobMonitor(self.progress)
+        display(self._monitor, display_id=self._monitor_id)
+
+    def _end_monitor(self) -> None:
+        """The final sync, and the final text for front ends that keep only text (nbclient
+        records a display's text/plain as shown, and updates it on update_display)."""
+        from IPython.display import update_display
+
+        self._monitor.flush()
+        update_display(self._monitor, display_id=self._monitor_id)
+
+    def _name_gpus(self) -> None:
+        """Model names (and types, for the cost) of the job's GPUs from the inventory, once."""
+        if self._named_gpus or not self.progress.unnamed_gpus():
+            return
+        self._named_gpus = True
+        try:
+            reply = self.client.list_gpus()
+        except RemoteCellError:
+            return  # the monitor labels them by index alone
+        self.progress.name_gpus({gpu.uuid: (gpu.name, gpu.type) for gpu in reply.gpus})
 
     def _build_line(self, build: pb.Build) -> None:
         """Build progress lines stay in the output; the tools' output shows as a tail of
@@ -177,7 +247,8 @@ class JobFollower:
 
     def _maybe_show_status(self) -> None:
         if (
-            self._pending_status
+            self._monitor is None  # the monitor says where the job is
+            and self._pending_status
             and not self._running
             and time.monotonic() - self._since > STATUS_AFTER
         ):

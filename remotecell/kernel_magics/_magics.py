@@ -16,7 +16,7 @@ from traitlets import Unicode
 
 from remotecell._proto import pb
 from remotecell.client import Client, connect, values
-from remotecell.client._listing import format_gpus, format_jobs, state_name
+from remotecell.client._listing import state_name
 from remotecell.client.errors import CellSyntaxError, ConfigError, RemoteCellError
 from remotecell.client.image_cell import parse_image_cell
 from remotecell.kernel_magics import _closure, _options
@@ -163,17 +163,24 @@ class RemoteMagics(Magics):
 
     @line_magic
     def remote_jobs(self, line: str) -> None:
-        """List recent remote jobs: ``%remote_jobs [N]``."""
+        """List recent remote jobs, with a cancel button for running ones: ``%remote_jobs [N]``."""
+        from IPython.display import display
+
+        from remotecell.widgets import JobTable
+
         limit = _positive_int(line, "%remote_jobs [N]", default=20)
-        jobs = self.client.list_jobs(limit)
-        print(format_jobs(jobs))
+        display(JobTable(self.client, limit))
 
     @line_magic
     def remote_gpus(self, line: str) -> None:
         """The control plane's GPUs: type, memory, and which runner and job hold each."""
+        from IPython.display import display
+
+        from remotecell.widgets import GPUInventory
+
         if line.strip():
             raise ConfigError("usage: %remote_gpus (it takes no arguments)")
-        print(format_gpus(self.client.list_gpus()))
+        display(GPUInventory(self.client))
 
     @line_magic
     def remote_attach(self, line: str) -> Any:

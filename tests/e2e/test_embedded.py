@@ -58,7 +58,7 @@ def test_load_ext_starts_one_control_plane_shared_by_kernels_and_restarts(make_k
     first.ok("%load_ext remotecell")
     assert first.ok("%%remote\n1 + 1").result == {"text/plain": "2"}
     assert json.loads((data_dir / "server.json").read_text())["pid"] == info["pid"]  # the same one
-    jobs = first.ok("%remote_jobs").stdout
+    jobs = first.ok("%remote_jobs").displayed
     assert "from the second kernel" in jobs
 
 

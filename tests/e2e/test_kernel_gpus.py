@@ -59,7 +59,7 @@ def test_a_cpu_cell_sees_no_gpu(gpu_kernel):
 def test_remote_gpus_shows_the_inventory_and_who_holds_each(
     gpu_kernel, make_control_plane, monkeypatch
 ):
-    listing = gpu_kernel.ok("%remote_gpus").stdout.splitlines()
+    listing = gpu_kernel.ok("%remote_gpus").displayed.splitlines()
     assert listing[0].split() == ["GPU", "TYPE", "MEMORY", "NAME", "RUNNER", "JOB"]
     assert listing[1].split()[:3] == ["0", "H100", "80"]
     assert H100 in listing[1] and listing[1].split()[-2:] == ["free", "-"]
@@ -67,7 +67,7 @@ def test_remote_gpus_shows_the_inventory_and_who_holds_each(
     job_id = run.result["text/plain"].split()[1]
 
     def busy():
-        row = gpu_kernel.ok("%remote_gpus").stdout.splitlines()[1]
+        row = gpu_kernel.ok("%remote_gpus").displayed.splitlines()[1]
         return row if job_id in row else None
 
     from support import wait_until

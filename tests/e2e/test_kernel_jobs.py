@@ -44,7 +44,7 @@ def test_detach_returns_a_job_handle_and_result_brings_everything_back(kernel):
 def test_remote_jobs_lists_jobs_with_state_and_code(kernel):
     kernel.ok("%%remote\nfirst_line_marker = 1")
     run = kernel.ok("%remote_jobs")
-    header, *rows = run.stdout.splitlines()
+    header, *rows = run.displayed.splitlines()
     assert header.split() == ["JOB", "STATE", "STARTED", "DURATION", "CODE"]
     assert any("succeeded" in row and "first_line_marker = 1" in row for row in rows)
     bad = kernel.execute("%remote_jobs many")
