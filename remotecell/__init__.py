@@ -26,6 +26,9 @@ __all__ = [
     "RemoteError",
     "RemoteJob",
     "Secret",
+    "Volume",
+    "VolumeFileNotFoundError",
+    "VolumeNotFoundError",
     "__version__",
     "load_ipython_extension",
     "unload_ipython_extension",
@@ -39,9 +42,12 @@ if TYPE_CHECKING:
         JobNotFoundError,
         RemoteCellError,
         RemoteError,
+        VolumeFileNotFoundError,
+        VolumeNotFoundError,
     )
     from remotecell.client.image import Image
     from remotecell.client.secret import Secret
+    from remotecell.client.volume import Volume
     from remotecell.kernel_magics import RemoteJob
 
 _LAZY = {
@@ -54,6 +60,9 @@ _LAZY = {
     "RemoteError": "remotecell.client.errors",
     "RemoteJob": "remotecell.kernel_magics",
     "Secret": "remotecell.client.secret",
+    "Volume": "remotecell.client.volume",
+    "VolumeFileNotFoundError": "remotecell.client.errors",
+    "VolumeNotFoundError": "remotecell.client.errors",
 }
 
 

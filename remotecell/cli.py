@@ -131,6 +131,13 @@ _token = click.option("--token", envvar="REMOTECELL_TOKEN", default="", help="Co
     help="Seconds of telemetry readings stored as one aggregate sample.",
 )
 @click.option(
+    "--volume-store",
+    default="",
+    metavar="URL",
+    help="Where volumes keep their files: a directory or an fsspec URL such as "
+    "s3://bucket/prefix (default: DATA_DIR/volumes).",
+)
+@click.option(
     "--embedded",
     is_flag=True,
     help="Run as the embedded default (started by %load_ext remotecell).",
@@ -150,6 +157,7 @@ def serve(
     http: str,
     gpu_prices: tuple[str, ...],
     metrics_interval: float,
+    volume_store: str,
     embedded: bool,
 ) -> None:
     """Run the control plane in the foreground."""
@@ -172,6 +180,7 @@ def serve(
         http=_http_address(http),
         gpu_prices=_gpu_prices(gpu_prices),
         metrics_interval=metrics_interval,
+        volume_url=volume_store,
     )
 
     def ready(addresses: list[str]) -> None:
@@ -601,6 +610,169 @@ def secret_rm(names: tuple[str, ...], url: str, token: str) -> None:
         raise click.ClickException(str(err)) from None
     finally:
         client.close()
+
+
+# ---------------------------------------------------------------- volumes
+
+
+@main.group()
+def volume() -> None:
+    """Volumes: file trees that cells mount (%%remote volumes={"/models": vol})."""
+
+
+def _on_volumes(url: str, token: str, work: Any) -> Any:
+    """Runs ``work(client)``; a remotecell error ends the command with its sentence."""
+    from remotecell.client.errors import RemoteCellError
+
+    client = _client(url, token)
+    try:
+        return work(client)
+    except RemoteCellError as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        client.close()
+
+
+@volume.command("create")
+@click.argument("name")
+@_url
+@_token
+def volume_create(name: str, url: str, token: str) -> None:
+    """Make an empty volume NAME."""
+    from remotecell.client import _volume_rpc
+
+    info = _on_volumes(url, token, lambda client: _volume_rpc.create(client, name))
+    click.echo(f"created volume {info.name} ({info.url})")
+
+
+@volume.command("ls")
+@click.argument("name", required=False)
+@click.argument("path", required=False, default="/")
+@click.option("-r", "--recursive", is_flag=True, help="Every file below PATH.")
+@_url
+@_token
+def volume_ls(name: str | None, path: str, recursive: bool, url: str, token: str) -> None:
+    """List the volumes, or what volume NAME holds under PATH."""
+    from remotecell.client import _volume_rpc
+    from remotecell.client._volume_listing import format_files, format_volumes
+
+    if name is None:
+        click.echo(format_volumes(_on_volumes(url, token, _volume_rpc.list_volumes)))
+        return
+    files = _on_volumes(
+        url, token, lambda client: _volume_rpc.list_files(client, name, path, recursive)
+    )
+    click.echo(format_files(files))
+
+
+@volume.command("put")
+@click.argument("name")
+@click.argument("local", type=click.Path(exists=True, path_type=Path))
+@click.argument("remote", required=False)
+@_url
+@_token
+def volume_put(name: str, local: Path, remote: str | None, url: str, token: str) -> None:
+    """Copy LOCAL (a file, or a directory and what it holds) into volume NAME at REMOTE.
+
+    REMOTE defaults to /LOCAL's name; a REMOTE ending in / is a directory to put it in.
+    """
+    import os
+
+    from remotecell.client import _volume_rpc
+
+    target = remote or "/"
+    if target.endswith("/"):
+        target += local.resolve().name
+    if local.is_dir():
+        pairs = []
+        for directory, _, files in os.walk(local):
+            for file in sorted(files):
+                path = Path(directory) / file
+                if path.is_file() and not path.is_symlink():
+                    relative = path.relative_to(local).as_posix()
+                    pairs.append((path, f"{target.rstrip('/')}/{relative}"))
+    else:
+        pairs = [(local, target)]
+
+    def put(client: Any) -> None:
+        for path, destination in pairs:
+            entry = _volume_rpc.write_file(client, name, destination, path)
+            click.echo(f"{path} -> {name}:/{entry.path} ({entry.size} bytes)")
+
+    _on_volumes(url, token, put)
+
+
+@volume.command("get")
+@click.argument("name")
+@click.argument("remote")
+@click.argument("local", required=False, type=click.Path(path_type=Path))
+@_url
+@_token
+def volume_get(name: str, remote: str, local: Path | None, url: str, token: str) -> None:
+    """Copy REMOTE (a file, or a directory and what it holds) out of volume NAME.
+
+    LOCAL defaults to REMOTE's name in the current directory; an existing directory
+    receives it; '-' writes a file to standard output.
+    """
+    from remotecell.client import _volume_rpc
+    from remotecell.client._volume_paths import volume_path
+
+    def get(client: Any) -> None:
+        rel = volume_path(remote, name)
+        files = [f for f in _volume_rpc.list_files(client, name, rel, True) if not f.is_dir]
+        single = len(files) == 1 and files[0].path == rel
+        if str(local) == "-":
+            if not single:
+                raise click.ClickException(f"{remote!r} is a directory: give a LOCAL directory")
+            _volume_rpc.read_into(client, name, rel, sys.stdout.buffer)
+            return
+        base = local or Path(rel.rpartition("/")[2] or name)
+        if base.is_dir() and (single or local is not None):
+            base = base / (rel.rpartition("/")[2] or name)
+        for entry in files:
+            destination = base if single else base / entry.path[len(rel) :].lstrip("/")
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            part = destination.with_name(f".{destination.name}.remotecell-part")
+            try:
+                with open(part, "wb") as out:
+                    _volume_rpc.read_into(client, name, entry.path, out)
+                part.replace(destination)
+            finally:
+                part.unlink(missing_ok=True)
+            click.echo(f"{name}:/{entry.path} -> {destination} ({entry.size} bytes)")
+
+    _on_volumes(url, token, get)
+
+
+@volume.command("rm")
+@click.argument("name")
+@click.argument("path")
+@click.option("-r", "--recursive", is_flag=True, help="Remove a directory and what it holds.")
+@_url
+@_token
+def volume_rm(name: str, path: str, recursive: bool, url: str, token: str) -> None:
+    """Remove PATH from volume NAME."""
+    from remotecell.client import _volume_rpc
+
+    count = _on_volumes(
+        url, token, lambda client: _volume_rpc.remove(client, name, path, recursive)
+    )
+    click.echo(f"removed {count} file(s) from {name}")
+
+
+@volume.command("delete")
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@_url
+@_token
+def volume_delete(name: str, yes: bool, url: str, token: str) -> None:
+    """Delete volume NAME and every file in it."""
+    from remotecell.client import _volume_rpc
+
+    if not yes:
+        click.confirm(f"delete volume {name} and every file in it?", abort=True)
+    count = _on_volumes(url, token, lambda client: _volume_rpc.delete(client, name))
+    click.echo(f"deleted volume {name} ({count} file(s))")
 
 
 if __name__ == "__main__":

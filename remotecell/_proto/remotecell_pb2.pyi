@@ -404,6 +404,7 @@ class JobSpec(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     ORIGIN_FIELD_NUMBER: _builtins.int
     IMAGE_SPEC_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """the cell body"""
@@ -433,6 +434,10 @@ class JobSpec(_message.Message):
         """how to build `image` when the control plane lacks it"""
 
     @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeMount]:
+        """volumes mounted for the cell, by path"""
+
+    @_builtins.property
     def secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretRef]:
         """Secrets the cell gets as environment variables, in order (a later one wins a key
         that an earlier one, or `env`, also sets).
@@ -452,11 +457,12 @@ class JobSpec(_message.Message):
         image: _builtins.str = ...,
         origin: _builtins.str = ...,
         image_spec: Global___ImageSpec | None = ...,
+        volumes: _abc.Iterable[Global___VolumeMount] | None = ...,
         secrets: _abc.Iterable[Global___SecretRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image_spec", b"image_spec", "resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "session", b"session", "timeout_s", b"timeout_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "session", b"session", "timeout_s", b"timeout_s", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1583,6 +1589,371 @@ class SecretDeleteReply(_message.Message):
 Global___SecretDeleteReply: _TypeAlias = SecretDeleteReply  # noqa: Y015
 
 @_typing.final
+class VolumeMount(_message.Message):
+    """---------------------------------------------------------------- volumes
+
+    A volume mounted at `path` (absolute) in a runner. `volume_id` tells apart volumes
+    of the same name made at different times; the control plane fills it in.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    path: _builtins.str
+    volume_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+        volume_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "path", b"path", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeMount: _TypeAlias = VolumeMount  # noqa: Y015
+
+@_typing.final
+class VolumeInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    SHARED_DIR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    volume_id: _builtins.str
+    created: _builtins.float
+    """unix seconds"""
+    url: _builtins.str
+    """where its files are: a directory or an fsspec URL"""
+    shared_dir: _builtins.bool
+    """Runners see the store's directory itself (a bind mount): changes are shared at
+    once. False: runners sync a copy (pulled at each cell's start, committed at its end).
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        volume_id: _builtins.str = ...,
+        created: _builtins.float = ...,
+        url: _builtins.str = ...,
+        shared_dir: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "name", b"name", "shared_dir", b"shared_dir", "url", b"url", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeInfo: _TypeAlias = VolumeInfo  # noqa: Y015
+
+@_typing.final
+class VolumeCreateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EXIST_OK_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    exist_ok: _builtins.bool
+    """an existing volume is no error: its info is returned"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        exist_ok: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exist_ok", b"exist_ok", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeCreateRequest: _TypeAlias = VolumeCreateRequest  # noqa: Y015
+
+@_typing.final
+class VolumeGetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeGetRequest: _TypeAlias = VolumeGetRequest  # noqa: Y015
+
+@_typing.final
+class VolumeListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeListRequest: _TypeAlias = VolumeListRequest  # noqa: Y015
+
+@_typing.final
+class VolumeListReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeInfo]: ...
+    def __init__(
+        self,
+        *,
+        volumes: _abc.Iterable[Global___VolumeInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volumes", b"volumes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeListReply: _TypeAlias = VolumeListReply  # noqa: Y015
+
+@_typing.final
+class VolumeDeleteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeDeleteRequest: _TypeAlias = VolumeDeleteRequest  # noqa: Y015
+
+@_typing.final
+class VolumeDeleteReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: _builtins.int
+    files: _builtins.int
+    def __init__(
+        self,
+        *,
+        files: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeDeleteReply: _TypeAlias = VolumeDeleteReply  # noqa: Y015
+
+@_typing.final
+class VolumeFile(_message.Message):
+    """A file or directory in a volume. `version` changes whenever the file does."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    IS_DIR_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    MTIME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """relative to the volume's root, "/"-separated"""
+    is_dir: _builtins.bool
+    size: _builtins.int
+    mtime: _builtins.float
+    """unix seconds; 0 where the store does not say"""
+    version: _builtins.str
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        is_dir: _builtins.bool = ...,
+        size: _builtins.int = ...,
+        mtime: _builtins.float = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["is_dir", b"is_dir", "mtime", b"mtime", "path", b"path", "size", b"size", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeFile: _TypeAlias = VolumeFile  # noqa: Y015
+
+@_typing.final
+class VolumeListFilesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    RECURSIVE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    path: _builtins.str
+    """a directory ("" or "/": the root) or a file"""
+    recursive: _builtins.bool
+    """every file below `path` (no directories)"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+        recursive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "path", b"path", "recursive", b"recursive"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeListFilesRequest: _TypeAlias = VolumeListFilesRequest  # noqa: Y015
+
+@_typing.final
+class VolumeListFilesReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeFile]: ...
+    def __init__(
+        self,
+        *,
+        files: _abc.Iterable[Global___VolumeFile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeListFilesReply: _TypeAlias = VolumeListFilesReply  # noqa: Y015
+
+@_typing.final
+class VolumeReadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    path: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeReadRequest: _TypeAlias = VolumeReadRequest  # noqa: Y015
+
+@_typing.final
+class VolumeChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """VolumeWrite: the first chunk names the volume and path"""
+    path: _builtins.str
+    size: _builtins.int
+    """the first chunk: the whole file's size"""
+    data: _builtins.bytes
+    version: _builtins.str
+    """VolumeRead: the first chunk: the version being read"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+        size: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "name", b"name", "path", b"path", "size", b"size", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeChunk: _TypeAlias = VolumeChunk  # noqa: Y015
+
+@_typing.final
+class VolumeRemoveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    RECURSIVE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    path: _builtins.str
+    recursive: _builtins.bool
+    """a directory and all it holds"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        path: _builtins.str = ...,
+        recursive: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "path", b"path", "recursive", b"recursive"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeRemoveRequest: _TypeAlias = VolumeRemoveRequest  # noqa: Y015
+
+@_typing.final
+class VolumeRemoveReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILES_FIELD_NUMBER: _builtins.int
+    files: _builtins.int
+    def __init__(
+        self,
+        *,
+        files: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VolumeRemoveReply: _TypeAlias = VolumeRemoveReply  # noqa: Y015
+
+@_typing.final
 class HealthRequest(_message.Message):
     """---------------------------------------------------------------- health"""
 
@@ -1663,6 +2034,7 @@ class RunnerHello(_message.Message):
     REPLAY_FIELD_NUMBER: _builtins.int
     BUSY_FIELD_NUMBER: _builtins.int
     GPU_UUIDS_FIELD_NUMBER: _builtins.int
+    VOLUMES_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
     pid: _builtins.int
     hostname: _builtins.str
@@ -1681,6 +2053,10 @@ class RunnerHello(_message.Message):
     def gpu_uuids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """the GPUs it was started with"""
 
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___VolumeMount]:
+        """the volumes it was started with"""
+
     def __init__(
         self,
         *,
@@ -1694,10 +2070,11 @@ class RunnerHello(_message.Message):
         replay: _abc.Iterable[Global___JobEvent] | None = ...,
         busy: _builtins.bool = ...,
         gpu_uuids: _abc.Iterable[_builtins.str] | None = ...,
+        volumes: _abc.Iterable[Global___VolumeMount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy", b"busy", "current_job_id", b"current_job_id", "gpu_uuids", b"gpu_uuids", "hostname", b"hostname", "image", b"image", "pid", b"pid", "replay", b"replay", "resources", b"resources", "runner_id", b"runner_id", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy", b"busy", "current_job_id", b"current_job_id", "gpu_uuids", b"gpu_uuids", "hostname", b"hostname", "image", b"image", "pid", b"pid", "replay", b"replay", "resources", b"resources", "runner_id", b"runner_id", "session", b"session", "volumes", b"volumes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -84,6 +84,46 @@ class ControlPlaneStub:
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.GetBlobRequest.SerializeToString,
                 response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.BlobChunk.FromString,
                 _registered_method=True)
+        self.VolumeCreate = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/VolumeCreate',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeCreateRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeInfo.FromString,
+                _registered_method=True)
+        self.VolumeGet = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/VolumeGet',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeGetRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeInfo.FromString,
+                _registered_method=True)
+        self.VolumeList = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/VolumeList',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeListRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeListReply.FromString,
+                _registered_method=True)
+        self.VolumeDelete = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/VolumeDelete',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeDeleteRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeDeleteReply.FromString,
+                _registered_method=True)
+        self.VolumeListFiles = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/VolumeListFiles',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeListFilesRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeListFilesReply.FromString,
+                _registered_method=True)
+        self.VolumeRead = channel.unary_stream(
+                '/remotecell.v1.ControlPlane/VolumeRead',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeReadRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeChunk.FromString,
+                _registered_method=True)
+        self.VolumeWrite = channel.stream_unary(
+                '/remotecell.v1.ControlPlane/VolumeWrite',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeChunk.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeFile.FromString,
+                _registered_method=True)
+        self.VolumeRemove = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/VolumeRemove',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveReply.FromString,
+                _registered_method=True)
         self.RunnerSession = channel.stream_stream(
                 '/remotecell.v1.ControlPlane/RunnerSession',
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.RunnerMessage.SerializeToString,
@@ -176,6 +216,60 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VolumeCreate(self, request, context):
+        """volumes: named file trees in the control plane's volume store, mounted into
+        runners (see `VolumeMount`). Paths are relative to the volume's root.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeGet(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeDelete(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeListFiles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeRead(self, request, context):
+        """A file's content in chunks; the first chunk carries its size and version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeWrite(self, request_iterator, context):
+        """Writes a file from chunks (the first names the volume and path). The file is
+        replaced atomically when the last chunk has arrived: a broken upload leaves the
+        previous version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VolumeRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunnerSession(self, request_iterator, context):
         """A runner's connection: it says hello, then takes tasks and streams their
         events back on the same call.
@@ -257,6 +351,46 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.GetBlob,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.GetBlobRequest.FromString,
                     response_serializer=remotecell_dot___proto_dot_remotecell__pb2.BlobChunk.SerializeToString,
+            ),
+            'VolumeCreate': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeCreate,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeCreateRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeInfo.SerializeToString,
+            ),
+            'VolumeGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeGet,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeGetRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeInfo.SerializeToString,
+            ),
+            'VolumeList': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeList,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeListRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeListReply.SerializeToString,
+            ),
+            'VolumeDelete': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeDelete,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeDeleteRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeDeleteReply.SerializeToString,
+            ),
+            'VolumeListFiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeListFiles,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeListFilesRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeListFilesReply.SerializeToString,
+            ),
+            'VolumeRead': grpc.unary_stream_rpc_method_handler(
+                    servicer.VolumeRead,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeReadRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeChunk.SerializeToString,
+            ),
+            'VolumeWrite': grpc.stream_unary_rpc_method_handler(
+                    servicer.VolumeWrite,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeChunk.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeFile.SerializeToString,
+            ),
+            'VolumeRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeRemove,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveReply.SerializeToString,
             ),
             'RunnerSession': grpc.stream_stream_rpc_method_handler(
                     servicer.RunnerSession,
@@ -549,6 +683,222 @@ class ControlPlane:
             '/remotecell.v1.ControlPlane/GetBlob',
             remotecell_dot___proto_dot_remotecell__pb2.GetBlobRequest.SerializeToString,
             remotecell_dot___proto_dot_remotecell__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeCreate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/VolumeCreate',
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeCreateRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/VolumeGet',
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeGetRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/VolumeList',
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeListRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeListReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeDelete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/VolumeDelete',
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeDeleteRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeDeleteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeListFiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/VolumeListFiles',
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeListFilesRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeListFilesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/VolumeRead',
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeReadRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeWrite(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/remotecell.v1.ControlPlane/VolumeWrite',
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeChunk.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeFile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VolumeRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/VolumeRemove',
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,9 @@ from remotecell.backend.secrets import refs as secret_refs
 from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.state.store import Store
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL, Downsampler
+from remotecell.backend.volumes.mounts import LaunchVolume
+from remotecell.backend.volumes.store import VolumeMissing, VolumeStore
+from remotecell.client._volume_paths import check_mounts
 from remotecell.client.errors import ConfigError, ImageBuildError
 from remotecell.client.resources import GPURequest, cost_usd
 
@@ -87,7 +90,18 @@ class ControllerConfig:
 
 
 def pool_of(spec: pb.JobSpec) -> Pool:
-    return Pool(spec.image, spec.session, spec.resources.cpu, spec.resources.memory_mb)
+    return Pool(
+        spec.image,
+        spec.session,
+        spec.resources.cpu,
+        spec.resources.memory_mb,
+        volumes=volumes_key(spec.volumes),
+    )
+
+
+def volumes_key(mounts: Iterable[pb.VolumeMount]) -> tuple[tuple[str, str, str], ...]:
+    """Mounts as a pool names them: (path, name, volume id), by path."""
+    return tuple(sorted((m.path, m.name, m.volume_id) for m in mounts))
 
 
 def gpu_of(resources: pb.Resources) -> GPURequest | None:
@@ -182,9 +196,12 @@ class Controller:
         gpus: tuple[MachineGPU, ...] = (),
         gpu_note: str = "",
         secret_store: SecretStore | None = None,
+        volume_store: VolumeStore | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        #: Volumes and their files; None: this control plane mounts no volumes.
+        self.volume_store = volume_store
         self.executor = executor
         #: Builds jobs' images with ``builder`` (the one that suits ``executor``).
         self.images = images
@@ -316,6 +333,7 @@ class Controller:
             spec.image_spec.CopyFrom(self.default_image)
         if spec.image_spec.id:
             spec.image = spec.image_spec.id
+        self._check_volumes(spec)
         job_id = "job-" + secrets.token_hex(5)
         accepted = pb.JobEvent(
             job_id=job_id, seq=0, time=time.time(), accepted=pb.Accepted(state=pb.QUEUED)
@@ -654,6 +672,11 @@ class Controller:
             )
 
     async def _launch(self, runner_id: str, pool: Pool, gpus: tuple[str, ...] = ()) -> None:
+        try:
+            volumes = self._launch_volumes(pool)
+        except ConfigError as err:
+            self._start_failed(runner_id, pool, str(err))
+            return
         launch = RunnerLaunch(
             runner_id=runner_id,
             control_url=self.config.control_url,
@@ -665,6 +688,7 @@ class Controller:
             gpu=pool.gpu,
             gpu_uuids=gpus,
             built=self.built.get(pool.image),
+            volumes=volumes,
         )
         try:
             handle = await self.executor.start(launch)
@@ -811,6 +835,7 @@ class Controller:
             hello.resources.cpu,
             hello.resources.memory_mb,
             held_gpu(hello.resources),
+            volumes=volumes_key(hello.volumes),
         )
         if runner is None or runner.expected:
             # A runner we did not start in this process: it reconnects after a restart.
@@ -1011,3 +1036,72 @@ class Controller:
         running = sum(j.state == pb.RUNNING for j in self.jobs.values())
         queued = sum(j.state == pb.QUEUED for j in self.jobs.values())
         return len(self.runners), running, queued
+
+    # ------------------------------------------------------------------ volumes
+
+    def _check_volumes(self, spec: pb.JobSpec) -> None:
+        """Checks a job's mounts before it is queued, and names each volume's id in them
+        (a runner's mounts are fixed when it starts, so they are part of its pool).
+
+        Raises:
+            ConfigError: a bad or colliding mount path, a volume that does not exist,
+                an executor that cannot mount here, or a session whose runner has
+                other volumes.
+        """
+        if spec.volumes:
+            if self.volume_store is None:
+                raise ConfigError(
+                    "this control plane has no volume store; run the cell without volumes="
+                )
+            problem = self.executor.mount_problem()
+            if problem:
+                raise ConfigError(problem)
+            pairs = check_mounts(
+                [(m.path, m.name) for m in spec.volumes], self.volume_store.reserved
+            )
+            mounts = []
+            for path, name in pairs:
+                try:
+                    record = self.volume_store.get(name)
+                except VolumeMissing as err:
+                    raise ConfigError(str(err)) from None
+                mounts.append(pb.VolumeMount(name=name, path=path, volume_id=record.volume_id))
+            del spec.volumes[:]
+            spec.volumes.extend(mounts)
+        if spec.session:
+            wanted = volumes_key(spec.volumes)
+            for runner in self.runners.values():
+                same = runner.pool.session == spec.session and runner.pool.image == spec.image
+                if same and runner.pool.volumes != wanted:
+                    have = ", ".join(f"{p}={n}" for p, n, _ in runner.pool.volumes) or "none"
+                    raise ConfigError(
+                        f"session {spec.session!r} runs with volumes {have}: a session's "
+                        "runner keeps the volumes it started with; give its cells the same "
+                        "volumes=, or use another session name"
+                    )
+
+    def _launch_volumes(self, pool: Pool) -> tuple[LaunchVolume, ...]:
+        if not pool.volumes:
+            return ()
+        if self.volume_store is None:
+            raise ConfigError("this control plane has no volume store")
+        out = []
+        for path, name, volume_id in pool.volumes:
+            try:
+                record = self.volume_store.get(name)
+            except VolumeMissing as err:
+                raise ConfigError(str(err)) from None
+            if record.volume_id != volume_id:
+                raise ConfigError(
+                    f"volume {name!r} was deleted and made again since the cell was "
+                    "submitted; run the cell again"
+                )
+            shared = self.volume_store.shared_dir(record)
+            out.append(LaunchVolume(name, volume_id, path, str(shared) if shared else ""))
+        return tuple(out)
+
+    def volume_users(self, name: str) -> list[str]:
+        """The queued and running jobs that mount volume ``name``."""
+        return [
+            job.id for job in self.jobs.values() if any(m.name == name for m in job.spec.volumes)
+        ]

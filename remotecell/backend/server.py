@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.backend.state.store import Store
+from remotecell.backend.state.volumes import VolumeRecords
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL
+from remotecell.backend.volumes.store import VolumeStore
 from remotecell.client.config import ENDPOINT_FILE, TOKEN_FILE
 from remotecell.client.image import Image
 
@@ -73,6 +76,8 @@ class ServerConfig:
     #: (containers; images are docker images built on ``docker_base_image``).
     executor: str = "local"
     docker_base_image: str = ""
+    #: Where volumes keep their files: a directory or an fsspec URL; empty: DATA_DIR/volumes.
+    volume_url: str = ""
     #: The HTTP side (``/metrics``): ``host:port`` on loopback by default (port 0 picks
     #: a free one), or "off".
     http: str = "127.0.0.1:0"
@@ -126,12 +131,13 @@ def _lock(data_dir: Path) -> IO[str]:
 
 def _executor(config: ServerConfig, data_dir: Path, blobs: BlobStore) -> Executor:
     log_dir = data_dir / "logs" / "runners"
+    volume_cache = data_dir / "volume-copies"
     if config.executor == "local":
-        return LocalExecutor(log_dir)
+        return LocalExecutor(log_dir, volume_cache=volume_cache)
     if config.executor == "docker":
         from remotecell.backend.executors.docker import DockerExecutor
 
-        return DockerExecutor(log_dir, blob_dir=blobs.local_dir)
+        return DockerExecutor(log_dir, blob_dir=blobs.local_dir, volume_cache=volume_cache)
     raise ValueError(f"unknown executor {config.executor!r}: use local or docker")
 
 
@@ -148,6 +154,9 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
     store = Store(data_dir / "state.sqlite3")
     secret_store = SecretStore(store.path)  # its key: secrets.key beside the database
     blobs = BlobStore(config.blob_url or str(data_dir / "blobs"))
+    volume_store = VolumeStore(
+        config.volume_url or str(data_dir / "volumes"), VolumeRecords(store.path)
+    )
     images = open_cache(data_dir, docker_base_image=config.docker_base_image)
     executor = _executor(config, data_dir, blobs)
     machine_gpus, gpu_note = _machine_gpus()
@@ -192,7 +201,9 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         gpus=machine_gpus,
         gpu_note=gpu_note,
         secret_store=secret_store,
+        volume_store=volume_store,
     )
+    volume_store.reserved = _runner_paths(data_dir, addresses, blobs)
     http = _http_server(config.http, token, controller)  # bound now: a port in use stops here
     pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller, blobs), server)
     await server.start()
@@ -244,6 +255,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         await images.close()
         await server.stop(grace=1.0)
         secret_store.close()
+        volume_store.records.close()
         store.close()
         lock.close()
 
@@ -266,6 +278,22 @@ def _http_server(address: str, token: str, controller: Controller) -> HTTPServer
             f"cannot serve HTTP on {address}: {err.strerror or err}; "
             "pass another --http HOST:PORT, or --http off"
         ) from None
+
+
+def _runner_paths(data_dir: Path, addresses: list[str], blobs: BlobStore) -> tuple[str, ...]:
+    """Directories runners need as they are, so no volume may be mounted over them: the
+    data directory, the socket's, the blob store's, and the runner's Python (here, and
+    in the docker builder's images)."""
+    from remotecell.backend.images.docker import VENV
+
+    paths = {str(data_dir), sys.prefix, sys.base_prefix, VENV}
+    paths.add(str(Path(remotecell.__file__).resolve().parent.parent))
+    if blobs.local_dir is not None:
+        paths.add(str(blobs.local_dir))
+    for address in addresses:
+        if address.startswith("unix:"):
+            paths.add(os.path.dirname(os.path.abspath(address[len("unix:") :])))
+    return tuple(sorted(paths))
 
 
 def _machine_gpus() -> tuple[tuple[MachineGPU, ...], str]:

@@ -17,6 +17,7 @@ from remotecell.backend.secrets.store import (
     missing_message,
 )
 from remotecell.backend.state.blobs import BlobStore
+from remotecell.backend.volumes.service import VolumeServicer
 from remotecell.client.errors import ConfigError
 from remotecell.client.secret import check_name
 
@@ -25,7 +26,7 @@ def _not_found(job_id: str) -> str:
     return f"no job {job_id!r} on this control plane; `remotecell jobs` lists the jobs it has"
 
 
-class ControlPlaneService(pb_grpc.ControlPlaneServicer):
+class ControlPlaneService(VolumeServicer, pb_grpc.ControlPlaneServicer):
     def __init__(self, controller: Controller, blobs: BlobStore) -> None:
         self.controller = controller
         self.blobs = blobs

@@ -8,6 +8,8 @@ RemoteCellError
 ├── JobNotFoundError     no job with that id
 ├── SchedulingError      the job can never be placed
 ├── ImageBuildError      the job's image could not be built
+├── VolumeNotFoundError  no volume of that name
+├── VolumeFileNotFoundError  no file at that path in a volume (also a FileNotFoundError)
 └── RemoteError          the cell ran and failed: raised, timed out, was cancelled,
                          or its runner died; carries the remote type name and traceback
 """
@@ -77,6 +79,14 @@ class SchedulingError(RemoteCellError):
 
 class ImageBuildError(RemoteCellError):
     """The job's image failed to build."""
+
+
+class VolumeNotFoundError(RemoteCellError, LookupError):
+    """No volume of the given name exists."""
+
+
+class VolumeFileNotFoundError(RemoteCellError, FileNotFoundError):
+    """No file or directory at the given path in a volume."""
 
 
 class RemoteError(RemoteCellError):

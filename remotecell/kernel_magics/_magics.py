@@ -140,6 +140,7 @@ class RemoteMagics(Magics):
             ),
             origin=f"kernel {os.getpid()}@{socket.gethostname()}",
             secrets=[secret.to_proto() for secret in options.secrets],
+            volumes=[pb.VolumeMount(name=name, path=path) for path, name in options.volumes],
         )
         if image_spec is not None:
             spec.image = image_spec.id

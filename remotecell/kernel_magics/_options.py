@@ -20,10 +20,12 @@ import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
+from remotecell.client._volume_paths import check_mounts
 from remotecell.client.errors import ConfigError
 from remotecell.client.image import Image
 from remotecell.client.resources import GPURequest, parse_gpu
 from remotecell.client.secret import Secret
+from remotecell.client.volume import Volume
 
 _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -42,6 +44,8 @@ class RemoteOptions:
     memory: int = 0  # MiB; 0: no limit
     gpu: GPURequest | None = None
     secrets: list[Secret] = field(default_factory=list)
+    #: (mount path, volume name), checked, by path.
+    volumes: list[tuple[str, str]] = field(default_factory=list)
 
 
 #: More retries than this is a mistake (and the wire's uint32 has a limit too).
@@ -60,6 +64,7 @@ OPTIONS = {
     "memory": "MiB of memory the runner may use (a positive int; the docker executor enforces it)",
     "gpu": 'GPUs: "H100", "H100:2", "any", or fallbacks in order such as ["H100", "A100-80GB"]',
     "secrets": "secrets for the cell's environment (a list of remotecell.Secret)",
+    "volumes": 'volumes to mount: a dict of absolute paths to remotecell.Volume, such as {"/models": weights}',
 }
 
 
@@ -230,6 +235,8 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
         options.gpu = parse_gpu(value)  # its ConfigError is one sentence naming what is valid
     elif key == "secrets":
         options.secrets = _secrets(value, source)
+    elif key == "volumes":
+        options.volumes = _volumes(value, source)
 
 
 def _is_name(value: Any) -> bool:
@@ -255,3 +262,14 @@ def _secrets(value: Any, source: str) -> list[Secret]:
         f"bad value for %%remote option secrets={source} (a {type(value).__name__}): expected "
         'a list of remotecell.Secret, for example secrets=[remotecell.Secret.from_name("hf")]'
     )
+
+
+def _volumes(value: Any, source: str) -> list[tuple[str, str]]:
+    """``volumes=``: a dict of mount paths to ``Volume``, checked as the control plane
+    checks it (absolute, not a system directory, no two nesting, no volume twice)."""
+    if not isinstance(value, dict) or not all(isinstance(v, Volume) for v in value.values()):
+        raise _bad("volumes", source, value)
+    try:
+        return check_mounts([(path, volume.name) for path, volume in value.items()])
+    except ConfigError as err:
+        raise ConfigError(f"bad value for %%remote option volumes={source}: {err}") from None

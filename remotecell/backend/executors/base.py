@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from remotecell.backend.images.builder import BuiltImage
+    from remotecell.backend.volumes.mounts import LaunchVolume
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class RunnerLaunch:
     gpu_uuids: tuple[str, ...] = ()
     #: The built image to run in; None: the executor's default environment.
     built: BuiltImage | None = None
+    #: Volumes to mount (see ``remotecell.backend.volumes.mounts``).
+    volumes: tuple[LaunchVolume, ...] = ()
 
     def runner_args(self, control_url: str | None = None) -> list[str]:
         """The arguments of ``python -m remotecell.backend.runner`` for this launch
@@ -115,3 +118,7 @@ class Executor(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Releases what the executor holds (runners are stopped by the controller)."""
+
+    def mount_problem(self) -> str:
+        """Why this executor's runners cannot mount volumes here ("" when they can)."""
+        return ""

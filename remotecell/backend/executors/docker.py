@@ -17,6 +17,8 @@ import logging
 import os
 import re
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 from remotecell.backend import _docker
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
 from remotecell.backend.images.docker import VENV_PYTHON, image_tag
+from remotecell.backend.volumes import mounts as volume_mounts
 
 TOKEN_ENV = "REMOTECELL_RUNNER_TOKEN"  # as the runner reads it (runner/_main.py)
 RUNNER_ID_LABEL = "remotecell.runner-id"
@@ -46,6 +49,8 @@ class DockerExecutor(_docker.EngineClient, Executor):
             None: the one this process is told to use, if any; "": none.
         env: variables every runner gets (pip settings such as ``PIP_INDEX_URL``).
         mounts: more host directories bind-mounted read-write at the same path.
+        volume_cache: where runners' copies of volumes in a remote store are kept on
+            the host while they run; None: a directory in the temporary directory.
     """
 
     name = "docker"
@@ -59,8 +64,10 @@ class DockerExecutor(_docker.EngineClient, Executor):
         ca_bundle: str | None = None,
         env: Mapping[str, str] | None = None,
         mounts: Iterable[str] = (),
+        volume_cache: Path | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self.volume_cache = volume_cache or Path(tempfile.gettempdir()) / "remotecell-volumes"
         self.default_image = default_image
         self.blob_dir = blob_dir
         self.ca_bundle = _docker.ca_bundle(ca_bundle)
@@ -90,6 +97,7 @@ class DockerExecutor(_docker.EngineClient, Executor):
         finally:
             if self._containers.get(handle.runner_id) is container:
                 del self._containers[handle.runner_id]
+            self._drop_volume_copies(handle.runner_id)
         return RunnerExit(code)
 
     async def kill(self, handle: RunnerHandle) -> None:
@@ -108,10 +116,11 @@ class DockerExecutor(_docker.EngineClient, Executor):
         return super().log_tail(handle, lines)
 
     async def close(self) -> None:
-        containers = list(self._containers.values())
+        containers = list(self._containers.items())
         self._containers.clear()
-        for container in containers:
+        for runner_id, container in containers:
             await _docker.run_blocking(self._remove, container)
+            self._drop_volume_copies(runner_id)
         await self.close_client()
 
     # -- blocking parts, in threads ------------------------------------------------
@@ -151,6 +160,7 @@ class DockerExecutor(_docker.EngineClient, Executor):
         ]
         if self.ca_bundle:
             mounts.append(docker.types.Mount(self.ca_bundle, self.ca_bundle, "bind", True))
+        mounts += self._volume_mounts(launch, env)
         options: dict[str, Any] = {}
         if launch.cpu > 0:
             options["nano_cpus"] = int(launch.cpu * 1e9)
@@ -207,6 +217,35 @@ class DockerExecutor(_docker.EngineClient, Executor):
             ) from None
         pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
         return RunnerHandle(launch.runner_id, pid, self._log_path(launch.runner_id))
+
+    def _volume_mounts(self, launch: RunnerLaunch, env: dict[str, str]) -> list[Any]:
+        """Bind mounts of the launch's volumes (a directory store's directory, or an
+        empty copy on the host that the runner fills and commits), and the runner's
+        ``REMOTECELL_VOLUMES`` entry in ``env``."""
+        import docker
+
+        mounts: list[Any] = []
+        told: list[volume_mounts.RunnerMount] = []
+        for index, volume in enumerate(launch.volumes):
+            source = volume.shared_dir
+            if not source:
+                copy = self._volume_copies(launch.runner_id) / str(index)
+                copy.mkdir(parents=True, exist_ok=True)
+                source = str(copy)
+            mounts.append(docker.types.Mount(volume.path, source, type="bind", read_only=False))
+            told.append(
+                volume_mounts.RunnerMount(
+                    volume.name, volume.volume_id, volume.path, sync=not volume.shared_dir
+                )
+            )
+        env.update(volume_mounts.encode(told))
+        return mounts
+
+    def _volume_copies(self, runner_id: str) -> Path:
+        return self.volume_cache / _name(runner_id)
+
+    def _drop_volume_copies(self, runner_id: str) -> None:
+        shutil.rmtree(self._volume_copies(runner_id), ignore_errors=True)
 
     def _control_address(self, url: str) -> tuple[str, list[str]]:
         """The address a runner in a container dials, and the directories it needs."""

@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -28,6 +30,7 @@ import psutil
 
 from remotecell.backend.executors._forkserver import ForkServer, TemplateUnavailable
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
+from remotecell.backend.volumes import mounts as volume_mounts
 
 TOKEN_ENV = "REMOTECELL_RUNNER_TOKEN"
 #: ``0`` turns forking runners off (``fork=None`` reads it).
@@ -50,6 +53,8 @@ class LocalExecutor(Executor):
         python: the interpreter runners run in.
         fork: fork runners from a template; None: where available, unless
             ``REMOTECELL_LOCAL_FORK=0``.
+        volume_cache: where runners' copies of volumes in a remote store are kept
+            while they run; None: a directory in the system's temporary directory.
     """
 
     name = "local"
@@ -57,9 +62,15 @@ class LocalExecutor(Executor):
     RESTART_AFTER = 5.0
 
     def __init__(
-        self, log_dir: Path, python: str = sys.executable, fork: bool | None = None
+        self,
+        log_dir: Path,
+        python: str = sys.executable,
+        fork: bool | None = None,
+        volume_cache: Path | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self.volume_cache = volume_cache or Path(tempfile.gettempdir()) / "remotecell-volumes"
+        self._mount_problem: str | None = None
         self.python = python
         if fork is None:
             fork = os.environ.get(FORK_ENV, "1") != "0"
@@ -112,6 +123,7 @@ class LocalExecutor(Executor):
             **(built.env if built else {}),
             **launch.env,
             **launch.gpu_env(),
+            **self._volume_env(launch),
             TOKEN_ENV: launch.token,
         }
         cwd = built.workdir if built and built.workdir else os.getcwd()
@@ -151,6 +163,12 @@ class LocalExecutor(Executor):
         return RunnerHandle(runner_id, proc.pid, log_path)
 
     async def wait(self, handle: RunnerHandle) -> RunnerExit:
+        try:
+            return await self._wait(handle)
+        finally:
+            self._drop_volume_copies(handle.runner_id)
+
+    async def _wait(self, handle: RunnerHandle) -> RunnerExit:
         proc = self._procs.get(handle.runner_id)
         if proc is not None:
             code = await proc.wait()
@@ -193,6 +211,8 @@ class LocalExecutor(Executor):
         for waiting in waits:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(waiting, 5)
+        for runner_id in [*self._procs, *self._forked]:
+            self._drop_volume_copies(runner_id)
         self._procs.clear()
         self._forked.clear()
         templates = [*self._retired, *([self._template] if self._template else [])]
@@ -200,6 +220,39 @@ class LocalExecutor(Executor):
         self._retired.clear()
         for template in templates:
             await template.close()
+
+    # -- volumes -----------------------------------------------------------------
+
+    def mount_problem(self) -> str:
+        if self._mount_problem is None:
+            from remotecell.backend.volumes.namespace import probe
+
+            self._mount_problem = probe()
+        return self._mount_problem
+
+    def _volume_env(self, launch: RunnerLaunch) -> dict[str, str]:
+        """The runner mounts its volumes itself, in a mount namespace of its own: a
+        directory store's directory as it is, or an empty copy it fills and commits."""
+        mounts = []
+        for index, volume in enumerate(launch.volumes):
+            if volume.shared_dir:
+                source, sync = volume.shared_dir, False
+            else:
+                copy = self._volume_copies(launch.runner_id) / str(index)
+                copy.mkdir(parents=True, exist_ok=True)
+                source, sync = str(copy), True
+            mounts.append(
+                volume_mounts.RunnerMount(
+                    volume.name, volume.volume_id, volume.path, source=source, sync=sync
+                )
+            )
+        return volume_mounts.encode(mounts)
+
+    def _volume_copies(self, runner_id: str) -> Path:
+        return self.volume_cache / runner_id.replace("/", "_")
+
+    def _drop_volume_copies(self, runner_id: str) -> None:
+        shutil.rmtree(self._volume_copies(runner_id), ignore_errors=True)
 
 
 def _base_env() -> dict[str, str]:

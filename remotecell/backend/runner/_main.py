@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ from remotecell.backend.executors.local import TOKEN_ENV
 from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._link import Link
 from remotecell.backend.runner._sampler import Sampler
+from remotecell.backend.runner._volumes import RunnerVolumes
 from remotecell.client._blocking import Client
 from remotecell.client.config import Endpoint
 
@@ -31,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-uuids", default="", help="their UUIDs, comma-separated")
     parser.add_argument("--orphan-timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
+    volumes = RunnerVolumes.from_environment()
+    try:
+        volumes.mount()  # first: a user namespace can only be made by a single thread
+    except OSError as err:
+        print(err, file=sys.stderr)
+        return 3
     # From here on fds 1 and 2 are pipes whose output belongs to the running cell; the
     # runner's own logging goes to their original target (its log) instead.
     capture = FdCapture()
@@ -54,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         session=args.session,
         resources=pb.Resources(cpu=args.cpu, memory_mb=args.memory_mb, gpu=_gpu(args.gpu)),
         gpu_uuids=[u for u in args.gpu_uuids.split(",") if u],
+        volumes=volumes.hello(),
     )
     shell_box: list = []
     early: list[pb.CancelTask] = []  # cancels that came while the shell was being built
@@ -76,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     for cancel in early:
         shell.interrupt(cancel)
     blobs = Client(endpoint)
+    volumes.connect(blobs)
     sampler = Sampler(hello.gpu_uuids)
     signal.signal(signal.SIGTERM, lambda *_: link.instructions.put(None))
     try:
@@ -90,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
                 link.begin(ins.task)
                 try:
                     emit = sampler.watch(link.emit)
-                    shell.run_task(ins.task, emit, blobs.fetch, blobs.upload)
+                    run = functools.partial(
+                        shell.run_task, ins.task, fetch=blobs.fetch, upload=blobs.upload
+                    )
+                    volumes.run_task(emit, run)
                 except KeyboardInterrupt:  # a late interrupt, after the cell ended
                     pass
                 finally:

@@ -5,7 +5,8 @@ tick) and returns instructions (assign, start a runner, stop a runner). It does 
 and reads no clock; the control plane's controller carries the instructions out. Tests
 feed events and check instructions, with no sleeping.
 
-Runners belong to a *pool* (image, session): a job runs only on a runner of its pool.
+Runners belong to a *pool* (image, session, resources, volumes): a job runs only on a
+runner of its pool.
 A ``session`` pool holds one runner that keeps its namespace between cells.
 
 GPUs are exclusive to a runner: a runner holds the GPUs (by UUID) it was started with, and
@@ -33,6 +34,9 @@ class Pool:
     cpu: float = 0.0  # cores; 0: no limit asked
     memory_mb: int = 0  # MiB; 0: no limit asked
     gpu: str = ""  # a runner's GPUs, e.g. "H100:2"; "" for none (a job's GPUs are its request)
+    #: The volumes mounted in its runners, as (mount path, name, volume id), by path:
+    #: mounts are fixed when a runner starts.
+    volumes: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,132 @@
+"""The runner's volumes: mounted when it starts, synced around each cell.
+
+The executor says what to mount in ``REMOTECELL_VOLUMES`` (see
+``remotecell.backend.volumes.mounts``). A local runner mounts them itself, in a mount
+namespace of its own, before it connects; a container has them mounted already. A copy
+of a volume in a remote store is pulled before each cell and committed when the cell
+ends, before its ``finished`` event: a cell that starts after this one ended (on any
+runner) sees what it wrote. ``vol.commit()`` and ``vol.reload()`` in a cell do the same
+for one volume, mid-cell.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from remotecell._proto import pb
+from remotecell.backend.volumes import mounts as volume_mounts
+from remotecell.backend.volumes.sync import SyncedVolume, SyncReport
+from remotecell.client import _context
+from remotecell.client._blocking import Client
+from remotecell.client.errors import ConfigError
+
+Emit = Callable[..., None]
+
+
+class RunnerVolumes:
+    def __init__(self, mounts: list[volume_mounts.RunnerMount]) -> None:
+        self.mounts = mounts
+        self._synced: dict[str, SyncedVolume] = {}
+
+    @classmethod
+    def from_environment(cls) -> RunnerVolumes:
+        return cls(volume_mounts.decode(os.environ.pop(volume_mounts.VOLUMES_ENV, "")))
+
+    def mount(self) -> None:
+        """Bind-mounts the volumes the executor left to the runner, in a private mount
+        namespace (before anything else: a user namespace needs a single thread).
+
+        Raises:
+            OSError: they cannot be mounted; the message says what to do.
+        """
+        to_bind = [m for m in self.mounts if m.source]
+        if not to_bind:
+            return
+        from remotecell.backend.volumes import namespace
+
+        namespace.enter_private_namespace()
+        for mount in to_bind:
+            namespace.bind(mount.source, mount.path)
+
+    def hello(self) -> list[pb.VolumeMount]:
+        return [m.to_pb() for m in self.mounts]
+
+    def connect(self, client: Client) -> None:
+        """Syncs copies through ``client``; cells' ``remotecell.Volume`` use it too."""
+        self._synced = {
+            m.name: SyncedVolume(client, m.name, Path(m.path)) for m in self.mounts if m.sync
+        }
+        _context.use(lambda: client)
+        _context.set_mounted(self)
+
+    # -- around a task ---------------------------------------------------------------
+
+    def run_task(self, emit: Emit, run: Callable[[Emit], None]) -> None:
+        """Runs a task (``run(emit)``) between a pull and a commit of the copies."""
+        if not self._synced:
+            run(emit)
+            return
+        for volume in self._synced.values():
+            try:
+                volume.pull()
+            except Exception as err:
+                message = (
+                    f"volume {volume.name!r} could not be brought in before the cell: "
+                    f"{type(err).__name__}: {err}"
+                )
+                emit(error=pb.Error(kind=pb.Error.SETUP, type_name="VolumeError", message=message))
+                emit(finished=pb.Finished(state=pb.FAILED, message=message))
+                return
+
+        def committing(**body: Any) -> None:
+            if "finished" in body:
+                body = self._commit_all(emit, body)
+            emit(**body)
+
+        run(committing)
+
+    def _commit_all(self, emit: Emit, body: dict[str, Any]) -> dict[str, Any]:
+        """Commits every copy before the task's ``finished`` event; a failure fails the
+        job (its files were not stored)."""
+        for volume in self._synced.values():
+            try:
+                self._note(emit, volume.name, volume.commit())
+            except Exception as err:
+                message = (
+                    f"the cell's changes to volume {volume.name!r} could not be committed: "
+                    f"{type(err).__name__}: {err}"
+                )
+                emit(error=pb.Error(kind=pb.Error.SETUP, type_name="VolumeError", message=message))
+                return {"finished": pb.Finished(state=pb.FAILED, message=message)}
+        return body
+
+    @staticmethod
+    def _note(emit: Emit, name: str, report: SyncReport) -> None:
+        if report.skipped:
+            text = "".join(f"not committed to volume {name!r}: {s}\n" for s in report.skipped)
+            emit(stream=pb.Stream(name=pb.Stream.STDERR, text=text))
+
+    # -- vol.commit() / vol.reload() in a cell ------------------------------------------
+
+    def _mounted(self, name: str) -> SyncedVolume | None:
+        if not any(m.name == name for m in self.mounts):
+            raise ConfigError(
+                f"volume {name!r} is not mounted in this cell; mount it with "
+                f'%%remote volumes={{"/path": vol}} to commit or reload it'
+            )
+        return self._synced.get(name)  # None: the store's own directory, always current
+
+    def commit(self, name: str) -> None:
+        volume = self._mounted(name)
+        if volume is not None:
+            report = volume.commit()
+            for skipped in report.skipped:
+                print(f"not committed to volume {name!r}: {skipped}", flush=True)
+
+    def reload(self, name: str) -> None:
+        volume = self._mounted(name)
+        if volume is not None:
+            volume.pull()

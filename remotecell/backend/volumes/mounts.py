@@ -1,0 +1,57 @@
+"""What an executor tells a runner about its volumes, and how.
+
+The controller gives an executor one ``LaunchVolume`` per volume of the runner's pool:
+its name, id, mount path, and the store's directory when the volume lives in a
+directory on this machine. Every executor then provides a directory at the mount path:
+
+* a volume in a directory store: that directory itself (a bind mount), shared live
+  with every other runner and with the control plane;
+* any other store: a fresh, empty directory of the runner's own (created by the
+  executor, removed when the runner ends), which the runner fills from the store and
+  commits back (``remotecell.backend.volumes.sync``).
+
+The docker executor does the mounting itself (container bind mounts); the local
+executor leaves it to the runner, which mounts in a private namespace of its own
+(``namespace``). The runner learns its mounts from ``REMOTECELL_VOLUMES``: a JSON list
+of ``RunnerMount``, where ``source`` is the directory the runner must bind-mount at
+``path`` itself ("" when the executor already did) and ``sync`` says it is a copy.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from remotecell._proto import pb
+
+VOLUMES_ENV = "REMOTECELL_VOLUMES"
+
+
+@dataclass(frozen=True)
+class LaunchVolume:
+    name: str
+    volume_id: str
+    path: str
+    #: The store's directory for this volume; "" when the store is not a directory here.
+    shared_dir: str = ""
+
+
+@dataclass(frozen=True)
+class RunnerMount:
+    name: str
+    volume_id: str
+    path: str
+    source: str = ""  # a directory the runner bind-mounts at ``path``; "": mounted already
+    sync: bool = False  # a copy: pulled from the store and committed back
+
+    def to_pb(self) -> pb.VolumeMount:
+        return pb.VolumeMount(name=self.name, path=self.path, volume_id=self.volume_id)
+
+
+def encode(mounts: list[RunnerMount]) -> dict[str, str]:
+    """The runner's environment entry for ``mounts`` (none for no mounts)."""
+    return {VOLUMES_ENV: json.dumps([asdict(m) for m in mounts])} if mounts else {}
+
+
+def decode(value: str) -> list[RunnerMount]:
+    return [RunnerMount(**item) for item in json.loads(value)] if value else []

@@ -1,0 +1,174 @@
+"""The volume RPCs of the control plane (mixed into ``ControlPlaneService``).
+
+The store's calls block (a directory, or an object store's SDK), so each runs in a
+worker thread; file content streams through in chunks, never whole in memory.
+Failures reach the client as gRPC status codes: a bad name or path is
+INVALID_ARGUMENT, a missing volume or file NOT_FOUND (with trailing metadata saying
+which, for ``remotecell.client._volume_rpc`` to raise the right error), an existing
+volume ALREADY_EXISTS, a volume that jobs still use FAILED_PRECONDITION.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import grpc
+
+from remotecell._proto import pb
+from remotecell.backend.volumes.store import FileMissing, VolumeExists, VolumeMissing, VolumeStore
+from remotecell.client._volume_rpc import MISSING_KEY
+from remotecell.client.errors import ConfigError
+
+if TYPE_CHECKING:
+    from remotecell.backend.controller import Controller
+
+T = TypeVar("T")
+
+
+class VolumeServicer:
+    controller: Controller
+
+    @property
+    def volume_store(self) -> VolumeStore | None:
+        return self.controller.volume_store
+
+    async def _store(self, context: grpc.aio.ServicerContext) -> VolumeStore:
+        if self.volume_store is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "this control plane has no volume store"
+            )
+        assert self.volume_store is not None
+        return self.volume_store
+
+    async def _call(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as err:
+            await _abort(context, err)
+
+    async def VolumeCreate(
+        self, request: pb.VolumeCreateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VolumeInfo:
+        store = await self._store(context)
+        record, _ = await self._call(context, store.create, request.name, request.exist_ok)
+        return store.info(record)
+
+    async def VolumeGet(
+        self, request: pb.VolumeGetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VolumeInfo:
+        store = await self._store(context)
+        record = await self._call(context, store.get, request.name)
+        return store.info(record)
+
+    async def VolumeList(
+        self, request: pb.VolumeListRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VolumeListReply:
+        store = await self._store(context)
+        records = await self._call(context, store.all)
+        return pb.VolumeListReply(volumes=[store.info(r) for r in records])
+
+    async def VolumeDelete(
+        self, request: pb.VolumeDeleteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VolumeDeleteReply:
+        store = await self._store(context)
+        await self._call(context, store.get, request.name)
+        users = self.controller.volume_users(request.name)
+        if users:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"volume {request.name!r} is in use by {', '.join(users)}; wait for "
+                "them to end (or cancel them with `remotecell cancel JOB`), then delete it",
+            )
+        files = await self._call(context, store.delete, request.name)
+        return pb.VolumeDeleteReply(files=files)
+
+    async def VolumeListFiles(
+        self, request: pb.VolumeListFilesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VolumeListFilesReply:
+        store = await self._store(context)
+        files = await self._call(
+            context, store.files, request.name, request.path, request.recursive
+        )
+        return pb.VolumeListFilesReply(files=files)
+
+    async def VolumeRead(
+        self, request: pb.VolumeReadRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.VolumeChunk]:
+        store = await self._store(context)
+        entry, chunks = await self._call(context, store.read, request.name, request.path)
+        first = True
+        try:
+            while True:
+                data = await self._call(context, next, chunks, None)
+                if data is None:
+                    break
+                if first:
+                    yield pb.VolumeChunk(size=entry.size, version=entry.version, data=data)
+                    first = False
+                else:
+                    yield pb.VolumeChunk(data=data)
+            if first:
+                yield pb.VolumeChunk(size=0, version=entry.version)
+        finally:
+            await asyncio.to_thread(chunks.close)  # type: ignore[attr-defined]
+
+    async def VolumeWrite(
+        self, request_iterator: AsyncIterator[pb.VolumeChunk], context: grpc.aio.ServicerContext
+    ) -> pb.VolumeFile:
+        store = await self._store(context)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.name or not first.path:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a volume upload must start with the volume's name and the file's path",
+            )
+        assert first is not None
+        writer = await self._call(context, store.writer, first.name, first.path)
+        try:
+            if first.data:
+                await asyncio.to_thread(writer.write, first.data)
+            async for chunk in request_iterator:
+                await asyncio.to_thread(writer.write, chunk.data)
+            if writer.size != first.size:
+                raise ConfigError(
+                    f"the upload of {first.path!r} ended after {writer.size} of its "
+                    f"{first.size} bytes; the file was left as it was, send it again"
+                )
+            return await self._call(context, writer.commit)
+        except BaseException as err:
+            # A broken or cancelled upload: the previous version stays.
+            await asyncio.to_thread(writer.abort)
+            if isinstance(err, ConfigError):
+                await _abort(context, err)
+            raise
+
+    async def VolumeRemove(
+        self, request: pb.VolumeRemoveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VolumeRemoveReply:
+        store = await self._store(context)
+        files = await self._call(
+            context, store.remove, request.name, request.path, request.recursive
+        )
+        return pb.VolumeRemoveReply(files=files)
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> NoReturn:
+    if isinstance(err, ConfigError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+    if isinstance(err, VolumeMissing):
+        await context.abort(
+            grpc.StatusCode.NOT_FOUND, str(err), trailing_metadata=((MISSING_KEY, "volume"),)
+        )
+    if isinstance(err, FileMissing):
+        await context.abort(
+            grpc.StatusCode.NOT_FOUND, str(err), trailing_metadata=((MISSING_KEY, "file"),)
+        )
+    if isinstance(err, VolumeExists):
+        await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
+    if isinstance(err, OSError):
+        await context.abort(
+            grpc.StatusCode.INTERNAL, f"the volume store failed: {type(err).__name__}: {err}"
+        )
+    raise err

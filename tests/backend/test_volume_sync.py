@@ -1,0 +1,191 @@
+"""Runners' copies of volumes in a remote store, against a real control plane with a
+``memory://`` store: pull and commit, concurrent writers, broken uploads."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from remotecell._proto import pb
+from remotecell.backend.volumes.sync import SyncedVolume
+from remotecell.client import _volume_rpc
+from remotecell.client.errors import (
+    AuthError,
+    ConfigError,
+    VolumeFileNotFoundError,
+    VolumeNotFoundError,
+)
+
+
+@pytest.fixture
+def memory_plane(make_control_plane):
+    return make_control_plane("--volume-store", f"memory://sync-{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def client(memory_plane):
+    c = memory_plane.client()
+    _volume_rpc.create(c, "shared")
+    yield c
+    c.close()
+
+
+def copy(client, tmp_path: Path, label: str) -> SyncedVolume:
+    root = tmp_path / label
+    root.mkdir()
+    return SyncedVolume(client, "shared", root)
+
+
+def content(client, path: str) -> bytes:
+    return b"".join(_volume_rpc.read(client, "shared", path)[1])
+
+
+def touch(path: Path, text: str) -> None:
+    """Writes ``text``, and makes sure the mtime moves even on a coarse clock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(text)
+    if path.stat().st_mtime_ns == before:
+        os.utime(path, ns=(before + 1000, before + 1000))
+
+
+def test_a_commit_reaches_another_copy_at_its_next_pull(client, tmp_path):
+    a, b = copy(client, tmp_path, "a"), copy(client, tmp_path, "b")
+    a.pull()
+    b.pull()
+    touch(a.root / "llama" / "config.json", "{}")
+    touch(a.root / "top.txt", "top")
+    report = a.commit()
+    assert report.uploaded == ["llama/config.json", "top.txt"]
+    assert a.commit().uploaded == []  # nothing changed since
+    assert not (b.root / "top.txt").exists()  # not before b pulls
+    assert b.pull().pulled == ["llama/config.json", "top.txt"]
+    assert (b.root / "llama" / "config.json").read_text() == "{}"
+    # a deletion travels the same way
+    (a.root / "top.txt").unlink()
+    assert a.commit().removed == ["top.txt"]
+    assert b.pull().deleted == ["top.txt"]
+    assert not (b.root / "top.txt").exists()
+    with pytest.raises(VolumeFileNotFoundError):
+        content(client, "top.txt")
+
+
+def test_concurrent_writers_last_commit_wins_per_file(client, tmp_path):
+    a, b = copy(client, tmp_path, "a"), copy(client, tmp_path, "b")
+    touch(a.root / "same.txt", "base")
+    a.commit()
+    b.pull()
+    # both change the same file, and one file each, from the same starting point
+    touch(a.root / "same.txt", "from a")
+    touch(a.root / "only-a.txt", "a")
+    touch(b.root / "same.txt", "from b")
+    touch(b.root / "only-b.txt", "b")
+    a.commit()
+    # b reloads before it commits: a's new file comes in, b's own change stays
+    report = b.pull()
+    assert report.pulled == ["only-a.txt"]
+    assert (b.root / "same.txt").read_text() == "from b"
+    b.commit()
+    assert content(client, "same.txt") == b"from b"  # the later commit
+    assert content(client, "only-a.txt") == b"a"  # and both sides' other files
+    assert content(client, "only-b.txt") == b"b"
+    # a, unchanged since its commit, takes b's version at its next pull
+    assert "same.txt" in a.pull().pulled
+    assert (a.root / "same.txt").read_text() == "from b"
+
+
+def test_a_pull_keeps_local_deletions_and_edits_until_they_are_committed(client, tmp_path):
+    a, b = copy(client, tmp_path, "a"), copy(client, tmp_path, "b")
+    touch(a.root / "f.txt", "one")
+    a.commit()
+    b.pull()
+    (b.root / "f.txt").unlink()  # deleted in b, not committed
+    touch(a.root / "f.txt", "two")
+    a.commit()
+    b.pull()
+    assert not (b.root / "f.txt").exists()
+    b.commit()  # the deletion is the later commit
+    with pytest.raises(VolumeFileNotFoundError):
+        content(client, "f.txt")
+
+
+def test_symlinks_in_a_copy_are_named_and_not_committed(client, tmp_path):
+    a = copy(client, tmp_path, "a")
+    touch(a.root / "real.txt", "x")
+    os.symlink("/etc", a.root / "etc-link")
+    os.symlink(a.root / "real.txt", a.root / "alias")
+    report = a.commit()
+    assert report.uploaded == ["real.txt"]
+    assert sorted(s.split(":")[0] for s in report.skipped) == ["alias", "etc-link"]
+    assert [f.path for f in _volume_rpc.list_files(client, "shared", "", True)] == ["real.txt"]
+
+
+def test_a_broken_upload_leaves_the_last_committed_version(client, memory_plane):
+    _volume_rpc.write_from(client, "shared", "model.bin", _Bytes(b"v1" * 1000), 2000)
+    sent, gone = threading.Event(), threading.Event()
+
+    def chunks():
+        yield pb.VolumeChunk(name="shared", path="model.bin", size=10_000_000, data=b"v2" * 1000)
+        sent.set()
+        gone.wait(30)  # the writer dies here, mid-file
+
+    call = client._stub.VolumeWrite.future(chunks(), metadata=client._md)
+    try:
+        assert sent.wait(10)
+        time.sleep(0.3)
+        call.cancel()
+        with pytest.raises(grpc.FutureCancelledError):
+            call.result()
+    finally:
+        gone.set()
+    assert content(client, "model.bin") == b"v1" * 1000
+    # an upload that ends early (fewer bytes than announced) changes nothing either
+    with pytest.raises(ConfigError, match="ended after 3 of its 10 bytes"):
+        _volume_rpc.write_from(client, "shared", "model.bin", _Bytes(b"abc"), 10)
+    assert content(client, "model.bin") == b"v1" * 1000
+    assert [f.path for f in _volume_rpc.list_files(client, "shared", "", True)] == ["model.bin"]
+
+
+def test_volume_rpcs_need_the_token_and_say_what_is_missing(client, memory_plane):
+    from remotecell.client import Client, Endpoint
+
+    stranger = Client(Endpoint(memory_plane.endpoint.url, "wrong"))
+    try:
+        with pytest.raises(AuthError):
+            _volume_rpc.list_volumes(stranger)
+        with pytest.raises(AuthError):
+            _volume_rpc.read(stranger, "shared", "x")
+        with pytest.raises(AuthError):
+            _volume_rpc.write_from(stranger, "shared", "x", _Bytes(b"x"), 1)
+    finally:
+        stranger.close()
+    assert _volume_rpc.list_files(client, "shared", "", True) == []
+    with pytest.raises(VolumeNotFoundError, match="no volume 'nope': create it with"):
+        _volume_rpc.list_files(client, "nope")
+    with pytest.raises(VolumeFileNotFoundError, match="no file or directory '/x'"):
+        _volume_rpc.read(client, "shared", "x")
+    with pytest.raises(ConfigError, match="exists already"):
+        _volume_rpc.create(client, "shared")
+    with pytest.raises(ConfigError, match="not a valid volume name"):
+        _volume_rpc.create(client, "no/slashes")
+    with pytest.raises(ConfigError, match=r"'\.\.' would leave the volume"):
+        _volume_rpc.read(client, "shared", "../../etc/passwd")
+
+
+class _Bytes:
+    """A minimal binary reader."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def read(self, n: int) -> bytes:
+        out = self.data[self.at : self.at + n]
+        self.at += len(out)
+        return out
