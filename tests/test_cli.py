@@ -39,7 +39,7 @@ def test_jobs_and_logs(control_plane, client):
     listing = cli("jobs", env=control_plane.env())
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["JOB", "STATE", "STARTED", "DURATION", "CODE"]
+    assert lines[0].split() == ["JOB", "STATE", "STARTED", "DURATION", "GPU", "COST", "CODE"]
     assert any(
         job_id in line and "succeeded" in line and "print('hello from the job')" in line
         for line in lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from remotecell._proto import pb
+from remotecell.client.resources import price_per_second
 
 _STATES: dict[int, str] = {
     pb.QUEUED: "queued",
@@ -20,19 +21,42 @@ def state_name(state: int) -> str:
 
 
 def format_jobs(jobs: list[pb.JobInfo]) -> str:
-    """A plain-text table of jobs: id, state, started, duration, first line of code."""
-    rows = [("JOB", "STATE", "STARTED", "DURATION", "CODE")]
+    """A plain-text table of jobs: id, state, started, duration, GPUs, estimated cost and
+    the first line of code. The cost of a job that has not started, or that holds no
+    GPUs, is "-"; of one whose GPUs have no price, "?"."""
+    rows = [("JOB", "STATE", "STARTED", "DURATION", "GPU", "COST", "CODE")]
     now = time.time()
     for job in jobs:
         started = (
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.started)) if job.started else "-"
         )
-        duration = f"{(job.finished or now) - job.started:.1f}s" if job.started else "-"
-        rows.append((job.job_id, state_name(job.state), started, duration, job.summary[:60]))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        seconds = (job.finished or now) - job.started if job.started else 0.0
+        gpu = "-"
+        if job.gpu_type:
+            gpu = job.gpu_type if job.gpu_count <= 1 else f"{job.gpu_type}:{job.gpu_count}"
+        rows.append(
+            (
+                job.job_id,
+                state_name(job.state),
+                started,
+                f"{seconds:.1f}s" if job.started else "-",
+                gpu,
+                _cost(job, seconds),
+                job.summary[:60],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:6])) + "  " + r[6] for r in rows
     )
+
+
+def _cost(job: pb.JobInfo, seconds: float) -> str:
+    if not job.started or not job.gpu_count:
+        return "-"
+    configured = job.price_per_second if job.HasField("price_per_second") else None
+    price = price_per_second(job.gpu_type, job.gpu_count, configured)
+    return "?" if price is None else f"${price * seconds:.4f}"
 
 
 def format_gpus(reply: pb.ListGPUsReply) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "cost_usd",
     "parse_gpu",
     "parse_resources",
+    "price_per_second",
 ]
 
 ANY = "any"
@@ -287,3 +288,18 @@ def cost_usd(
     if price is None and gpu_type in GPU_TYPES:
         price = GPU_TYPES[gpu_type].per_second_usd
     return None if price is None else price * count * seconds
+
+
+def price_per_second(gpu_type: str, gpu_count: int, configured: float | None) -> float | None:
+    """Dollars per second for ``gpu_count`` GPUs of ``gpu_type``; None when nothing prices them.
+
+    ``configured`` is the control plane's price for the whole job (``Status``/``JobInfo``
+    ``price_per_second``); where it is unset, the default per-GPU-second price of the type
+    (:func:`cost_usd`) times the count. A job without GPUs has no price unless the control
+    plane gives one.
+    """
+    if configured is not None:
+        return configured
+    if not gpu_type or gpu_count <= 0:
+        return None
+    return cost_usd(gpu_type, gpu_count, 1.0)

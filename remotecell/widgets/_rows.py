@@ -6,7 +6,7 @@ from typing import Any
 
 from remotecell._proto import pb
 from remotecell.client._listing import state_name
-from remotecell.widgets._price import price_per_second
+from remotecell.client.resources import price_per_second
 
 __all__ = ["gpu_row", "job_row"]
 

@@ -45,7 +45,7 @@ def test_remote_jobs_lists_jobs_with_state_and_code(kernel):
     kernel.ok("%%remote\nfirst_line_marker = 1")
     run = kernel.ok("%remote_jobs")
     header, *rows = run.displayed.splitlines()
-    assert header.split() == ["JOB", "STATE", "STARTED", "DURATION", "CODE"]
+    assert header.split() == ["JOB", "STATE", "STARTED", "DURATION", "GPU", "COST", "CODE"]
     assert any("succeeded" in row and "first_line_marker = 1" in row for row in rows)
     bad = kernel.execute("%remote_jobs many")
     assert bad.error["ename"] == "ConfigError" and "usage: %remote_jobs [N]" in bad.error["evalue"]
