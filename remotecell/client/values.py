@@ -12,9 +12,18 @@ shared on the other side:
   instance made on the runner) is the notebook's own class again;
 * large buffers leave the pickle stream as out-of-band buffers and travel as
   content-addressed blobs, so a buffer the control plane already has is never sent
-  again: NumPy arrays anywhere in a value (and so pandas frames), and ``bytes`` and
-  ``bytearray`` values bound to a name (pickle copies those in-band wherever else they
-  are, and calls no hook of ours for them). Torch tensors pickle in-band for now.
+  again: NumPy arrays anywhere in a value (and so pandas frames), PyTorch tensors (so a
+  model's parameters and state dicts), and ``bytes`` and ``bytearray`` values bound to a
+  name (pickle copies those in-band wherever else they are, and calls no hook of ours
+  for them).
+
+A tensor travels as its bytes (a NumPy view of them, no copy for a contiguous CPU
+tensor), its dtype, shape and ``requires_grad``. A CUDA tensor is copied to the CPU to
+travel and lands on the GPU again where the other side has CUDA (on the CPU where it
+has none, as in a notebook without a GPU). As with torch's own pickling, a tensor
+that requires grad arrives as a leaf that requires grad (its graph stays behind). Views
+of one storage arrive as separate tensors; sparse, quantised and nested tensors pickle
+as torch pickles them.
 
 ``pack`` returns the wire values and the blobs to upload; ``unpack`` takes a function
 that returns a blob's bytes by hash.
@@ -29,6 +38,7 @@ import functools
 import importlib
 import io
 import pickle
+import sys
 import types
 import uuid
 import weakref
@@ -90,7 +100,43 @@ class _Pickler(pickle.Pickler):
             return _new_cell, (), obj.cell_contents, None, None, _set_cell
         if isinstance(obj, types.ModuleType):
             return importlib.import_module, (obj.__name__,)
+        torch = sys.modules.get("torch")  # never imported here for a value that is no tensor
+        if torch is not None and type(obj) is torch.Tensor:
+            return _reduce_tensor(obj, torch)
         return NotImplemented
+
+
+# -- torch tensors ---------------------------------------------------------------------
+
+
+def _reduce_tensor(tensor: Any, torch: Any) -> Any:
+    """A tensor as its bytes (out of band when large), or NotImplemented where torch's
+    own pickling must do (see the module's docstring)."""
+    if (
+        tensor.layout != torch.strided
+        or tensor.is_quantized
+        or tensor.is_nested
+        or tensor.device.type not in ("cpu", "cuda")
+        or tensor.numel() * tensor.element_size() < OUT_OF_BAND_MIN
+    ):
+        return NotImplemented
+    data = tensor.detach()
+    if data.device.type != "cpu":
+        data = data.cpu()
+    raw = data.contiguous().reshape(-1).view(torch.uint8).numpy()
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    return _load_tensor, (raw, dtype, tuple(tensor.shape), tensor.requires_grad, tensor.device.type)
+
+
+def _load_tensor(
+    raw: Any, dtype: str, shape: tuple[int, ...], requires_grad: bool, device: str
+) -> Any:
+    import torch
+
+    tensor = torch.from_numpy(raw).view(getattr(torch, dtype)).reshape(shape)
+    if device == "cuda" and torch.cuda.is_available():
+        tensor = tensor.cuda()
+    return tensor.requires_grad_(requires_grad)
 
 
 # -- notebook functions ----------------------------------------------------------------
