@@ -403,7 +403,14 @@ def bench_remotecell(b: Bench, cleanup: Cleanup, res: dict[str, float]) -> None:
     remotecell_env()
 
 
-def start_control_plane(data: Path, args: list[str]) -> tuple[subprocess.Popen[bytes], Any]:
+def start_control_plane(
+    data: Path,
+    args: list[str],
+    socket: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], Any]:
+    """A ``remotecell serve`` on ``data`` (logging to ``data/serve.log``), listening on
+    ``socket`` (default ``data/cp.sock``); returns it and its endpoint once it serves."""
     from remotecell.client.config import read_endpoint_file
 
     with open(data / "serve.log", "ab") as log:
@@ -416,12 +423,13 @@ def start_control_plane(data: Path, args: list[str]) -> tuple[subprocess.Popen[b
                 "--data-dir",
                 str(data),
                 "--listen",
-                f"unix:{data / 'cp.sock'}",
+                f"unix:{socket or data / 'cp.sock'}",
                 *args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
             close_fds=True,
         )

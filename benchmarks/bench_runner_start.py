@@ -16,24 +16,14 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench_core import start_control_plane, wait_until
+
 from remotecell._proto import pb
 from remotecell.client import Client
-from remotecell.client.config import read_endpoint_file
-
-
-def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def _run_cell(client: Client, code: str) -> None:
@@ -52,32 +42,14 @@ class Server:
     def __init__(self, fork: bool) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="rcb-", dir="/tmp"))
         env = {**os.environ, "REMOTECELL_LOCAL_FORK": "1" if fork else "0"}
-        self.log = open(self.data_dir / "serve.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "remotecell",
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--listen",
-                f"unix:{self.data_dir / 'cp.sock'}",
-                "--scaledown-window",
-                "1",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
+        self.proc, endpoint = start_control_plane(
+            self.data_dir, ["--scaledown-window", "1", "--http", "off"], env=env
         )
-        found = _wait(lambda: read_endpoint_file(self.data_dir), 30, "the control plane")
-        self.client = Client(found[0])
+        self.client = Client(endpoint)
         self.client.health(wait_for_ready=True)
 
     def cold_cell(self) -> float:
-        _wait(lambda: self.client.health().runners == 0, 30, "runners to scale down")
+        wait_until(lambda: self.client.health().runners == 0, 30, "runners to scale down")
         start = time.perf_counter()
         _run_cell(self.client, "1 + 1")
         return time.perf_counter() - start
@@ -94,7 +66,6 @@ class Server:
             self.proc.wait(15)
         if self.proc.poll() is None:
             self.proc.kill()
-        self.log.close()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

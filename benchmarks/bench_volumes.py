@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import BenchError, Cleanup, progress, source_commit, wait_until
+from bench_core import BenchError, Cleanup, progress, source_commit, start_control_plane
 
 BLOCK_MIB = 64
 SECONDS = re.compile(r"RCB_SECONDS=([0-9.e-]+)")
@@ -74,35 +74,16 @@ class Server:
 
     def __init__(self, cleanup: Cleanup, parent: Path, *args: str) -> None:
         from remotecell.client import Client
-        from remotecell.client.config import read_endpoint_file
 
         self.data_dir = Path(tempfile.mkdtemp(prefix="rcbv-", dir=parent))
         cleanup.dirs.append(self.data_dir)
         cleanup.markers.append(str(self.data_dir))
         socket = cleanup.tmpdir("rcbv-sock-") / "cp.sock"
-        self.log = open(self.data_dir / "serve.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "remotecell",
-                "serve",
-                "--data-dir",
-                str(self.data_dir),
-                "--listen",
-                f"unix:{socket}",
-                "--http",
-                "off",
-                *args,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.proc, endpoint = start_control_plane(
+            self.data_dir, ["--http", "off", *args], socket=socket
         )
         cleanup.push(f"remotecell serve {self.data_dir}", self.stop)
-        found = wait_until(lambda: read_endpoint_file(self.data_dir), 30, "the control plane")
-        self.client = Client(found[0])
+        self.client = Client(endpoint)
         self.client.health(wait_for_ready=True)
 
     def cell(self, code: str, session: str, mounts: dict[str, str]) -> Timed:
@@ -139,7 +120,6 @@ class Server:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-        self.log.close()
 
 
 def through_volume(
