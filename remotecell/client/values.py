@@ -120,7 +120,8 @@ def _reduce_tensor(tensor: Any, torch: Any) -> Any:
         or tensor.numel() * tensor.element_size() < OUT_OF_BAND_MIN
     ):
         return NotImplemented
-    data = tensor.detach()
+    # A conjugate or negative view's bytes are its base's: resolve it to its values.
+    data = tensor.detach().resolve_conj().resolve_neg()
     if data.device.type != "cpu":
         data = data.cpu()
     raw = data.contiguous().reshape(-1).view(torch.uint8).numpy()

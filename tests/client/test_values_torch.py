@@ -78,3 +78,14 @@ def test_sparse_tensors_pickle_as_torch_pickles_them() -> None:
     sparse = torch.eye(512).to_sparse()
     out, _, _ = round_trip({"s": sparse})
     assert out["s"].is_sparse and torch.equal(out["s"].to_dense(), torch.eye(512))
+
+
+def test_conjugate_and_negative_views_arrive_as_their_values() -> None:
+    x = torch.randn(256, 256, dtype=torch.complex64)
+    views = {"conj": x.conj(), "adjoint": x.mH, "neg": torch._neg_view(x)}
+    assert all(v.is_conj() or v.is_neg() for v in views.values())
+    out, packed, _ = round_trip(views)
+    for name, view in views.items():
+        assert torch.equal(out[name], view), name
+        assert not out[name].is_conj() and not out[name].is_neg()
+    assert packed.blobs  # out of band, like any large tensor
