@@ -139,9 +139,12 @@ def test_adhoc_values_are_not_kept_across_a_restart(make_control_plane):
     cp = make_control_plane("--max-runners", "1", "--reconnect-grace", "10")
     client = cp.client()
     try:
+        # The first job holds the one runner until it is cancelled, so the second one is
+        # still queued when the control plane is killed, however slow this machine is.
         first = client.submit(
-            pb.JobSpec(code="import time\nprint('first', flush=True)\ntime.sleep(2)")
+            pb.JobSpec(code="import time\nprint('first', flush=True)\ntime.sleep(300)")
         )
+        first_id = wait_until(lambda: (e := first.next(0.2)) is not None and e.job_id, 10)
         wait_until(lambda: (e := first.next(0.2)) is not None and kind(e) == "stream", 60)
         queued = client.submit(
             pb.JobSpec(
@@ -166,6 +169,7 @@ def test_adhoc_values_are_not_kept_across_a_restart(make_control_plane):
             assert "are never stored" in error.message and "run the cell again" in error.message
             assert "needs the ad-hoc one" not in stdout_of(events)
         finally:
+            after.cancel(first_id, "the test is over")
             after.close()
     finally:
         client.close()
