@@ -4,6 +4,9 @@ gets, and ad-hoc values across a control-plane restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
 import time
 
 import grpc
@@ -11,7 +14,7 @@ import pytest
 from support import wait_until
 
 from remotecell._proto import pb, pb_grpc
-from remotecell.client import AsyncClient, ConfigError
+from remotecell.client import AsyncClient, ConfigError, _volume_rpc
 
 VALUE = "hf_Zq81xLmn0pQrsTuvWxyz"
 
@@ -188,3 +191,29 @@ def run_attach(client, job_id: str, timeout: float = 60) -> list[pb.JobEvent]:
     finally:
         stream.close()
     return events
+
+
+def test_a_volume_commits_note_masks_secret_values(make_control_plane):
+    """A copied volume's commit note names the cell's files, and a file's name can hold a
+    secret's value: the note is masked like the cell's own output."""
+    cp = make_control_plane("--volume-store", f"memory://mask-{secrets.token_hex(4)}")
+    client = cp.client()
+    mount = f"/mnt/remotecell-test-{secrets.token_hex(4)}"
+    try:
+        _volume_rpc.create(client, "shared")
+        client.create_secret("hf", {"HF_TOKEN": VALUE})
+        code = f"import os\nos.symlink('/etc', '{mount}/link-' + os.environ['HF_TOKEN'])"
+        spec = pb.JobSpec(
+            code=code,
+            secrets=[pb.SecretRef(name="hf")],
+            volumes=[pb.VolumeMount(name="shared", path=mount)],
+        )
+        events = run_job(client, spec)
+        assert events[-1].finished.state == pb.SUCCEEDED, events[-1]
+        note = stdout_of(events)
+        assert "not committed to volume 'shared': link-********: a symlink" in note
+        assert VALUE not in str(events)
+    finally:
+        client.close()
+        with contextlib.suppress(OSError):
+            os.rmdir(mount)

@@ -99,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             if ins.HasField("task"):
                 link.begin(ins.task)
                 try:
-                    emit = sampler.watch(link.emit)
+                    # Masked outside the volumes' sync too: its notes name the cell's files.
+                    emit = shell.masked(ins.task, sampler.watch(link.emit))
                     run = functools.partial(
-                        shell.run_task, ins.task, fetch=blobs.fetch, upload=blobs.upload
+                        shell.run_task,
+                        ins.task,
+                        fetch=blobs.fetch,
+                        upload=blobs.upload,
+                        masked=True,
                     )
                     volumes.run_task(emit, run)
                 except KeyboardInterrupt:  # a late interrupt, after the cell ended

@@ -227,8 +227,15 @@ class CellShell:
     # -- one task --------------------------------------------------------------------
 
     def run_task(
-        self, task: pb.Task, emit: Emit, fetch: Callable[[str], Any], upload: Callable[[dict], int]
+        self,
+        task: pb.Task,
+        emit: Emit,
+        fetch: Callable[[str], Any],
+        upload: Callable[[dict], int],
+        masked: bool = False,
     ) -> None:
+        """Runs one task, sending its events through ``emit`` (with ``masked``, an
+        ``emit`` that ``masked(task, ...)`` made already)."""
         spec = task.spec
         with self._lock:
             self._job = task.job_id
@@ -240,7 +247,8 @@ class CellShell:
         if not spec.session:
             ns.clear()
             ns.update(self._fresh_ns)
-        emit = self._masked(task, emit)
+        if not masked:
+            emit = self.masked(task, emit)
         saved_env = {k: os.environ.get(k) for k in (*spec.env, *task.secret_env)}
         os.environ.update(spec.env)
         os.environ.update(task.secret_env)
@@ -385,7 +393,7 @@ class CellShell:
 
     # -- secrets -----------------------------------------------------------------------
 
-    def _masked(self, task: pb.Task, emit: Emit) -> Emit:
+    def masked(self, task: pb.Task, emit: Emit) -> Emit:
         """``emit`` masking every secret value this runner was given (this task's and
         earlier ones'), and the runner's log too; ``emit`` itself while there are none."""
         self._secret_values.update(task.secret_env.values())
