@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "BlobNotFoundError",
     "ClosureError",
     "ConnectionError",
     "Image",
@@ -37,6 +38,7 @@ __all__ = [
 if TYPE_CHECKING:
     from remotecell.client.errors import (
         AuthError,
+        BlobNotFoundError,
         ClosureError,
         ConnectionError,
         JobNotFoundError,
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "AuthError": "remotecell.client.errors",
+    "BlobNotFoundError": "remotecell.client.errors",
     "ClosureError": "remotecell.client.errors",
     "ConnectionError": "remotecell.client.errors",
     "Image": "remotecell.client.image",

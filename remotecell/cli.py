@@ -138,6 +138,14 @@ _token = click.option("--token", envvar="REMOTECELL_TOKEN", default="", help="Co
     "s3://bucket/prefix (default: DATA_DIR/volumes).",
 )
 @click.option(
+    "--blob-ttl",
+    default="7d",
+    show_default=True,
+    metavar="DURATION",
+    help="Delete stored values (blobs) unused for this long: 7d, 12h, 30m, 45s or seconds; "
+    "0 keeps them for ever. A finished job's results can be fetched for that long.",
+)
+@click.option(
     "--embedded",
     is_flag=True,
     help="Run as the embedded default (started by %load_ext remotecell).",
@@ -157,6 +165,7 @@ def serve(
     http: str,
     gpu_prices: tuple[str, ...],
     metrics_interval: float,
+    blob_ttl: str,
     volume_store: str,
     embedded: bool,
 ) -> None:
@@ -180,6 +189,7 @@ def serve(
         http=_http_address(http),
         gpu_prices=_gpu_prices(gpu_prices),
         metrics_interval=metrics_interval,
+        blob_ttl=_duration(blob_ttl, "--blob-ttl"),
         volume_url=volume_store,
     )
 
@@ -192,6 +202,25 @@ def serve(
         asyncio.run(run(config, ready))
     except (AlreadyRunning, CannotServe) as err:
         raise click.ClickException(str(err)) from None
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(value: str, option: str) -> float:
+    """Seconds in "7d", "12h", "30m", "45s" or "90" (seconds)."""
+    text = value.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise click.BadParameter(
+            f"{value!r}: expected a duration such as 7d, 12h, 30m, 45s or 90 (seconds)",
+            param_hint=option,
+        )
+    return seconds
 
 
 def _http_address(value: str) -> str:

@@ -46,6 +46,7 @@ from remotecell.backend.scheduler.queue import (
 )
 from remotecell.backend.secrets import refs as secret_refs
 from remotecell.backend.secrets.store import SecretStore
+from remotecell.backend.state.blobs import spec_refs, value_refs
 from remotecell.backend.state.store import Store
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL, Downsampler
 from remotecell.backend.volumes.mounts import LaunchVolume
@@ -195,6 +196,7 @@ class Controller:
         default_image: pb.ImageSpec | None = None,
         gpus: tuple[MachineGPU, ...] = (),
         gpu_note: str = "",
+        touch_blobs: Callable[[Iterable[str]], None] | None = None,
         secret_store: SecretStore | None = None,
         volume_store: VolumeStore | None = None,
     ) -> None:
@@ -211,6 +213,8 @@ class Controller:
         self.default_image = default_image
         #: Why this machine offers no GPUs, when it offers none ("no NVIDIA driver ...").
         self.gpu_note = gpu_note
+        #: Marks blobs as used now (results' blobs, so they outlive the job by --blob-ttl).
+        self.touch_blobs = touch_blobs or (lambda hashes: None)
         #: Stored secrets (``remotecell secret``); None: this control plane keeps none.
         self.secret_store = secret_store
         #: Images this control plane has in hand, by id, for starting runners in them.
@@ -956,6 +960,8 @@ class Controller:
             return
         if event.HasField("error"):
             job.last_error_kind = event.error.kind
+        if event.HasField("result"):
+            self.touch_blobs(value_refs(event.result.values))
         if self.store.add_event(event):
             job.next_seq = max(job.next_seq, event.seq + 1)
             self._publish(job, event)
@@ -1031,6 +1037,10 @@ class Controller:
                 )
             )
         return reply
+
+    def active_blob_refs(self) -> set[str]:
+        """The blobs that queued and running jobs name, which must not be collected."""
+        return {ref for job in self.jobs.values() for ref in spec_refs(job.spec)}
 
     def counts(self) -> tuple[int, int, int]:
         running = sum(j.state == pb.RUNNING for j in self.jobs.values())

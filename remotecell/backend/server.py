@@ -36,7 +36,7 @@ from remotecell.backend.images.cache import open_cache
 from remotecell.backend.scheduler.queue import MachineGPU
 from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
-from remotecell.backend.state.blobs import BlobStore
+from remotecell.backend.state.blobs import BLOB_TTL, BlobStore
 from remotecell.backend.state.store import Store
 from remotecell.backend.state.volumes import VolumeRecords
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL
@@ -85,6 +85,8 @@ class ServerConfig:
     gpu_prices: dict[str, float] = field(default_factory=dict)
     #: Seconds of telemetry readings that one stored sample aggregates.
     metrics_interval: float = DEFAULT_INTERVAL
+    #: Blobs unused for this many seconds are deleted (0: kept for ever); see state/blobs.py.
+    blob_ttl: float = BLOB_TTL
 
 
 def default_socket(data_dir: Path) -> str:
@@ -200,6 +202,7 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         fetch_blob=lambda digest: b"".join(blobs.read(digest)),
         gpus=machine_gpus,
         gpu_note=gpu_note,
+        touch_blobs=blobs.touch,
         secret_store=secret_store,
         volume_store=volume_store,
     )
@@ -210,6 +213,11 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
     images.recover()
     await controller.start()
     http_task = asyncio.create_task(http.serve()) if http is not None else None
+    collecting = (
+        asyncio.create_task(_collect_blobs(blobs, controller, config.blob_ttl))
+        if config.blob_ttl > 0 and blobs.local_dir is not None
+        else None
+    )
     controller.http_url = http.url if http is not None else ""
     endpoint = data_dir / ENDPOINT_FILE
     tmp = endpoint.with_suffix(".tmp")
@@ -247,6 +255,10 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
             info = json.loads(endpoint.read_text())
             if info.get("pid") == os.getpid():
                 endpoint.unlink()
+        if collecting is not None:
+            collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collecting
         if http is not None and http_task is not None:
             await http.stop()
             with contextlib.suppress(asyncio.CancelledError):
@@ -258,6 +270,18 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
         volume_store.records.close()
         store.close()
         lock.close()
+
+
+async def _collect_blobs(blobs: BlobStore, controller: Controller, ttl: float) -> None:
+    """Deletes blobs unused for ``ttl`` seconds, a few times per ``ttl`` (hourly at most)."""
+    interval = min(max(ttl / 4, 0.25), 3600.0)
+    while True:
+        keep = controller.active_blob_refs()
+        try:
+            await asyncio.to_thread(blobs.collect, ttl, keep)
+        except Exception:  # the next round tries again; serving goes on
+            log.exception("collecting unused blobs failed")
+        await asyncio.sleep(interval)
 
 
 def _http_server(address: str, token: str, controller: Controller) -> HTTPServer | None:

@@ -16,8 +16,9 @@ from remotecell.backend.secrets.store import (
     SecretStoreError,
     missing_message,
 )
-from remotecell.backend.state.blobs import BlobStore
+from remotecell.backend.state.blobs import BlobStore, spec_refs
 from remotecell.backend.volumes.service import VolumeServicer
+from remotecell.client._blobs import blob_gone
 from remotecell.client.errors import ConfigError
 from remotecell.client.secret import check_name
 
@@ -50,13 +51,15 @@ class ControlPlaneService(VolumeServicer, pb_grpc.ControlPlaneServicer):
     async def Submit(
         self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JobEvents]:
-        missing = self.blobs.missing(_blob_refs(request.spec))
+        refs = spec_refs(request.spec)
+        missing = self.blobs.missing(refs)
         if missing:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{len(missing)} blob(s) the job refers to were never uploaded (first: {missing[0]}); "
                 "upload them before submitting",
             )
+        self.blobs.touch(refs)  # used now: kept --blob-ttl from now
         try:
             job_id = self.controller.submit(request.spec)
         except ConfigError as err:
@@ -134,7 +137,7 @@ class ControlPlaneService(VolumeServicer, pb_grpc.ControlPlaneServicer):
     ) -> AsyncIterator[pb.BlobChunk]:
         try:
             if not self.blobs.has(request.hash):
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"no blob {request.hash}")
+                await context.abort(grpc.StatusCode.NOT_FOUND, blob_gone(request.hash))
         except ValueError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         first = True
@@ -193,13 +196,3 @@ def _secret_info(record: SecretRecord) -> pb.SecretInfo:
     return pb.SecretInfo(
         name=record.name, keys=record.keys, created=record.created, updated=record.updated
     )
-
-
-def _blob_refs(spec: pb.JobSpec) -> list[str]:
-    refs: list[str] = []
-    for value in spec.closure:
-        refs.extend(value.buffers)
-        if value.pickle_blob:
-            refs.append(value.pickle_blob)
-    refs.extend(step.blob for step in spec.image_spec.steps if step.blob)
-    return refs

@@ -10,8 +10,14 @@ from typing import Any
 import grpc
 
 from remotecell._proto import pb, pb_grpc
+from remotecell.client._blobs import blob_gone
 from remotecell.client.config import Endpoint
-from remotecell.client.errors import ConnectionError, RemoteCellError, from_rpc_error
+from remotecell.client.errors import (
+    BlobNotFoundError,
+    ConnectionError,
+    RemoteCellError,
+    from_rpc_error,
+)
 
 CHUNK = 4 * 1024 * 1024
 
@@ -102,6 +108,8 @@ class AsyncClient:
             ):
                 out += chunk.data
         except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                raise BlobNotFoundError(err.details() or blob_gone(digest)) from None
             raise self._error(err) from None
         return out
 

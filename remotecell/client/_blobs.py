@@ -38,6 +38,15 @@ def shared_blob_dir(health: pb.HealthReply) -> Path | None:
     return root if os.access(root, os.R_OK | os.W_OK | os.X_OK) else None
 
 
+def blob_gone(digest: str) -> str:
+    """Why a blob cannot be read, in a sentence."""
+    return (
+        f"blob {digest} is not stored: it was never uploaded, or the control plane deleted it "
+        "after it went unused for longer than its --blob-ttl (a finished job's results "
+        "last that long); run the cell again"
+    )
+
+
 def local_has(root: Path, digest: str) -> bool:
     return (root / blob_relpath(digest)).exists()
 

@@ -37,7 +37,12 @@ from remotecell._proto import pb, pb_grpc
 from remotecell.client import _blobs
 from remotecell.client._async import CHANNEL_OPTIONS, CHUNK, RESUME_FOR
 from remotecell.client.config import Endpoint
-from remotecell.client.errors import ConnectionError, RemoteCellError, from_rpc_error
+from remotecell.client.errors import (
+    BlobNotFoundError,
+    ConnectionError,
+    RemoteCellError,
+    from_rpc_error,
+)
 from remotecell.client.values import Buffer
 
 T = TypeVar("T")
@@ -337,9 +342,17 @@ class Client:
         self._unary(self._stub.PutBlob, chunks(), timeout=600)
 
     def fetch(self, digest: str) -> Buffer:
+        """A blob's bytes.
+
+        Raises:
+            BlobNotFoundError: the control plane does not have it (any more).
+        """
         shared = self._shared_dir()
         if shared is not None:
-            return _blobs.local_read(shared, digest)
+            try:
+                return _blobs.local_read(shared, digest)
+            except FileNotFoundError:
+                raise BlobNotFoundError(_blobs.blob_gone(digest)) from None
         out = bytearray()
         try:
             for chunk in self._stub.GetBlob(
@@ -347,6 +360,8 @@ class Client:
             ):
                 out += chunk.data
         except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                raise BlobNotFoundError(err.details() or _blobs.blob_gone(digest)) from None
             raise self._error(err) from None
         return out
 

@@ -10,6 +10,7 @@ RemoteCellError
 ├── ImageBuildError      the job's image could not be built
 ├── VolumeNotFoundError  no volume of that name
 ├── VolumeFileNotFoundError  no file at that path in a volume (also a FileNotFoundError)
+├── BlobNotFoundError    a value's stored bytes are gone (deleted after --blob-ttl unused)
 └── RemoteError          the cell ran and failed: raised, timed out, was cancelled,
                          or its runner died; carries the remote type name and traceback
 """
@@ -87,6 +88,10 @@ class VolumeNotFoundError(RemoteCellError, LookupError):
 
 class VolumeFileNotFoundError(RemoteCellError, FileNotFoundError):
     """No file or directory at the given path in a volume."""
+
+
+class BlobNotFoundError(RemoteCellError, LookupError):
+    pass
 
 
 class RemoteError(RemoteCellError):

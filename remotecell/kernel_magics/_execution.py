@@ -14,7 +14,13 @@ from typing import Any
 
 from remotecell._proto import pb
 from remotecell.client import Client, EventStream, values
-from remotecell.client.errors import ConfigError, ImageBuildError, RemoteCellError, RemoteError
+from remotecell.client.errors import (
+    BlobNotFoundError,
+    ConfigError,
+    ImageBuildError,
+    RemoteCellError,
+    RemoteError,
+)
 from remotecell.widgets._monitor_state import MonitorState
 
 #: A job still queued after this long says why (starting a runner, waiting for one).
@@ -270,6 +276,9 @@ class JobFollower:
                     "in this kernel",
                     file=sys.stderr,
                 )
+            except BlobNotFoundError as err:
+                names = ", ".join(n or "the cell's value" for n in value.names) or value.name
+                print(f"remotecell: could not load {names}: {err}", file=sys.stderr)
         if result.has_output:
             self.output = loaded.pop("", None)
         if self.user_ns is not None:

@@ -1,22 +1,59 @@
 """The control plane's content-addressed blob store, on fsspec.
 
-A blob lives at ``ROOT/ab/abcdef...`` under its xxh3-128 hash (``remotecell.client.values.content_hash``). The root is a local
-directory by default (shared with same-host clients and runners, see
-``remotecell.client._blobs``) or any fsspec URL.
+A blob lives at ``ROOT/ab/abcdef...`` under its xxh3-128 hash
+(``remotecell.client.values.content_hash``). The root is a local directory by default
+(shared with same-host clients and runners, see ``remotecell.client._blobs``) or any
+fsspec URL.
+
+Garbage collection (a local directory only): a blob's modification time is when it was
+last used: stored, named by a submitted job, or sent back as part of a result (the
+control plane touches it then; see :meth:`BlobStore.touch`). :meth:`BlobStore.collect`
+deletes blobs unused for longer than the control plane's ``--blob-ttl``, except those
+that active jobs name. So a job's results can be fetched for that long after it ended;
+then ``%remote_attach`` says they are gone. A remote store keeps its blobs: give it a
+lifecycle rule of its own (an S3 expiry, for example).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import fsspec
 import xxhash
 
+from remotecell._proto import pb
 from remotecell.client._blobs import ID_FILE, blob_relpath
 
 CHUNK = 4 * 1024 * 1024
+#: Default ``--blob-ttl``: a blob unused for a week is deleted.
+BLOB_TTL = 7 * 86400.0
+#: An upload's temporary file older than this was abandoned (its uploader died).
+STALE_UPLOAD = 3600.0
+
+log = logging.getLogger("remotecell.blobs")
+
+
+def spec_refs(spec: pb.JobSpec) -> list[str]:
+    """The blobs a job's spec names: its closure's and its image's local files."""
+    refs = value_refs(spec.closure)
+    refs.extend(step.blob for step in spec.image_spec.steps if step.blob)
+    return refs
+
+
+def value_refs(values: Iterable[pb.Value]) -> list[str]:
+    """The blobs wire values name: large pickle streams and out-of-band buffers."""
+    refs: list[str] = []
+    for value in values:
+        refs.extend(value.buffers)
+        if value.pickle_blob:
+            refs.append(value.pickle_blob)
+    return refs
 
 
 class BlobStore:
@@ -66,3 +103,66 @@ class BlobStore:
         with self.fs.open(self._path(digest), "rb") as f:
             while chunk := f.read(CHUNK):
                 yield chunk
+
+    # -- garbage collection (local directory stores) --------------------------
+
+    def touch(self, hashes: Iterable[str]) -> None:
+        """Marks blobs as used now (they are kept ``--blob-ttl`` from now)."""
+        if self.local_dir is None:
+            return
+        for digest in dict.fromkeys(hashes):
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                os.utime(self.local_dir / blob_relpath(digest))
+
+    def collect(
+        self, ttl: float, keep: Iterable[str] = (), now: float | None = None
+    ) -> tuple[int, int]:
+        """Deletes blobs unused for ``ttl`` seconds that are not in ``keep``, and uploads
+        abandoned halfway; returns how many blobs and bytes were deleted."""
+        if self.local_dir is None:
+            return 0, 0
+        now = time.time() if now is None else now
+        kept = set(keep)
+        count = size = 0
+        for sub in _scandir(self.local_dir):
+            if sub.name == "tmp":
+                for entry in _scandir(Path(sub.path)):
+                    _unlink_if_older(entry, now - STALE_UPLOAD)
+                continue
+            if len(sub.name) != 2 or not sub.is_dir(follow_symlinks=False):
+                continue
+            for entry in _scandir(Path(sub.path)):
+                if entry.name in kept:
+                    continue
+                deleted = _unlink_if_older(entry, now - ttl)
+                if deleted is not None:
+                    count += 1
+                    size += deleted
+        if count:
+            log.info(
+                "deleted %d blob(s), %.1f MiB, unused for %.0f s or more", count, size / 2**20, ttl
+            )
+        return count, size
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
+
+
+def _unlink_if_older(entry: os.DirEntry[str], cutoff: float) -> int | None:
+    """Deletes a file last modified before ``cutoff``; returns its size, None if kept.
+    Stats it again just before, so a blob touched meanwhile stays."""
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return None
+        info = os.stat(entry.path, follow_symlinks=False)
+        if info.st_mtime >= cutoff:
+            return None
+        os.unlink(entry.path)
+    except FileNotFoundError:
+        return None
+    return info.st_size
