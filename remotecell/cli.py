@@ -760,6 +760,16 @@ def volume_get(name: str, remote: str, local: Path | None, url: str, token: str)
             base = base / (rel.rpartition("/")[2] or name)
         for entry in files:
             destination = base if single else base / entry.path[len(rel) :].lstrip("/")
+            # A remote store's listing is the store's word: a key with ".." in it must
+            # not write outside LOCAL.
+            if not single and (
+                not entry.path.startswith(rel)
+                or not destination.resolve().is_relative_to(base.resolve())
+            ):
+                raise click.ClickException(
+                    f"volume {name!r} lists {entry.path!r}, which is not inside {remote!r}; "
+                    "nothing more was written (check the volume store for that key)"
+                )
             destination.parent.mkdir(parents=True, exist_ok=True)
             part = destination.with_name(f".{destination.name}.remotecell-part")
             try:

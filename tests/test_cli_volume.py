@@ -116,3 +116,32 @@ def test_volume_commands_fail_with_one_clear_sentence(cli, control_plane):
     )
     assert done.returncode == 1 and b"Aborted" in done.stderr
     assert cli("ls").stdout.decode().splitlines()[1].split()[0] == "v"
+
+
+def test_get_never_writes_outside_local_whatever_the_store_lists(
+    control_plane, tmp_path: Path, monkeypatch
+):
+    # A remote store (S3, say) may hold a key such as "dir/../../escape"; the control
+    # plane lists what the store holds, so `get` checks each path itself. Such a store
+    # is stood in for by its listing alone.
+    from click.testing import CliRunner
+
+    from remotecell._proto import pb
+    from remotecell.cli import main
+    from remotecell.client import _volume_rpc
+
+    listed = [
+        pb.VolumeFile(path="dir/fine.txt", size=2),
+        pb.VolumeFile(path="dir/../../escape.txt", size=2),
+    ]
+    monkeypatch.setattr(_volume_rpc, "list_files", lambda *a, **k: listed)
+    monkeypatch.setattr(_volume_rpc, "read_into", lambda c, n, p, out: out.write(b"hi") and "v1")
+    for key, value in control_plane.env().items():
+        monkeypatch.setenv(key, value)
+    target = tmp_path / "deep" / "target"
+    target.mkdir(parents=True)
+    result = CliRunner().invoke(main, ["volume", "get", "vol", "dir", str(target)])
+    assert result.exit_code == 1
+    assert "lists 'dir/../../escape.txt', which is not inside 'dir'" in result.output
+    assert (target / "dir" / "fine.txt").read_bytes() == b"hi"
+    assert not list(tmp_path.rglob("escape.txt"))
