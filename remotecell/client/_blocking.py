@@ -261,14 +261,22 @@ class Client:
         self._md = (("authorization", f"Bearer {endpoint.token}"),)
         self._health: pb.HealthReply | None = None
         self._blob_dir: Path | None = None
+        self._client_closed = False
 
     def close(self) -> None:
+        self._client_closed = True
         self._channel.close()
 
     def _error(self, err: grpc.RpcError) -> RemoteCellError:
         return from_rpc_error(err, self.endpoint.url)
 
     def _unary(self, method: Any, request: Any, timeout: float | None = 30.0, **kw: Any) -> Any:
+        if self._client_closed:
+            # What grpc says here is "Cannot invoke RPC on closed channel!", a ValueError.
+            raise ConnectionError(
+                f"this connection to the control plane at {self.endpoint.url} was closed "
+                "(the extension was unloaded or reloaded since); run the command again"
+            )
         try:
             return method(request, metadata=self._md, timeout=timeout, **kw)
         except grpc.RpcError as err:

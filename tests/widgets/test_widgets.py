@@ -158,3 +158,12 @@ def test_job_table_cancels_a_running_job_from_its_button(client):
 
     table._handle_custom_msg({"action": "cancel", "job_id": "job-nope"}, [])
     assert table.error.startswith("could not cancel: ") and "job-nope" in table.error
+
+
+def test_a_button_on_a_closed_connection_says_so_in_the_table(control_plane):
+    client = control_plane.client()
+    table = JobTable(client)
+    client.close()  # the extension was unloaded meanwhile
+    table._on_message(table, {"action": "refresh"}, [])
+    assert table.error.startswith("could not refresh: this connection to the control plane")
+    assert "run the command again" in table.error
