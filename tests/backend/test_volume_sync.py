@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support import wait_until
 
 from remotecell._proto import pb
 from remotecell.backend.volumes.sync import SyncedVolume
@@ -138,6 +139,8 @@ def test_a_broken_upload_leaves_the_last_committed_version(client, memory_plane)
     call = client._stub.VolumeWrite.future(chunks(), metadata=client._md)
     try:
         assert sent.wait(10)
+        # The memory store's partial write cannot be seen from here (it lives in the
+        # control plane's process); the directory store's test below waits for it.
         time.sleep(0.3)
         call.cancel()
         with pytest.raises(grpc.FutureCancelledError):
@@ -150,6 +153,35 @@ def test_a_broken_upload_leaves_the_last_committed_version(client, memory_plane)
         _volume_rpc.write_from(client, "shared", "model.bin", _Bytes(b"abc"), 10)
     assert content(client, "model.bin") == b"v1" * 1000
     assert [f.path for f in _volume_rpc.list_files(client, "shared", "", True)] == ["model.bin"]
+
+
+def test_a_writer_dying_mid_file_leaves_a_directory_stores_file_as_it_was(control_plane):
+    client = control_plane.client()
+    try:
+        _volume_rpc.create(client, "shared")
+        _volume_rpc.write_from(client, "shared", "model.bin", _Bytes(b"v1" * 1000), 2000)
+        gone = threading.Event()
+
+        def chunks():
+            yield pb.VolumeChunk(
+                name="shared", path="model.bin", size=10_000_000, data=b"v2" * 1000
+            )
+            gone.wait(30)  # the writer dies here, mid-file
+
+        tmp = control_plane.data_dir / "volumes" / ".tmp"
+        call = client._stub.VolumeWrite.future(chunks(), metadata=client._md)
+        try:
+            # The control plane has begun the new version: its temporary file exists.
+            wait_until(lambda: tmp.is_dir() and any(tmp.iterdir()), 10, what="the partial write")
+            call.cancel()
+            with pytest.raises(grpc.FutureCancelledError):
+                call.result()
+        finally:
+            gone.set()
+        assert content(client, "model.bin") == b"v1" * 1000
+        wait_until(lambda: not any(tmp.iterdir()), 10, what="the partial write to be dropped")
+    finally:
+        client.close()
 
 
 def test_volume_rpcs_need_the_token_and_say_what_is_missing(client, memory_plane):
