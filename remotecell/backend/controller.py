@@ -1071,6 +1071,9 @@ class Controller:
             )
             mounts = []
             for path, name in pairs:
+                problem = self.executor.mount_path_problem(path)
+                if problem:
+                    raise ConfigError(problem)
                 try:
                     record = self.volume_store.get(name)
                 except VolumeMissing as err:

@@ -271,3 +271,18 @@ def test_a_runner_that_dies_mid_write_leaves_the_last_committed_version(memory_k
     assert kernel.value("vol.read_file('model.bin')") == b"v1"
     run = kernel.ok(f"%%remote {mounts} pull=[]\nopen('{mount_point}/model.bin', 'rb').read()")
     assert run.result == {"text/plain": "b'v1'"}
+
+
+def test_a_mount_path_leading_through_a_symlink_is_refused(kernel, control_plane, mount_point):
+    # On this machine, the harmless-looking mount path leads into the control plane's
+    # data directory: mounted, the volume would hide the runner's own files.
+    os.symlink(control_plane.data_dir, mount_point)
+    try:
+        kernel.ok("import remotecell\nv = remotecell.Volume.from_name('v', create_if_missing=True)")
+        run = kernel.execute(f'%%remote volumes={{"{mount_point}/blobs": v}}\nprint("ran")')
+        assert run.error["ename"] == "ConfigError"
+        assert f"leads through a symlink to {control_plane.data_dir}" in run.error["evalue"]
+        assert "mount the volume at a path with no symlink in it" in run.error["evalue"]
+        assert "ran" not in run.stdout
+    finally:
+        os.unlink(mount_point)

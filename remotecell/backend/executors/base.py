@@ -122,3 +122,8 @@ class Executor(ABC):
     def mount_problem(self) -> str:
         """Why this executor's runners cannot mount volumes here ("" when they can)."""
         return ""
+
+    def mount_path_problem(self, path: str) -> str:
+        """Why a volume cannot be mounted at ``path`` (absolute, normalised, already
+        checked as text) in this executor's runners; "" when it can."""
+        return ""

@@ -230,6 +230,13 @@ class LocalExecutor(Executor):
             self._mount_problem = probe()
         return self._mount_problem
 
+    def mount_path_problem(self, path: str) -> str:
+        # Local runners mount on this machine's own tree, where a symlink could lead a
+        # harmless-looking path into a directory the runner needs.
+        from remotecell.backend.volumes.namespace import symlink_problem
+
+        return symlink_problem(path)
+
     def _volume_env(self, launch: RunnerLaunch) -> dict[str, str]:
         """The runner mounts its volumes itself, in a mount namespace of its own: a
         directory store's directory as it is, or an empty copy it fills and commits."""

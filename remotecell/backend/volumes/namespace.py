@@ -88,13 +88,29 @@ def enter_private_namespace() -> None:
         ) from None
 
 
+def symlink_problem(path: str) -> str:
+    """Why a volume cannot be mounted at ``path`` on this machine because the path goes
+    through a symlink ("" when it does not): the mount would land where the link points."""
+    real = os.path.realpath(path)
+    if real == os.path.normpath(path):
+        return ""
+    return (
+        f"cannot mount a volume at {path}: on this machine that path leads through a "
+        f"symlink to {real}; mount the volume at a path with no symlink in it"
+    )
+
+
 def bind(source: str, target: str) -> None:
     """Bind-mounts directory ``source`` at ``target`` (created if missing), in this
     process's namespace (call ``enter_private_namespace`` first).
 
     Raises:
-        MountUnavailable: the mount failed; the message says where and why.
+        MountUnavailable: the mount failed, or ``target`` leads through a symlink (it
+            may have become one since the job was checked); the message says why.
     """
+    problem = symlink_problem(target)
+    if problem:
+        raise MountUnavailable(problem)
     try:
         os.makedirs(target, exist_ok=True)
     except OSError as err:
