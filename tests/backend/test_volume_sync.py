@@ -221,3 +221,24 @@ class _Bytes:
         out = self.data[self.at : self.at + n]
         self.at += len(out)
         return out
+
+
+def test_a_same_size_rewrite_within_one_clock_tick_is_still_committed(client, tmp_path):
+    a, b = copy(client, tmp_path, "a"), copy(client, tmp_path, "b")
+    path = a.root / "weights.bin"
+    path.write_bytes(b"v1" * 500)
+    assert a.commit().uploaded == ["weights.bin"]
+    # Rewritten at once, same size; on a coarse clock its mtime stays what it was.
+    before = path.stat().st_mtime_ns
+    path.write_bytes(b"v2" * 500)
+    os.utime(path, ns=(before, before))
+    assert a.commit().uploaded == ["weights.bin"]
+    assert content(client, "weights.bin") == b"v2" * 500
+    # A copy pulled a moment ago tells its own same-size edit from what it pulled.
+    assert b.pull().pulled == ["weights.bin"]
+    pulled = b.root / "weights.bin"
+    then = pulled.stat().st_mtime_ns
+    pulled.write_bytes(b"v3" * 500)
+    os.utime(pulled, ns=(then, then))
+    assert b.commit().uploaded == ["weights.bin"]
+    assert content(client, "weights.bin") == b"v3" * 500

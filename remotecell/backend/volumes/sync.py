@@ -21,6 +21,11 @@ symlinks are not stored (a symlink is named in the commit's note).
 
 Downloads go to a temporary file next to their target (``.remotecell-pull-*``, never
 committed) and are renamed into place, so a cell never sees half a file.
+
+Size and mtime miss a rewrite of the same size within one tick of the filesystem's clock
+(a few milliseconds). So, as git does with its index, a baseline taken within
+``RACY_NS`` of a file's mtime also keeps the file's content hash, and a file whose size
+and mtime still match such a baseline is hashed again to tell.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ import contextlib
 import os
 import secrets
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import xxhash
 
 from remotecell.client import _volume_rpc
 from remotecell.client._blocking import Client
@@ -38,6 +46,8 @@ from remotecell.client._volume_paths import volume_path
 from remotecell.client.errors import VolumeFileNotFoundError
 
 PULL_PREFIX = ".remotecell-pull-"
+#: A file modified this close to its baseline could change again with the same mtime.
+RACY_NS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,26 @@ class _Known:
     version: str  # the store's
     size: int  # the local file's, when it matched that version
     mtime_ns: int
+    digest: str = ""  # the local content's hash, where the baseline is racy (see above)
+
+
+def _baseline(version: str, path: Path, st: os.stat_result) -> _Known:
+    racy = time.time_ns() - st.st_mtime_ns < RACY_NS
+    return _Known(version, st.st_size, st.st_mtime_ns, _digest(path) if racy else "")
+
+
+def _unchanged(path: Path, st: os.stat_result, known: _Known) -> bool:
+    if (st.st_size, st.st_mtime_ns) != (known.size, known.mtime_ns):
+        return False
+    return not known.digest or _digest(path) == known.digest
+
+
+def _digest(path: Path) -> str:
+    hasher = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 @dataclass
@@ -106,8 +136,7 @@ class SyncedVolume:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        st = os.stat(target)
-        self._known[rel] = _Known(version, st.st_size, st.st_mtime_ns)
+        self._known[rel] = _baseline(version, target, os.stat(target))
 
     # -- commit ---------------------------------------------------------------------
 
@@ -132,14 +161,15 @@ class SyncedVolume:
                     continue
                 present.add(rel)
                 known = self._known.get(rel)
-                if known is not None and (known.size, known.mtime_ns) == (
-                    st.st_size,
-                    st.st_mtime_ns,
-                ):
+                if known is not None and _unchanged(path, st, known):
                     continue
+                # The stat (and hash) from before the upload: a write during it shows at
+                # the next commit.
+                before = _baseline("", path, st)
                 entry = _volume_rpc.write_file(self.client, self.name, rel, path)
-                # The stat from before the upload: a write during it shows at the next commit.
-                self._known[rel] = _Known(entry.version, st.st_size, st.st_mtime_ns)
+                self._known[rel] = _Known(
+                    entry.version, before.size, before.mtime_ns, before.digest
+                )
                 report.uploaded.append(rel)
         for rel in sorted(set(self._known) - present):
             with contextlib.suppress(VolumeFileNotFoundError):
@@ -158,10 +188,11 @@ class SyncedVolume:
     def _changed_here(self, rel: str, known: _Known | None) -> bool:
         """Whether the local file differs from what the baseline says (a new local
         file, an edited one, or one deleted here)."""
+        path = self._local(rel)
         try:
-            st = os.lstat(self._local(rel))
+            st = os.lstat(path)
         except FileNotFoundError:
             return known is not None
         if known is None:
             return True
-        return (st.st_size, st.st_mtime_ns) != (known.size, known.mtime_ns)
+        return not stat.S_ISREG(st.st_mode) or not _unchanged(path, st, known)
