@@ -119,3 +119,14 @@ def test_binary_data_is_left_alone_where_a_short_value_would_match_by_chance() -
 def test_values_may_come_from_a_generator() -> None:
     masker = Masker(v for v in [VALUE])
     assert masker.mask(VALUE) == MASK and masker.found_in(VALUE.encode())
+
+
+def test_log_cut_holds_back_what_could_begin_a_value_and_never_splits_one() -> None:
+    masker = Masker(["hunter2-secret"])
+    assert masker.log_cut(b"plain output\n") == len(b"plain output\n")
+    # An end that could begin the value waits for the rest.
+    assert masker.log_cut(b"token: hunt") == len(b"token: ")
+    data = b"token: hunter2-secret and more"
+    assert masker.log_cut(data) == len(data)
+    assert masker.mask_bytes(data) == b"token: ******** and more"
+    assert Masker([]).log_cut(b"abc hunt") == len(b"abc hunt")

@@ -231,3 +231,29 @@ def test_docker_runners_get_secrets_over_their_link_not_in_the_container(
         assert_nowhere_in_the_data_dir(cp, value, runner_logs=False)
     finally:
         engine.close()
+
+
+def test_a_value_written_in_two_pieces_after_the_cell_is_masked_in_the_runner_log(
+    control_plane, client, kernel
+):
+    value = fresh_value("split-")
+    client.create_secret("split", {"SPLIT_TOKEN": value})
+    kernel.ok("import remotecell")
+    kernel.ok(
+        "%%remote secrets=[remotecell.Secret.from_name('split')] pull=[]\n"
+        "import os, threading, time\n"
+        "token = os.environ['SPLIT_TOKEN']\n"
+        "def late(token=token, os=os, time=time):  # the namespace is cleared after the cell\n"
+        "    time.sleep(0.5)\n"
+        "    os.write(1, ('split ' + token[:6]).encode())\n"
+        "    time.sleep(0.2)  # two reads of the pipe\n"
+        "    os.write(1, (token[6:] + ' end' + chr(10)).encode())\n"
+        "threading.Thread(target=late).start()"
+    )
+    logs = control_plane.data_dir / "logs" / "runners"
+
+    def logged() -> bool:
+        return any(f"split {MASK} end" in p.read_text() for p in logs.glob("r-*.log"))
+
+    wait_until(logged, 10, what="the split output in the runner's log")
+    assert_nowhere_in_the_data_dir(control_plane, value)

@@ -5,6 +5,9 @@
 points fds 1 and 2 at pipes read by two threads: while a cell runs, what arrives becomes
 its stream events; between cells it goes to the runner's log (the fds' original
 targets), and so does the runner's own logging, which writes to the saved log fd.
+What goes to the log is masked (``log_masker``): an end that could begin a secret value
+waits up to ``LOG_HOLD_BACK`` seconds for the rest, so a value written in two pieces is
+masked too.
 
 At the end of a cell, ``drain()`` writes a marker through each pipe and waits for the
 reader to reach it, so everything written before the cell ended is in the cell's output.
@@ -14,14 +17,19 @@ from __future__ import annotations
 
 import codecs
 import os
+import select
 import threading
 from collections.abc import Callable
 from typing import TextIO
+
+from remotecell.backend.secrets.masking import Masker
 
 #: Called with (fd, text) for output that arrives while a cell runs.
 Sink = Callable[[int, str], None]
 
 _MARKER = b"\x00remotecell-drain\x00"
+#: Seconds a log write's end that could begin a secret value waits for the rest.
+LOG_HOLD_BACK = 0.5
 
 
 class FdCapture:
@@ -29,8 +37,10 @@ class FdCapture:
         #: The fds' original targets (the runner's log file), for its own output.
         self.saved = {fd: os.dup(fd) for fd in (1, 2)}
         self.sink: Sink | None = None
-        #: Applied to what goes to the log (output between cells): masks secret values.
-        self.log_mask: Callable[[bytes], bytes] | None = None
+        #: Masks secret values in what goes to the log (output between cells).
+        self.log_masker: Masker | None = None
+        #: Per fd, a log write's end held back because it could begin a secret value.
+        self._log_pending = {1: b"", 2: b""}
         self._drained = {fd: threading.Event() for fd in (1, 2)}
         for fd in (1, 2):
             read_end, write_end = os.pipe()
@@ -59,8 +69,15 @@ class FdCapture:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = b""
         while True:
+            if self._log_pending[fd]:
+                # A held-back end goes out once no more output comes for a moment.
+                ready, _, _ = select.select([read_end], [], [], LOG_HOLD_BACK)
+                if not ready:
+                    self._flush_log(fd)
+                    continue
             chunk = os.read(read_end, 65536)
             if not chunk:
+                self._flush_log(fd)
                 return
             data = pending + chunk
             pending = b""
@@ -82,12 +99,26 @@ class FdCapture:
             return
         sink = self.sink
         if sink is None:
-            mask = self.log_mask
-            os.write(self.saved[fd], mask(data) if mask is not None else data)
+            masker = self.log_masker
+            if masker is None:
+                os.write(self.saved[fd], data)
+                return
+            data = self._log_pending[fd] + data
+            cut = masker.log_cut(data)
+            self._log_pending[fd] = data[cut:]
+            if cut:
+                os.write(self.saved[fd], masker.mask_bytes(data[:cut]))
             return
+        self._flush_log(fd)
         text = decoder.decode(data)
         if text:
             sink(fd, text)
+
+    def _flush_log(self, fd: int) -> None:
+        pending, self._log_pending[fd] = self._log_pending[fd], b""
+        if pending:
+            masker = self.log_masker
+            os.write(self.saved[fd], masker.mask_bytes(pending) if masker is not None else pending)
 
     def _flush(self, fd: int, decoder: codecs.IncrementalDecoder) -> None:
         text = decoder.decode(b"", final=True)

@@ -11,7 +11,7 @@ other event, the streams' held-back ends are flushed, so the order of output is 
 A runner masks every secret value it has been given, in every later task as well: a
 thread or a session namespace of an earlier cell may still hold a value and print it.
 Values are never written to the runner's own log: output that reaches it between cells
-is masked too (per read of the pipe; see ``FdCapture.log_mask``).
+is masked too, a value written in two pieces included (see ``FdCapture.log_masker``).
 """
 
 from __future__ import annotations

@@ -401,7 +401,7 @@ class CellShell:
         if not self._masker:
             return emit
         if self.capture is not None:
-            self.capture.log_mask = self._masker.mask_bytes
+            self.capture.log_masker = self._masker
         return MaskedEmit(emit, self._masker)
 
     def _fail_setup(self, emit: Emit, message: str) -> None:

@@ -12,7 +12,8 @@ only for values of 8 bytes or more in raw binary buffers.
 ``StreamMasker`` masks text that arrives in chunks: a chunk whose end could be the
 beginning of a value keeps that end back until the next chunk (or ``flush()``), so a
 value written in two pieces is still masked. The cost is that such an end shows a
-little later, when more output comes or the stream ends.
+little later, when more output comes or the stream ends. ``Masker.log_cut`` does the
+same for the undecoded output a runner writes to its log between cells.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Masker:
             key=len,
             reverse=True,
         )
+        self._raw = raw
         self._bytes = re.compile(b"|".join(re.escape(n) for n in raw)) if raw else None
         long = [n for n in raw if len(n) >= MIN_BINARY_LENGTH]
         self._long_bytes = re.compile(b"|".join(re.escape(n) for n in long)) if long else None
@@ -117,6 +119,23 @@ class Masker:
         if self._bytes is None:
             return data
         return self._bytes.sub(MASK.encode(), data)
+
+    def log_cut(self, data: bytes) -> int:
+        """Where undecoded output (a log's) may be cut to write what comes before now:
+        before an end that could begin a value, and never inside a value."""
+        if self._bytes is None:
+            return len(data)
+        cut = len(data)
+        tail = data[-(len(self._raw[0]) - 1) :] if len(self._raw[0]) > 1 else b""
+        for i in range(len(tail)):
+            rest = tail[i:]
+            if any(len(n) > len(rest) and n.startswith(rest) for n in self._raw):
+                cut = len(data) - len(rest)
+                break
+        for match in self._bytes.finditer(data):
+            if match.start() < cut < match.end():
+                return match.start()
+        return cut
 
     def found_in(self, data: bytes | bytearray | memoryview, binary: bool = False) -> bool:
         """Whether a value's UTF-8 bytes occur in ``data`` (a pickle stream; with
