@@ -54,3 +54,15 @@ def test_cpu_and_memory_limits_apply_to_the_runner_container(make_kernel, docker
     )
     run = kernel.ok(code, timeout=600)
     assert run.result == {"text/plain": str(256 * 1024 * 1024)}
+
+
+def test_a_cell_past_its_memory_limit_fails_saying_so(make_kernel, docker_control_plane):
+    kernel = make_kernel(docker_control_plane.env())
+    kernel.ok("%load_ext remotecell")
+    run = kernel.execute(
+        "%%remote memory=200 pull=[]\nblocks = []\nfor _ in range(40):\n"
+        "    blocks.append(bytearray(16 << 20))",
+        timeout=600,
+    )
+    assert run.error is not None and run.error["ename"] == "RemoteError"
+    assert "ran out of memory: the cell used all of its memory=200 MiB" in run.error["evalue"]

@@ -73,9 +73,16 @@ class RunnerExit:
     """How a runner process ended."""
 
     returncode: int | None  # None: unknown (not our child, or still running)
+    #: The memory limit (MiB) the runner ran out of, when the OOM killer ended it.
+    out_of_memory_mb: int = 0
 
     def describe(self) -> str:
         code = self.returncode
+        if self.out_of_memory_mb:
+            return (
+                f"it ran out of memory: the cell used all of its memory={self.out_of_memory_mb} "
+                "MiB and was killed; ask for more with memory="
+            )
         if code is None:
             return "its connection dropped"
         if code < 0 or code > 128:

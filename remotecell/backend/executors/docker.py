@@ -92,13 +92,14 @@ class DockerExecutor(_docker.EngineClient, Executor):
             self._containers[handle.runner_id] = container
         try:
             code = await _docker.run_blocking(self._wait, container)
+            oom_mb = await _docker.run_blocking(self._out_of_memory, container)
             await _docker.run_blocking(self._save_log, container, self._log_path(handle.runner_id))
             await _docker.run_blocking(self._remove, container)
         finally:
             if self._containers.get(handle.runner_id) is container:
                 del self._containers[handle.runner_id]
             self._drop_volume_copies(handle.runner_id)
-        return RunnerExit(code)
+        return RunnerExit(code, out_of_memory_mb=oom_mb)
 
     async def kill(self, handle: RunnerHandle) -> None:
         container = self._containers.get(handle.runner_id)
@@ -281,6 +282,14 @@ class DockerExecutor(_docker.EngineClient, Executor):
             raise
         code = result.get("StatusCode")
         return int(code) if code is not None and code >= 0 else None
+
+    def _out_of_memory(self, container: Any) -> int:
+        """The container's memory limit in MiB if the OOM killer ended it, else 0."""
+        with contextlib.suppress(Exception):
+            container.reload()
+            if container.attrs["State"].get("OOMKilled"):
+                return int(container.attrs["HostConfig"].get("Memory") or 0) // 2**20
+        return 0
 
     def _kill(self, container: Any) -> None:
         import docker

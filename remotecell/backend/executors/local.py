@@ -28,6 +28,8 @@ from pathlib import Path
 
 import psutil
 
+from remotecell.backend.executors import _cgroups
+from remotecell.backend.executors._cgroups import RunnerGroups
 from remotecell.backend.executors._forkserver import ForkServer, TemplateUnavailable
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
 from remotecell.backend.volumes import mounts as volume_mounts
@@ -76,6 +78,10 @@ class LocalExecutor(Executor):
             fork = os.environ.get(FORK_ENV, "1") != "0"
         self.fork = fork and fork_available()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
+        #: Runners' CPU and memory limits (see _cgroups), by runner id.
+        self._limits: dict[str, RunnerGroups] = {}
+        self._limits_unavailable = ""
+        _cgroups.remove_stale()
         self._forked: dict[str, tuple[ForkServer, int]] = {}
         self._template: ForkServer | None = None
         self._retired: list[ForkServer] = []
@@ -140,8 +146,30 @@ class LocalExecutor(Executor):
                 self._usable_template()  # replaces a dead template for the next runners
             else:
                 self._forked[launch.runner_id] = (template, pid)
-                return RunnerHandle(launch.runner_id, pid, log_path)
-        return await self._spawn(launch.runner_id, args, env, cwd, log_path)
+                handle = RunnerHandle(launch.runner_id, pid, log_path)
+                self._confine(launch, handle)
+                return handle
+        handle = await self._spawn(launch.runner_id, args, env, cwd, log_path)
+        self._confine(launch, handle)
+        return handle
+
+    def _confine(self, launch: RunnerLaunch, handle: RunnerHandle) -> None:
+        """Puts a runner that asks for ``cpu=`` or ``memory=`` under those limits, where
+        this machine allows it (see _cgroups); says once in the log where it does not."""
+        if launch.cpu <= 0 and launch.memory_mb <= 0:
+            return
+        try:
+            self._limits[launch.runner_id] = _cgroups.confine(
+                launch.runner_id, handle.pid, launch.cpu, launch.memory_mb
+            )
+        except _cgroups.Unavailable as err:
+            if not self._limits_unavailable:
+                log.warning(
+                    "local runners run without cpu=/memory= limits: %s; the docker executor "
+                    "enforces them",
+                    err,
+                )
+            self._limits_unavailable = str(err)
 
     async def _spawn(
         self, runner_id: str, args: list[str], env: dict[str, str], cwd: str, log_path: Path
@@ -164,9 +192,15 @@ class LocalExecutor(Executor):
 
     async def wait(self, handle: RunnerHandle) -> RunnerExit:
         try:
-            return await self._wait(handle)
+            ended = await self._wait(handle)
         finally:
             self._drop_volume_copies(handle.runner_id)
+            groups = self._limits.pop(handle.runner_id, None)
+        if groups is not None:
+            if ended.returncode == -signal.SIGKILL and groups.out_of_memory():
+                ended = RunnerExit(ended.returncode, out_of_memory_mb=groups.memory_mb)
+            groups.remove()
+        return ended
 
     async def _wait(self, handle: RunnerHandle) -> RunnerExit:
         proc = self._procs.get(handle.runner_id)
@@ -213,6 +247,9 @@ class LocalExecutor(Executor):
                 await asyncio.wait_for(waiting, 5)
         for runner_id in [*self._procs, *self._forked]:
             self._drop_volume_copies(runner_id)
+        for groups in self._limits.values():
+            groups.remove()
+        self._limits.clear()
         self._procs.clear()
         self._forked.clear()
         templates = [*self._retired, *([self._template] if self._template else [])]
