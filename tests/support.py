@@ -242,3 +242,17 @@ class Kernel:
         if pid:
             with contextlib.suppress(psutil.Error):
                 psutil.Process(pid).kill()
+
+
+def serve_fails(data_dir: Path, *args: str) -> str:
+    """Runs `remotecell serve` with ``args``, which must refuse to start with a message and
+    no traceback; returns what it said."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "remotecell", "serve", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode in (1, 2), (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    return proc.stderr

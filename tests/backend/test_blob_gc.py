@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from support import wait_until
+from support import serve_fails, wait_until
 
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.client import AsyncClient
@@ -105,21 +103,5 @@ def test_results_outlive_their_job_by_the_ttl_and_then_say_they_are_gone(
 
 @pytest.mark.parametrize("ttl", ["soon", "-1d", "7w"])
 def test_a_bad_blob_ttl_is_one_clear_sentence(ttl: str, tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "remotecell",
-            "serve",
-            "--data-dir",
-            str(tmp_path),
-            "--blob-ttl",
-            ttl,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "expected a duration such as 7d, 12h, 30m, 45s" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    said = serve_fails(tmp_path, "--blob-ttl", ttl)
+    assert "expected a duration such as 7d, 12h, 30m, 45s" in said

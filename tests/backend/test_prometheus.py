@@ -4,15 +4,13 @@ GPU prices jobs are costed at."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import wait_until
+from support import serve_fails, wait_until
 
 from remotecell._proto import pb
 from remotecell.backend.gpus._recorded import machine
@@ -143,36 +141,7 @@ def test_a_cpu_job_costs_nothing_and_a_queued_gpu_job_says_what_it_asks_for(make
     ],
 )
 def test_a_bad_gpu_price_is_one_clear_sentence(price, says, tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "remotecell",
-            "serve",
-            "--data-dir",
-            str(tmp_path),
-            "--gpu-price",
-            price,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert says in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def serve_fails(tmp_path, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "remotecell", "serve", "--data-dir", str(tmp_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    return proc.stderr
+    assert says in serve_fails(tmp_path, "--gpu-price", price)
 
 
 def test_a_bad_or_busy_http_address_is_one_clear_sentence(tmp_path):

@@ -177,7 +177,21 @@ def test_missing_secrets_and_bad_names_fail_before_the_cell_runs(client, kernel)
     assert len(client.list_jobs()) == jobs_before
 
 
-def test_output_after_the_cell_ended_reaches_the_runner_log_masked(control_plane, client, kernel):
+@pytest.mark.parametrize(
+    "writes",
+    [
+        # one write
+        "    os.write(1, ('late ' + token + ' end' + chr(10)).encode())\n",
+        # two writes: two reads of the pipe, the value split between them
+        "    os.write(1, ('late ' + token[:6]).encode())\n"
+        "    time.sleep(0.2)\n"
+        "    os.write(1, (token[6:] + ' end' + chr(10)).encode())\n",
+    ],
+    ids=["whole", "in-two-pieces"],
+)
+def test_output_after_the_cell_ended_reaches_the_runner_log_masked(
+    control_plane, client, kernel, writes
+):
     value = fresh_value("late-")
     client.create_secret("late", {"LATE_TOKEN": value})
     kernel.ok("import remotecell")
@@ -186,14 +200,12 @@ def test_output_after_the_cell_ended_reaches_the_runner_log_masked(control_plane
         "import os, threading, time\n"
         "token = os.environ['LATE_TOKEN']\n"
         "def late(token=token, os=os, time=time):  # the namespace is cleared after the cell\n"
-        "    time.sleep(0.5)\n"
-        "    os.write(1, ('late ' + token + chr(10)).encode())\n"
-        "threading.Thread(target=late).start()"
+        "    time.sleep(0.5)\n" + writes + "threading.Thread(target=late).start()"
     )
     logs = control_plane.data_dir / "logs" / "runners"
 
     def logged() -> bool:
-        return any(f"late {MASK}" in p.read_text() for p in logs.glob("r-*.log"))
+        return any(f"late {MASK} end" in p.read_text() for p in logs.glob("r-*.log"))
 
     wait_until(logged, 10, what="the late output in the runner's log")
     assert_nowhere_in_the_data_dir(control_plane, value)
@@ -231,29 +243,3 @@ def test_docker_runners_get_secrets_over_their_link_not_in_the_container(
         assert_nowhere_in_the_data_dir(cp, value, runner_logs=False)
     finally:
         engine.close()
-
-
-def test_a_value_written_in_two_pieces_after_the_cell_is_masked_in_the_runner_log(
-    control_plane, client, kernel
-):
-    value = fresh_value("split-")
-    client.create_secret("split", {"SPLIT_TOKEN": value})
-    kernel.ok("import remotecell")
-    kernel.ok(
-        "%%remote secrets=[remotecell.Secret.from_name('split')] pull=[]\n"
-        "import os, threading, time\n"
-        "token = os.environ['SPLIT_TOKEN']\n"
-        "def late(token=token, os=os, time=time):  # the namespace is cleared after the cell\n"
-        "    time.sleep(0.5)\n"
-        "    os.write(1, ('split ' + token[:6]).encode())\n"
-        "    time.sleep(0.2)  # two reads of the pipe\n"
-        "    os.write(1, (token[6:] + ' end' + chr(10)).encode())\n"
-        "threading.Thread(target=late).start()"
-    )
-    logs = control_plane.data_dir / "logs" / "runners"
-
-    def logged() -> bool:
-        return any(f"split {MASK} end" in p.read_text() for p in logs.glob("r-*.log"))
-
-    wait_until(logged, 10, what="the split output in the runner's log")
-    assert_nowhere_in_the_data_dir(control_plane, value)
