@@ -4,9 +4,10 @@
 
 It prints the machine's GPU inventory, starts a control plane, and runs a
 ``%%remote gpu="TYPE"`` cell with a torch matmul loop through a real Jupyter kernel. Then
-it prints the metric samples the job sent and the job's summary. It exits 0 only when the
-cell ran on the GPU and the samples show utilisation above 0 during the loop; it exits 2
-on a machine with no GPU. Everything it starts, it stops.
+it prints the metric samples the job sent and the job's summary, and, halfway through the
+loop, the control plane's Prometheus gauges for the GPU and the job (``/metrics``). It
+exits 0 only when the cell ran on the GPU and the samples show utilisation above 0 during
+the loop; it exits 2 on a machine with no GPU. Everything it starts, it stops.
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ def main() -> int:
             REPORT,
         ):
             out, error = _execute(client, code, timeout=args.seconds + 300)
+            if code.startswith("%%remote"):  # detached: the loop runs now
+                time.sleep(min(args.seconds / 2, 10))
+                _print_gauges(data_dir, token)
             for line in out.splitlines():
                 if line.startswith("REPORT "):
                     report = json.loads(line[len("REPORT ") :])
@@ -148,6 +152,32 @@ def main() -> int:
             os.killpg(server.pid, signal.SIGKILL)
         _kill_runners(str(data_dir))
         log.close()
+
+
+def _print_gauges(data_dir: Path, token: str) -> None:
+    """The control plane's GPU and job gauges, as Prometheus would scrape them."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url = json.loads((data_dir / "server.json").read_text()).get("http_url", "")
+    if not url:
+        print("prometheus: the control plane serves no /metrics")
+        return
+    request = urllib.request.Request(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        text = reply.read().decode()
+    print("prometheus gauges during the loop:")
+    for family in text_string_to_metric_families(text):
+        if (
+            family.name.startswith(("remotecell_gpu_", "remotecell_job_"))
+            and family.name != "remotecell_gpu"
+        ):
+            for sample in family.samples:
+                labels = ",".join(
+                    f"{k}={v}" for k, v in sample.labels.items() if k in ("uuid", "job")
+                )
+                print(f"  {sample.name}{{{labels}}} {sample.value:g}")
 
 
 def _execute(client: object, code: str, timeout: float) -> tuple[str, str]:
