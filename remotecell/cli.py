@@ -224,11 +224,12 @@ def _duration(value: str, option: str) -> float:
 
 
 def _http_address(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if value != "off" and (not sep or not host or not port.isdigit() or int(port) > 65535):
-        raise click.BadParameter(
-            f"{value!r}: expected HOST:PORT (port 0 picks a free one) or off", param_hint="--http"
-        )
+    from remotecell.backend.server import parse_http
+
+    try:
+        parse_http(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--http") from None
     return value
 
 

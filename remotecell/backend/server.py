@@ -284,19 +284,31 @@ async def _collect_blobs(blobs: BlobStore, controller: Controller, ttl: float) -
         await asyncio.sleep(interval)
 
 
-def _http_server(address: str, token: str, controller: Controller) -> HTTPServer | None:
-    """The HTTP side on ``address`` (``host:port``), or None where it is "off"."""
+def parse_http(address: str) -> tuple[str, int] | None:
+    """``--http``'s value as (host, port), or None for "off".
+
+    Raises:
+        ValueError: not HOST:PORT; the message says what is expected.
+    """
     if address == "off":
         return None
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--http {address!r}: expected HOST:PORT (port 0: any free one) or off")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r}: expected HOST:PORT (port 0 picks a free one) or off")
+    return host.strip("[]"), int(port)
+
+
+def _http_server(address: str, token: str, controller: Controller) -> HTTPServer | None:
+    """The HTTP side on ``address`` (``host:port``), or None where it is "off"."""
+    parsed = parse_http(address)
+    if parsed is None:
+        return None
     from remotecell.backend.gateway.http import HTTPServer, make_app
     from remotecell.backend.telemetry.prometheus import metrics_endpoint
 
     app = make_app(token, {"/metrics": metrics_endpoint(controller)})
     try:
-        return HTTPServer(app, host.strip("[]"), int(port))
+        return HTTPServer(app, *parsed)
     except OSError as err:
         raise CannotServe(
             f"cannot serve HTTP on {address}: {err.strerror or err}; "
