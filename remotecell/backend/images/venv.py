@@ -28,39 +28,35 @@ destination is relative to the image's own directory, and an absolute one is ref
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import codecs
-import collections
 import contextlib
-import hashlib
-import json
 import os
-import shutil
-import signal
 import sys
 import tarfile
 import time
 from pathlib import Path, PurePosixPath
 
-import remotecell
 from remotecell._proto import pb
+from remotecell.backend.images._venv_runtime import RUNTIME_PTH, Runtimes, runtime_of
+from remotecell.backend.images._venv_tools import (
+    Python,
+    find_python,
+    find_uv,
+    remove,
+    run_tool,
+)
 from remotecell.backend.images.builder import (
     BuildLog,
     BuiltImage,
     FetchBlob,
     ImageBuilder,
-    runtime_requirements,
     step_failed,
     step_progress,
 )
-from remotecell.client.errors import ImageBuildError
 from remotecell.client.values import content_hash
 
 #: A step (a pip install of torch, a long `run`) may take this long before it is killed.
 STEP_TIMEOUT = 30 * 60.0
-#: Distributions remotecell depends on that a runner never imports.
-_RUNTIME_PTH = "_remotecell_runtime.pth"
 _IMAGE_META = "image.json"
 
 
@@ -81,10 +77,9 @@ class VenvBuilder(ImageBuilder):
         self.root = root
         self.runtime_root = runtime_root or root
         self.step_timeout = step_timeout
-        self._uv = _find_uv()
-        self._pythons: dict[str, _Python] = {}
-        self._runtime_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
-        self._runtime_names: dict[str, tuple[str, list[str]]] = {}
+        self._uv = find_uv()
+        self._pythons: dict[str, Python] = {}
+        self._runtimes = Runtimes(self.runtime_root, self._uv)
 
     # -- ImageBuilder -----------------------------------------------------------
 
@@ -93,13 +88,15 @@ class VenvBuilder(ImageBuilder):
         _check_supported(spec)
         log(step_progress(spec, -1))
         python = await self._python(spec)
-        runtime = await self._runtime(python, spec, log)
+        runtime = await self._runtimes.ensure(
+            python, spec, log, timeout=max(self.step_timeout, STEP_TIMEOUT)
+        )
         image_dir = self.root / spec.id
-        await asyncio.to_thread(_remove, image_dir)
+        await asyncio.to_thread(remove, image_dir)
         try:
             built = await self._build(spec, fetch_blob, log, python, runtime, image_dir)
         except BaseException:
-            await asyncio.to_thread(_remove, image_dir)
+            await asyncio.to_thread(remove, image_dir)
             raise
         log(f"built image {spec.id[:12]} in {time.perf_counter() - started:.2f} s")
         return built
@@ -108,17 +105,16 @@ class VenvBuilder(ImageBuilder):
         # The runtime an image points at goes away with `prune`, or changes with remotecell:
         # either way the image must be rebuilt.
         image_dir = Path(built.ref)
-        pth = next(iter(image_dir.glob(f"venv/lib/*/site-packages/{_RUNTIME_PTH}")), None)
+        pth = next(iter(image_dir.glob(f"venv/lib/*/site-packages/{RUNTIME_PTH}")), None)
         if pth is None or not Path(built.python).exists():
             return False
-        runtime = _runtime_of(pth)
+        runtime = runtime_of(pth)
         if runtime is None or not (runtime / ".complete").exists():
             return False
-        version = runtime.name.split("-")[1].removeprefix("py")
-        return runtime.name == self._runtime_name(version)
+        return self._runtimes.is_current(runtime)
 
     async def remove(self, built: BuiltImage) -> None:
-        await asyncio.to_thread(_remove, Path(built.ref))
+        await asyncio.to_thread(remove, Path(built.ref))
 
     async def prune(self, keep: set[str]) -> list[str]:
         return await asyncio.to_thread(self._prune, keep)
@@ -130,7 +126,7 @@ class VenvBuilder(ImageBuilder):
         spec: pb.ImageSpec,
         fetch_blob: FetchBlob,
         log: BuildLog,
-        python: _Python,
+        python: Python,
         runtime: Path,
         image_dir: Path,
     ) -> BuiltImage:
@@ -143,7 +139,7 @@ class VenvBuilder(ImageBuilder):
         site_packages = venv / "lib" / f"python{python.version}" / "site-packages"
         # `import site` lines in a .pth run at start-up; addsitedir also reads the runtime's
         # own .pth files, and appends: the image's packages come first.
-        (site_packages / _RUNTIME_PTH).write_text(
+        (site_packages / RUNTIME_PTH).write_text(
             f"import site; site.addsitedir({str(runtime)!r})\n"
         )
         pip = venv / "bin" / "pip"
@@ -235,145 +231,18 @@ class VenvBuilder(ImageBuilder):
     ) -> None:
         """Runs one tool, its output streamed into ``log``; fails the step when it fails."""
         timeout = self.step_timeout if timeout is None else timeout
-        full_env = {**os.environ, **_TOOL_ENV, **(env or {})}
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=cwd,
-                env=full_env,
-                start_new_session=True,  # so a timeout ends the whole tree the step started
-            )
-        except OSError as err:
-            raise step_failed(spec, index, f"cannot start {argv[0]}: {err.strerror}") from None
-        lines: collections.deque[str] = collections.deque(maxlen=200)
-
-        def emit(line: str) -> None:
-            lines.append(line)
-            log(line)
-
-        try:
-            await asyncio.wait_for(_pump(proc, emit), timeout)
-        except asyncio.TimeoutError:
-            _kill_group(proc)
-            await proc.wait()
-            raise step_failed(
-                spec,
-                index,
-                f"did not finish within {timeout:.0f} s and was stopped",
-                "\n".join(lines),
-            ) from None
-        except BaseException:
-            _kill_group(proc)
-            raise
-        if proc.returncode != 0:
-            who = what or Path(argv[0]).name
-            raise step_failed(
-                spec, index, f"{who} failed with exit code {proc.returncode}", "\n".join(lines)
-            )
+        await run_tool(spec, index, argv, log, timeout=timeout, env=env, cwd=cwd, what=what)
 
     # -- interpreters ---------------------------------------------------------------
 
-    async def _python(self, spec: pb.ImageSpec) -> _Python:
+    async def _python(self, spec: pb.ImageSpec) -> Python:
         request = spec.python
         running = f"{sys.version_info.major}.{sys.version_info.minor}"
         if not request or request in (running, _running_full()):
-            return _Python(sys.executable, running)
-        if request in self._pythons:
-            return self._pythons[request]
-        proc = await asyncio.create_subprocess_exec(
-            self._uv,
-            "python",
-            "find",
-            "--no-project",
-            request,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **_TOOL_ENV},
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-        executable = out.decode().strip()
-        if proc.returncode != 0 or not executable:
-            raise step_failed(
-                spec,
-                -1,
-                f"no Python {request} interpreter was found on this machine; install one "
-                f"(`uv python install {request}`) or ask for another python= version",
-                err.decode(errors="replace"),
-            )
-        probe = await asyncio.create_subprocess_exec(
-            executable,
-            "-c",
-            "import sys; print('%d.%d' % sys.version_info[:2])",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        version = (await probe.communicate())[0].decode().strip()
-        self._pythons[request] = python = _Python(executable, version)
-        return python
-
-    # -- the runtime --------------------------------------------------------------
-
-    def _runtime_requirements(self, python: _Python) -> list[str]:
-        return runtime_requirements(python.version)
-
-    def _runtime_name(self, version: str) -> str:
-        """``runtime-py3.11-<hash>``: one per remotecell (version, location, dependency
-        versions) and Python version."""
-        if version not in self._runtime_names:
-            requirements = self._runtime_requirements(_Python("", version))
-            key = json.dumps(
-                [remotecell.__version__, str(_package_dir()), version, sys.platform, requirements]
-            )
-            digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-            self._runtime_names[version] = (f"runtime-py{version}-{digest}", requirements)
-        return self._runtime_names[version][0]
-
-    async def _runtime(self, python: _Python, spec: pb.ImageSpec, log: BuildLog) -> Path:
-        """The runtime directory for ``python``'s version, installed first if needed."""
-        runtime = self.runtime_root / self._runtime_name(python.version)
-        requirements = self._runtime_names[python.version][1]
-        if (runtime / ".complete").exists():
-            return runtime
-        async with self._runtime_locks[runtime.name]:
-            if (runtime / ".complete").exists():
-                return runtime
-            log(f"[runtime] installing remotecell's runtime for Python {python.version} (once)")
-            self.runtime_root.mkdir(parents=True, exist_ok=True)
-            staging = self.runtime_root / f".{runtime.name}.{os.getpid()}.tmp"
-            await asyncio.to_thread(_remove, staging)
-            try:
-                await self._tool(
-                    spec,
-                    -1,
-                    [
-                        self._uv,
-                        "pip",
-                        "install",
-                        "--quiet",
-                        "--compile-bytecode",  # runners start often; compile once, here
-                        "--python",
-                        python.executable,
-                        "--target",
-                        str(staging),
-                        *requirements,
-                    ],
-                    log,
-                    what="installing remotecell's runtime",
-                    timeout=max(self.step_timeout, STEP_TIMEOUT),
-                )
-                (staging / "remotecell").symlink_to(_package_dir(), target_is_directory=True)
-                (staging / ".complete").write_text(json.dumps(requirements))
-                try:
-                    staging.rename(runtime)
-                except OSError:  # another control plane on this root finished first
-                    if not (runtime / ".complete").exists():
-                        raise
-            finally:
-                await asyncio.to_thread(_remove, staging)
-        return runtime
+            return Python(sys.executable, running)
+        if request not in self._pythons:
+            self._pythons[request] = await find_python(self._uv, spec)
+        return self._pythons[request]
 
     # -- prune ------------------------------------------------------------------
 
@@ -385,54 +254,15 @@ class VenvBuilder(ImageBuilder):
                 if entry.name.startswith(("runtime-", ".runtime-")):
                     continue
                 if entry.name in keep:
-                    for pth in entry.glob(f"venv/lib/*/site-packages/{_RUNTIME_PTH}"):
-                        runtime = _runtime_of(pth)
+                    for pth in entry.glob(f"venv/lib/*/site-packages/{RUNTIME_PTH}"):
+                        runtime = runtime_of(pth)
                         if runtime is not None:
                             used_runtimes.add(runtime.name)
                     continue
-                _remove(entry)
+                remove(entry)
                 removed.append(str(entry))
-        if self.runtime_root.exists():
-            for entry in sorted(self.runtime_root.glob("runtime-*")):
-                # The runtime this remotecell uses now stays: rebuilding it takes a while.
-                version = entry.name.split("-")[1].removeprefix("py")
-                if entry.name in used_runtimes or entry.name == self._runtime_name(version):
-                    continue
-                _remove(entry)
-                removed.append(str(entry))
-            for entry in sorted(self.runtime_root.glob(".runtime-*.tmp")):
-                if time.time() - entry.stat().st_mtime < 3600:
-                    continue  # a runtime being installed right now
-                _remove(entry)
-                removed.append(str(entry))
+        removed += self._runtimes.prune(used_runtimes)
         return removed
-
-
-class _Python:
-    def __init__(self, executable: str, version: str) -> None:
-        self.executable = executable
-        self.version = version  # "3.11"
-
-
-_TOOL_ENV = {
-    "UV_PYTHON_DOWNLOADS": "never",  # a missing Python is an error, not a 30 MB download
-    "NO_COLOR": "1",
-    "PYTHONUNBUFFERED": "1",
-}
-
-
-def _find_uv() -> str:
-    try:
-        import uv
-
-        return uv.find_uv_bin()
-    except (ImportError, FileNotFoundError):
-        found = shutil.which("uv")
-        if found:
-            return found
-    raise ImageBuildError(
-        "the venv builder needs uv, which is not installed here; `pip install uv`"
-    )
 
 
 def _check_supported(spec: pb.ImageSpec) -> None:
@@ -487,29 +317,6 @@ _KNOWN_KINDS = {
 }
 
 
-async def _pump(proc: asyncio.subprocess.Process, emit: BuildLog) -> None:
-    """Streams a process's output into ``emit`` line by line (``\\r`` ends a line too:
-    progress bars) until it exits."""
-    assert proc.stdout is not None
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    while chunk := await proc.stdout.read(65536):
-        pending += decoder.decode(chunk)
-        *complete, pending = pending.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        for line in complete:
-            if line.strip():
-                emit(line.rstrip())
-    pending += decoder.decode(b"", final=True)
-    if pending.strip():
-        emit(pending.rstrip())
-    await proc.wait()
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def _untar(spec: pb.ImageSpec, index: int, data: bytes, dest: Path) -> None:
     import io
 
@@ -524,20 +331,6 @@ def _untar(spec: pb.ImageSpec, index: int, data: bytes, dest: Path) -> None:
         raise step_failed(spec, index, f"cannot unpack its files into {dest}: {err}") from None
 
 
-def _runtime_of(pth: Path) -> Path | None:
-    """The runtime directory an image's ``.pth`` adds."""
-    try:
-        text = pth.read_text()
-        start, end = text.index("addsitedir(") + len("addsitedir("), text.rindex(")")
-        return Path(ast.literal_eval(text[start:end]))
-    except (OSError, ValueError, SyntaxError):
-        return None
-
-
-def _package_dir() -> Path:
-    return Path(remotecell.__file__).resolve().parent
-
-
 def _running_full() -> str:
     return ".".join(map(str, sys.version_info[:3]))
 
@@ -546,13 +339,6 @@ def _sh(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _disk_usage(path: Path) -> int:
