@@ -9,7 +9,7 @@ belongs to another user, is refused. Without the key the values cannot be read, 
 is the one file to keep private (and to back up with the database).
 
 Its own connection, like the image records (WAL): the store is used from the control
-plane's event loop thread.
+plane's event loop thread. The table is declared in ``state/schema.py``.
 """
 
 from __future__ import annotations
@@ -23,19 +23,9 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from remotecell.backend.state.store import connect
+from remotecell.backend.state.schema import open_database
 from remotecell.client.errors import ConfigError
 from remotecell.client.secret import check_env, check_name
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS secrets (
-    name    TEXT PRIMARY KEY,
-    keys    TEXT NOT NULL,
-    token   BLOB NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-) WITHOUT ROWID;
-"""
 
 KEY_FILE = "secrets.key"
 
@@ -66,7 +56,7 @@ class SecretStore:
     def __init__(self, path: Path, key_path: Path | None = None) -> None:
         self.path = path
         self.key_path = key_path or path.parent / KEY_FILE
-        self._db = connect(path, _SCHEMA)
+        self._db = open_database(path)
         self._fernet: Fernet | None = None
 
     def close(self) -> None:

@@ -5,7 +5,8 @@ two builds. A row is ``building`` while a build runs, ``ready`` with the built i
 succeeded, ``failed`` with the error once it failed (a failed build is not a cache hit: the
 next request builds again). The build logs are files next to it (``ImageCache``).
 
-Its own connection, so the CLI can read and prune while a control plane runs (WAL).
+Its own connection, so the CLI can read and prune while a control plane runs (WAL); the
+table is declared in ``schema``.
 """
 
 from __future__ import annotations
@@ -15,22 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remotecell.backend.images.builder import BuiltImage
-from remotecell.backend.state.store import connect
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id        TEXT NOT NULL,
-    builder   TEXT NOT NULL,
-    state     TEXT NOT NULL,
-    built     TEXT NOT NULL DEFAULT '',
-    error     TEXT NOT NULL DEFAULT '',
-    created   REAL NOT NULL,
-    finished  REAL NOT NULL DEFAULT 0,
-    last_used REAL NOT NULL DEFAULT 0,
-    size      INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (id, builder)
-) WITHOUT ROWID;
-"""
+from remotecell.backend.state.schema import open_database
 
 BUILDING = "building"
 READY = "ready"
@@ -55,7 +41,7 @@ class ImageStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = connect(path, _SCHEMA)
+        self._db = open_database(path)
 
     def close(self) -> None:
         self._db.close()

@@ -8,55 +8,16 @@ guard against); only a power loss can drop the last transactions.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from remotecell._proto import pb
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id        TEXT PRIMARY KEY,
-    state     INTEGER NOT NULL,
-    spec      BLOB NOT NULL,
-    created   REAL NOT NULL,
-    started   REAL NOT NULL DEFAULT 0,
-    finished  REAL NOT NULL DEFAULT 0,
-    attempt   INTEGER NOT NULL DEFAULT 0,
-    runner_id TEXT NOT NULL DEFAULT '',
-    session   TEXT NOT NULL DEFAULT '',
-    summary   TEXT NOT NULL DEFAULT '',
-    message   TEXT NOT NULL DEFAULT '',
-    origin    TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
--- A running job's telemetry, downsampled (see backend/telemetry/downsample.py).
-CREATE TABLE IF NOT EXISTS metrics (
-    job_id TEXT NOT NULL,
-    time   REAL NOT NULL,
-    body   BLOB NOT NULL,
-    PRIMARY KEY (job_id, time)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL,
-    seq    INTEGER NOT NULL,
-    body   BLOB NOT NULL,
-    PRIMARY KEY (job_id, seq)
-) WITHOUT ROWID;
-"""
+from remotecell.backend.state.schema import open_database
 
 ACTIVE_STATES = (pb.QUEUED, pb.RUNNING)
 
-#: Columns added to ``jobs`` after its first release, with their definitions: a database
-#: made by an older control plane gets them when it is opened.
-_ADDED_JOB_COLUMNS = {
-    "gpu_type": "TEXT NOT NULL DEFAULT ''",
-    "gpu_count": "INTEGER NOT NULL DEFAULT 0",
-    "price": "REAL",  # per second; NULL: unknown
-    "gpu_uuids": "TEXT NOT NULL DEFAULT ''",  # comma-separated: the GPUs its runner holds
-}
 _JOB_COLUMNS = (
     "id, state, spec, created, started, finished, attempt, runner_id, session, summary,"
     " message, origin, gpu_type, gpu_count, price, gpu_uuids"
@@ -113,27 +74,12 @@ def summary_of(code: str) -> str:
     return ""
 
 
-def connect(path: Path, schema: str) -> sqlite3.Connection:
-    """A connection to the state database (WAL, in autocommit mode), with ``schema`` applied."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    db.executescript(schema)
-    return db
-
-
 class Store:
     """SQLite-backed jobs and events. Used from the control plane's event loop thread only."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = connect(path, _SCHEMA)
-        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, definition in _ADDED_JOB_COLUMNS.items():
-            if name not in present:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+        self._db = open_database(path)
 
     def close(self) -> None:
         self._db.close()

@@ -4,8 +4,7 @@ One row per volume: its name, a random id (so that a volume deleted and made aga
 the same name is a different volume to runners that still hold the old one), when it was
 made, and the URL of its root in the volume store. The files are in the store, never here.
 
-Its own connection, like the image records, so the table can be added to a database that
-an older control plane made (``CREATE TABLE IF NOT EXISTS``).
+Its own connection, like the image records; the table is declared in ``schema``.
 """
 
 from __future__ import annotations
@@ -14,16 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from remotecell.backend.state.store import connect
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS volumes (
-    name      TEXT PRIMARY KEY,
-    volume_id TEXT NOT NULL,
-    created   REAL NOT NULL,
-    url       TEXT NOT NULL
-) WITHOUT ROWID;
-"""
+from remotecell.backend.state.schema import open_database
 
 
 @dataclass(frozen=True)
@@ -39,7 +29,7 @@ class VolumeRecords:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = connect(path, _SCHEMA)
+        self._db = open_database(path)
 
     def close(self) -> None:
         self._db.close()
