@@ -126,12 +126,10 @@ def through_volume(
     cleanup: Cleanup, parent: Path, size_mib: int, *serve_args: str
 ) -> tuple[Timed, Timed]:
     """Writes the file in a cell (session "w"), reads it on a new runner (session "r")."""
-    from remotecell.client import _volume_rpc
-
     server = Server(cleanup, parent, *serve_args)
     mount = f"/mnt/rcb-volume-{secrets.token_hex(4)}"
     cleanup.push(f"remove {mount}", lambda: _rmdir(mount), stops_processes=False)
-    _volume_rpc.create(server.client, "bench")
+    server.client.create_volume("bench")
     path = f"{mount}/weights.bin"
     blocks = size_mib // BLOCK_MIB
     # The writer's runner is warm (started by an empty cell); the reader's is started for
@@ -140,7 +138,7 @@ def through_volume(
     write = server.cell(
         WRITE.format(make=MAKE_BLOCK, path=path, blocks=blocks), "w", {mount: "bench"}
     )
-    entries = _volume_rpc.list_files(server.client, "bench", "weights.bin")
+    entries = server.client.list_volume_files("bench", "weights.bin")
     if entries[0].size != blocks * BLOCK_MIB * 2**20:
         raise BenchError(f"the volume holds {entries[0].size} bytes, not {size_mib} MiB")
     read = server.cell(

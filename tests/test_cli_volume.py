@@ -128,14 +128,16 @@ def test_get_never_writes_outside_local_whatever_the_store_lists(
 
     from remotecell._proto import pb
     from remotecell.cli import main
-    from remotecell.client import _volume_rpc
+    from remotecell.client import Client
 
     listed = [
         pb.VolumeFile(path="dir/fine.txt", size=2),
         pb.VolumeFile(path="dir/../../escape.txt", size=2),
     ]
-    monkeypatch.setattr(_volume_rpc, "list_files", lambda *a, **k: listed)
-    monkeypatch.setattr(_volume_rpc, "read_into", lambda c, n, p, out: out.write(b"hi") and "v1")
+    monkeypatch.setattr(Client, "list_volume_files", lambda *a, **k: listed)
+    monkeypatch.setattr(
+        Client, "read_volume_file_into", lambda c, n, p, out: out.write(b"hi") and "v1"
+    )
     for key, value in control_plane.env().items():
         monkeypatch.setenv(key, value)
     target = tmp_path / "deep" / "target"

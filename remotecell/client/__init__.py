@@ -1,11 +1,17 @@
-"""Talking to a remotecell control plane: async client, blocking facade, errors, config."""
+"""Talking to a remotecell control plane.
+
+One client with two faces at parity: ``AsyncClient`` (coroutines, on the caller's event
+loop) and ``Client`` (blocking). Public modules beside them: ``transport`` (channels and
+stubs, shared with the runner), ``listing`` (jobs, GPUs and volumes as text, for every
+front end), ``context`` (which control plane ``remotecell.Volume`` talks to), ``config``.
+"""
 
 from __future__ import annotations
 
 from remotecell.client._async import AsyncClient
 from remotecell.client._blocking import Client, EventStream
 from remotecell.client.config import Endpoint, data_dir, from_environment
-from remotecell.client.errors import (
+from remotecell.contract.errors import (
     AuthError,
     CellSyntaxError,
     ClosureError,

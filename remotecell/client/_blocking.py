@@ -1,12 +1,10 @@
-"""The blocking client: synchronous gRPC stubs over one channel.
+"""The blocking face of the client: ``AsyncClient``'s coroutines, run in the caller's thread.
 
-Notebook code, the CLI and runners call it from ordinary threads. It uses grpc's
-synchronous API rather than wrapping ``AsyncClient`` on an event-loop thread, for a
-measured reason: each call through an event-loop thread pays two thread hand-offs and a
-coroutine. A unary ``Health`` round trip on a Unix socket took ~1.2 ms that way and
-~0.5 ms through a synchronous stub on a quiet machine (p50 0.95 vs 0.71 ms on a busy
-2-core one), and a cell makes several calls. ``AsyncClient`` remains the API for async
-code.
+Notebook code, the CLI, widgets and runners call the control plane from ordinary threads.
+``Client`` runs ``AsyncClient``'s own coroutines over blocking gRPC stubs: with those,
+a coroutine never suspends, so ``_finish`` completes it in the calling thread with no
+event loop. There is one implementation of every call, and no hand-off to a loop thread
+(which cost ~0.7 ms per call when measured, and a cell makes several).
 
 A job's events are read by a reader thread into a queue, and callers wait on the queue
 with timeouts, so a kernel interrupt (SIGINT) reaches a caller waiting for events. The
@@ -14,36 +12,23 @@ reader drives its call itself (grpc's single-threaded unary-stream mode, no hand
 through the channel's polling thread) and reader threads are reused rather than started
 per stream: measured on a warm trivial cell (p50 to its last event), a reader started
 per stream on the default channel cost ~0.5 ms over iterating the call directly; with
-both changes the difference is within noise (~0.1 ms). Like ``AsyncClient``, a
-stream that loses the control plane (UNAVAILABLE) waits for it to come back and resumes
-after the last event it saw.
+both changes the difference is within noise (~0.1 ms).
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from concurrent.futures import Future
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import IO, Any, TypeVar
 
-import grpc
-import grpc.experimental
-
-from remotecell._proto import pb, pb_grpc
-from remotecell.client import _blobs
-from remotecell.client._async import CHANNEL_OPTIONS, CHUNK, RESUME_FOR
+from remotecell._proto import pb
+from remotecell.client import transport
+from remotecell.client._async import AsyncClient, _Stream
 from remotecell.client.config import Endpoint
-from remotecell.client.errors import (
-    BlobNotFoundError,
-    ConnectionError,
-    RemoteCellError,
-    from_rpc_error,
-)
-from remotecell.client.values import Buffer
+from remotecell.contract.values import Buffer
 
 T = TypeVar("T")
 _END = object()
@@ -52,7 +37,73 @@ _END = object()
 #: delivered to another thread still gets its handler run promptly.
 _POLL = 0.1
 
-_STREAM_OPTIONS = [(grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
+
+def _finish(awaitable: Awaitable[T]) -> T:
+    """Runs a coroutine of a blocking-stub client to its end in this thread."""
+    steps = awaitable.__await__()
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    steps.close()
+    raise RuntimeError("a blocking client call waited on an event loop; this is a remotecell bug")
+
+
+def _iterate(messages: AsyncIterator[T]) -> Iterator[T]:
+    """An async iterator of a blocking-stub client as a plain iterator."""
+    try:
+        while True:
+            try:
+                yield _finish(anext(messages))
+            except StopAsyncIteration:
+                return
+    finally:
+        aclose = getattr(messages, "aclose", None)
+        if aclose is not None:
+            _finish(aclose())
+
+
+class _BlockingStream:
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Any]:
+        for message in self._call:
+            yield message
+
+    def cancel(self) -> bool:
+        return bool(self._call.cancel())
+
+
+class _BlockingCalls:
+    """Over blocking stubs: the calls complete before the coroutine goes on."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._md = transport.metadata(endpoint)
+        self._channel = transport.blocking_channel(endpoint)
+        self._stub = transport.control_plane_stub(self._channel)
+
+    async def unary(
+        self, method: str, request: Any, timeout: float | None, wait_for_ready: bool = False
+    ) -> Any:
+        call = getattr(self._stub, method)
+        return call(request, metadata=self._md, timeout=timeout, wait_for_ready=wait_for_ready)
+
+    async def stream_in(self, method: str, requests: Iterator[Any], timeout: float | None) -> Any:
+        return getattr(self._stub, method)(requests, metadata=self._md, timeout=timeout)
+
+    def stream_out(self, method: str, request: Any, timeout: float | None = None) -> _Stream:
+        call = getattr(self._stub, method)(request, metadata=self._md, timeout=timeout)
+        return _BlockingStream(call)
+
+    async def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def close(self) -> None:
+        self._channel.close()
 
 
 class _Readers:
@@ -86,32 +137,6 @@ class _Readers:
 _readers = _Readers()
 
 
-class _LoopThread:
-    """One event loop running forever in a daemon thread (for async code called from
-    blocking code, such as the runner's connection)."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        future = self.submit(coro)
-        try:
-            return future.result(timeout)
-        except BaseException:
-            future.cancel()
-            raise
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=5)
-
-
 class EventStream:
     """A job's events as a blocking iterator; ``close()`` stops following.
 
@@ -119,92 +144,31 @@ class EventStream:
     queues its events; ``next(timeout)`` and iteration take them from the queue.
     """
 
-    def __init__(self, client: Client, job_id: str, from_seq: int, spec: pb.JobSpec | None) -> None:
-        self._client = client
+    def __init__(
+        self, core: AsyncClient, job_id: str, from_seq: int, spec: pb.JobSpec | None
+    ) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._call: Any = None
-        self._closed = False
-        _readers.run(lambda: self._read(job_id, from_seq, spec))
+        self._stream: _Stream | None = None
+        self.closed = False
+        _readers.run(lambda: self._read(core, job_id, from_seq, spec))
 
     # -- the reader thread ---------------------------------------------------
 
-    def _open(self, method: Any, request: Any) -> Any:
-        """Starts a call, unless the stream was closed (close() cancels the call)."""
+    def opened(self, stream: _Stream) -> bool:
         with self._lock:
-            if self._closed:
-                return None
-            self._call = method(request, metadata=self._client._md)
-            return self._call
+            self._stream = stream
+            return not self.closed
 
-    def _read(self, job_id: str, from_seq: int, spec: pb.JobSpec | None) -> None:
-        client = self._client
-        last = from_seq - 1
-        lost_since: float | None = None
+    def _read(self, core: AsyncClient, job_id: str, from_seq: int, spec: pb.JobSpec | None) -> None:
         try:
-            while True:
-                if spec is not None:
-                    call = self._open(client._stub.Submit, pb.SubmitRequest(spec=spec))
-                else:
-                    request = pb.AttachRequest(job_id=job_id, from_seq=last + 1)
-                    call = self._open(client._stub.Attach, request)
-                if call is None:
-                    return
-                try:
-                    for batch in call:
-                        lost_since = None
-                        for event in batch.events:
-                            job_id = event.job_id  # Submit's first event names the job
-                            if event.HasField("metrics"):  # an unnumbered sample
-                                self._queue.put(event)
-                                continue
-                            if event.seq <= last:
-                                continue
-                            last = event.seq
-                            self._queue.put(event)
-                            if event.HasField("finished"):
-                                return
-                    return
-                except grpc.RpcError as err:
-                    if self._closed:
-                        return
-                    # A submit that failed before naming its job may or may not exist.
-                    if not job_id or err.code() != grpc.StatusCode.UNAVAILABLE:
-                        raise client._error(err) from None
-                    if lost_since is None:
-                        lost_since = time.monotonic()
-                    elif time.monotonic() - lost_since > RESUME_FOR:
-                        raise client._error(err) from None
-                # The control plane went away: wait (bounded) for it, then resume after
-                # the last event seen.
-                spec = None
-                if not self._await_control_plane(lost_since + RESUME_FOR):
-                    return
+            for event in _iterate(core._follow(job_id, from_seq, spec, self)):
+                self._queue.put(event)
         except BaseException as err:
-            if not self._closed:
+            if not self.closed:
                 self._queue.put(err)
         finally:
             self._queue.put(_END)
-
-    def _await_control_plane(self, deadline: float) -> bool:
-        """Waits until the control plane answers again; False when the stream was closed
-        meanwhile.
-
-        Raises:
-            ConnectionError: it did not answer before ``deadline``.
-        """
-        while not self._closed:
-            try:
-                # Short calls, so that close() is noticed. A call can also fail at once, on
-                # the connection that just broke: failures before the deadline retry.
-                remaining = deadline - time.monotonic()
-                self._client.health(timeout=min(1.0, max(0.1, remaining)), wait_for_ready=True)
-                return True
-            except ConnectionError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.05)
-        return False
 
     # -- the caller ------------------------------------------------------------
 
@@ -234,17 +198,18 @@ class EventStream:
         if isinstance(item, BaseException):
             self._queue.put(_END)
             raise item
-        return item
+        return item  # type: ignore[no-any-return]
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
-            if self._call is not None:
-                self._call.cancel()
+            self.closed = True
+            if self._stream is not None:
+                self._stream.cancel()
 
 
 class Client:
-    """A control plane, from blocking code.
+    """A control plane, from blocking code: ``AsyncClient``'s calls, run in the caller's
+    thread. Errors are ``remotecell`` exceptions.
 
     Example:
         >>> client = Client(Endpoint("unix:/tmp/cp.sock", token))   # doctest: +SKIP
@@ -254,138 +219,138 @@ class Client:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self._channel = grpc.insecure_channel(
-            endpoint.target, options=[*CHANNEL_OPTIONS, *_STREAM_OPTIONS]
-        )
-        self._stub = pb_grpc.ControlPlaneStub(self._channel)
-        self._md = (("authorization", f"Bearer {endpoint.token}"),)
-        self._health: pb.HealthReply | None = None
-        self._blob_dir: Path | None = None
-        self._client_closed = False
+        self._core = AsyncClient._over(endpoint, _BlockingCalls(endpoint))
 
     def close(self) -> None:
-        self._client_closed = True
-        self._channel.close()
+        _finish(self._core.close())
 
-    def _error(self, err: grpc.RpcError) -> RemoteCellError:
-        return from_rpc_error(err, self.endpoint.url)
-
-    def _unary(self, method: Any, request: Any, timeout: float | None = 30.0, **kw: Any) -> Any:
-        if self._client_closed:
-            # What grpc says here is "Cannot invoke RPC on closed channel!", a ValueError.
-            raise ConnectionError(
-                f"this connection to the control plane at {self.endpoint.url} was closed "
-                "(the extension was unloaded or reloaded since); run the command again"
-            )
-        try:
-            return method(request, metadata=self._md, timeout=timeout, **kw)
-        except grpc.RpcError as err:
-            raise self._error(err) from None
-
-    # -- calls -------------------------------------------------------------
+    # -- control plane and jobs ------------------------------------------------
 
     def health(self, timeout: float = 5.0, wait_for_ready: bool = False) -> pb.HealthReply:
-        self._health = self._unary(
-            self._stub.Health, pb.HealthRequest(), timeout=timeout, wait_for_ready=wait_for_ready
-        )
-        self._blob_dir = _blobs.shared_blob_dir(self._health)
-        return self._health
+        """The control plane's state; also says whether this process shares its blob store."""
+        return _finish(self._core.health(timeout, wait_for_ready))
 
     def get_job(self, job_id: str) -> pb.JobInfo:
-        return self._unary(self._stub.GetJob, pb.GetJobRequest(job_id=job_id))
+        return _finish(self._core.get_job(job_id))
 
     def list_jobs(self, limit: int = 50) -> list[pb.JobInfo]:
-        return list(self._unary(self._stub.ListJobs, pb.ListJobsRequest(limit=limit)).jobs)
+        return _finish(self._core.list_jobs(limit))
 
     def list_gpus(self) -> pb.ListGPUsReply:
-        return self._unary(self._stub.ListGPUs, pb.ListGPUsRequest())
+        return _finish(self._core.list_gpus())
 
     def cancel(self, job_id: str, reason: str = "") -> pb.CancelReply:
-        return self._unary(self._stub.Cancel, pb.CancelRequest(job_id=job_id, reason=reason))
+        return _finish(self._core.cancel(job_id, reason))
 
     def submit(self, spec: pb.JobSpec) -> EventStream:
         """Submits a job and follows it: the first event names the job; the stream resumes
         by itself if the control plane restarts."""
-        return EventStream(self, "", 0, spec)
+        return EventStream(self._core, "", 0, spec)
 
     def attach(self, job_id: str, from_seq: int = 0) -> EventStream:
         """Follows a job's events from ``from_seq`` to its end, resuming across restarts."""
-        return EventStream(self, job_id, from_seq, None)
+        return EventStream(self._core, job_id, from_seq, None)
 
-    # -- blobs -------------------------------------------------------------
+    # -- blobs -----------------------------------------------------------------
 
-    def _shared_dir(self) -> Path | None:
-        if self._health is None:
-            self.health()
-        return self._blob_dir
+    def missing_blobs(self, hashes: Sequence[str]) -> list[str]:
+        """Which of ``hashes`` the control plane does not have."""
+        return _finish(self._core.missing_blobs(hashes))
+
+    def put_blob(self, digest: str, data: Buffer) -> None:
+        """Sends one blob over gRPC (the control plane checks it against ``digest``)."""
+        _finish(self._core.put_blob(digest, data))
+
+    def get_blob(self, digest: str) -> bytearray:
+        """One blob's bytes over gRPC (``BlobNotFoundError`` if it is not stored)."""
+        return _finish(self._core.get_blob(digest))
 
     def upload(self, blobs: Mapping[str, Buffer]) -> int:
         """Uploads the blobs the control plane lacks; returns how many bytes were sent."""
-        if not blobs:
-            return 0
-        shared = self._shared_dir()
-        sent = 0
-        if shared is not None:
-            for digest, data in blobs.items():
-                if not _blobs.local_has(shared, digest):
-                    _blobs.local_write(shared, digest, data)
-                    sent += memoryview(data).nbytes
-            return sent
-        reply = self._unary(self._stub.MissingBlobs, pb.MissingBlobsRequest(hashes=list(blobs)))
-        for digest in reply.missing:
-            self._put_blob(digest, blobs[digest])
-            sent += memoryview(blobs[digest]).nbytes
-        return sent
-
-    def _put_blob(self, digest: str, data: Buffer) -> None:
-        view = memoryview(data).cast("B")
-
-        def chunks() -> Iterator[pb.BlobChunk]:
-            if len(view) == 0:
-                yield pb.BlobChunk(hash=digest, size=0)
-            for start in range(0, len(view), CHUNK):
-                part = bytes(view[start : start + CHUNK])
-                yield pb.BlobChunk(hash=digest if start == 0 else "", size=len(view), data=part)
-
-        self._unary(self._stub.PutBlob, chunks(), timeout=600)
+        return _finish(self._core.upload(blobs))
 
     def fetch(self, digest: str) -> Buffer:
-        """A blob's bytes.
+        """A blob's bytes (``BlobNotFoundError`` if it is not stored)."""
+        return _finish(self._core.fetch(digest))
 
-        Raises:
-            BlobNotFoundError: the control plane does not have it (any more).
-        """
-        shared = self._shared_dir()
-        if shared is not None:
-            try:
-                return _blobs.local_read(shared, digest)
-            except FileNotFoundError:
-                raise BlobNotFoundError(_blobs.blob_gone(digest)) from None
-        out = bytearray()
-        try:
-            for chunk in self._stub.GetBlob(
-                pb.GetBlobRequest(hash=digest), metadata=self._md, timeout=600
-            ):
-                out += chunk.data
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                raise BlobNotFoundError(err.details() or _blobs.blob_gone(digest)) from None
-            raise self._error(err) from None
-        return out
-
-    # -- secrets -------------------------------------------------------------
+    # -- secrets ---------------------------------------------------------------
 
     def create_secret(
         self, name: str, env: Mapping[str, str], overwrite: bool = False
     ) -> pb.SecretCreateReply:
         """Stores a secret on the control plane, encrypted (``overwrite``: replace one of
         the same name). The reply names its keys and whether it replaced one."""
-        request = pb.SecretCreateRequest(name=name, env=dict(env), overwrite=overwrite)
-        return self._unary(self._stub.CreateSecret, request)
+        return _finish(self._core.create_secret(name, env, overwrite))
 
     def list_secrets(self) -> list[pb.SecretInfo]:
         """The stored secrets' names, keys and times (never their values)."""
-        return list(self._unary(self._stub.ListSecrets, pb.SecretListRequest()).secrets)
+        return _finish(self._core.list_secrets())
 
     def delete_secret(self, name: str) -> None:
-        self._unary(self._stub.DeleteSecret, pb.SecretDeleteRequest(name=name))
+        _finish(self._core.delete_secret(name))
+
+    # -- volumes ---------------------------------------------------------------
+
+    def create_volume(self, name: str, exist_ok: bool = False) -> pb.VolumeInfo:
+        return _finish(self._core.create_volume(name, exist_ok))
+
+    def get_volume(self, name: str) -> pb.VolumeInfo:
+        return _finish(self._core.get_volume(name))
+
+    def list_volumes(self) -> list[pb.VolumeInfo]:
+        return _finish(self._core.list_volumes())
+
+    def delete_volume(self, name: str) -> int:
+        """Deletes a volume and its files; returns how many files it had."""
+        return _finish(self._core.delete_volume(name))
+
+    def list_volume_files(
+        self, name: str, path: str = "", recursive: bool = False
+    ) -> list[pb.VolumeFile]:
+        return _finish(self._core.list_volume_files(name, path, recursive))
+
+    def remove_volume_path(self, name: str, path: str, recursive: bool = False) -> int:
+        """Removes a file (or, ``recursive``, a directory); returns how many files went."""
+        return _finish(self._core.remove_volume_path(name, path, recursive))
+
+    def read_volume_file(self, name: str, path: str) -> tuple[str, Iterator[bytes]]:
+        """A file's version and its content in chunks (the call starts at once, so a
+        missing file raises here)."""
+        version, chunks = _finish(self._core.read_volume_file(name, path))
+        return version, _iterate(chunks)
+
+    def read_volume_file_into(self, name: str, path: str, out: IO[bytes]) -> str:
+        """Writes a file's content to ``out``; returns its version."""
+        return _finish(self._core.read_volume_file_into(name, path, out))
+
+    def write_volume_file(
+        self, name: str, path: str, source: IO[bytes], size: int
+    ) -> pb.VolumeFile:
+        """Uploads ``size`` bytes from ``source`` as the file ``path``; it replaces the old
+        one atomically once all of it arrived."""
+        return _finish(self._core.write_volume_file(name, path, source, size))
+
+    def upload_volume_file(
+        self, name: str, path: str, local: str | os.PathLike[str]
+    ) -> pb.VolumeFile:
+        """Uploads the local file ``local`` as the file ``path``."""
+        return _finish(self._core.upload_volume_file(name, path, local))
+
+    # -- images ----------------------------------------------------------------
+
+    def list_images(self) -> list[pb.ImageInfo]:
+        """The builds in the control plane's image cache, newest first."""
+        return _finish(self._core.list_images())
+
+    def image_log(self, image_id: str) -> Iterator[pb.ImageLogChunk]:
+        """The build logs of the image ``image_id`` names (an id or its start), in pieces:
+        the first piece of each build's log names the build."""
+        return _iterate(self._core.image_log(image_id))
+
+    def remove_images(self, image_ids: Sequence[str]) -> list[pb.RemovedImage]:
+        """Removes the images these ids (or their starts) name; all, or none."""
+        return _finish(self._core.remove_images(image_ids))
+
+    def prune_images(self, days: float | None = None) -> pb.PruneImagesReply:
+        """Removes images unused for ``days`` (None: 30), failed builds and leftovers."""
+        return _finish(self._core.prune_images(days))

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from remotecell._proto import pb
-from remotecell.client import _context, _volume_rpc
-from remotecell.client._volume_paths import check_name, volume_path
-from remotecell.client.errors import ConfigError
+from remotecell.client import context
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.volumes import check_name, volume_path
 
 __all__ = ["Volume", "VolumeEntry"]
 
@@ -109,17 +109,17 @@ class Volume:
             >>> weights = Volume.from_name("weights", create_if_missing=True)  # doctest: +SKIP
         """
         check_name(name)
-        client = _context.client()
+        client = context.client()
         if create_if_missing:
-            info = _volume_rpc.create(client, name, exist_ok=True)
+            info = client.create_volume(name, exist_ok=True)
         else:
-            info = _volume_rpc.get(client, name)
+            info = client.get_volume(name)
         return cls(name, _info=info)
 
     @staticmethod
     def names() -> list[str]:
         """The names of all volumes, sorted."""
-        return [v.name for v in _volume_rpc.list_volumes(_context.client())]
+        return [v.name for v in context.client().list_volumes()]
 
     @staticmethod
     def delete(name: str) -> None:
@@ -132,7 +132,7 @@ class Volume:
         Example:
             >>> Volume.delete("scratch")  # doctest: +SKIP
         """
-        _volume_rpc.delete(_context.client(), check_name(name))
+        context.client().delete_volume(check_name(name))
 
     # -- files ----------------------------------------------------------------------
 
@@ -148,7 +148,7 @@ class Volume:
             ['llama']
         """
         rel = volume_path(path, self._name)
-        files = _volume_rpc.list_files(_context.client(), self._name, rel, recursive)
+        files = context.client().list_volume_files(self._name, rel, recursive)
         return [VolumeEntry._from_pb(f) for f in files]
 
     def read_file(self, path: str) -> bytes:
@@ -163,7 +163,7 @@ class Volume:
             b'{'
         """
         rel = volume_path(path, self._name)
-        _, chunks = _volume_rpc.read(_context.client(), self._name, rel)
+        _, chunks = context.client().read_volume_file(self._name, rel)
         return b"".join(chunks)
 
     def get_file(self, path: str, local: str | os.PathLike[str] | IO[bytes]) -> None:
@@ -173,18 +173,18 @@ class Volume:
             >>> weights.get_file("/llama/config.json", "config.json")  # doctest: +SKIP
         """
         rel = volume_path(path, self._name)
-        client = _context.client()
+        client = context.client()
         if isinstance(local, (str, os.PathLike)):
             target = Path(local)
             tmp = target.with_name(f".{target.name}.remotecell-part")
             try:
                 with open(tmp, "wb") as out:
-                    _volume_rpc.read_into(client, self._name, rel, out)
+                    client.read_volume_file_into(self._name, rel, out)
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
         else:
-            _volume_rpc.read_into(client, self._name, rel, local)
+            client.read_volume_file_into(self._name, rel, local)
 
     def put_file(self, local: str | os.PathLike[str] | IO[bytes] | bytes, path: str) -> None:
         """Stores a local file (a path, a binary file object, or bytes) at ``path``,
@@ -199,19 +199,19 @@ class Volume:
         rel = volume_path(path, self._name)
         if not rel:
             raise ConfigError(f"give put_file a file path in volume {self._name!r}, not its root")
-        client = _context.client()
+        client = context.client()
         if isinstance(local, (bytes, bytearray, memoryview)):
             import io
 
             data = memoryview(local).cast("B")
-            _volume_rpc.write_from(client, self._name, rel, io.BytesIO(data), len(data))
+            client.write_volume_file(self._name, rel, io.BytesIO(data), len(data))
         elif isinstance(local, (str, os.PathLike)):
-            _volume_rpc.write_file(client, self._name, rel, local)
+            client.upload_volume_file(self._name, rel, local)
         else:
             start = local.tell()
             size = local.seek(0, os.SEEK_END) - start
             local.seek(start)
-            _volume_rpc.write_from(client, self._name, rel, local, size)
+            client.write_volume_file(self._name, rel, local, size)
 
     def remove(self, path: str, recursive: bool = False) -> None:
         """Removes a file, or a directory and all it holds (``recursive=True``).
@@ -221,7 +221,7 @@ class Volume:
             ConfigError: a directory without ``recursive``, or the root.
         """
         rel = volume_path(path, self._name)
-        _volume_rpc.remove(_context.client(), self._name, rel, recursive)
+        context.client().remove_volume_path(self._name, rel, recursive)
 
     # -- in a cell --------------------------------------------------------------
 
@@ -233,7 +233,7 @@ class Volume:
         Raises:
             ConfigError: in a cell that does not mount this volume.
         """
-        mounted = _context.mounted()
+        mounted = context.mounted()
         if mounted is not None:
             mounted.commit(self._name)
 
@@ -245,6 +245,6 @@ class Volume:
         Raises:
             ConfigError: in a cell that does not mount this volume.
         """
-        mounted = _context.mounted()
+        mounted = context.mounted()
         if mounted is not None:
             mounted.reload(self._name)

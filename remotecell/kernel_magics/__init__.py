@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from remotecell.client import _context
+from remotecell.client import context
 from remotecell.kernel_magics._job import RemoteJob
 
 __all__ = ["RemoteJob", "load_ipython_extension", "unload_ipython_extension"]
@@ -21,7 +21,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(magics)
     magics.start_connecting()
     # remotecell.Volume (and the like) in this kernel use the magics' connection.
-    _context.use(lambda: magics.client)
+    context.use(lambda: magics.client)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -31,7 +31,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     magics = manager.registry.pop(RemoteMagics.__name__, None)
     if magics is not None:
         magics.close()
-    _context.use(None)
+    context.use(None)
     for kind, names in RemoteMagics.magics.items():
         for name in names:
             manager.magics[kind].pop(name, None)

@@ -6,7 +6,7 @@ from typing import Any
 
 from remotecell._proto import pb
 from remotecell.client import Client
-from remotecell.client._listing import state_name
+from remotecell.client.listing import state_name
 from remotecell.client.metrics import MetricsSummary
 from remotecell.kernel_magics._execution import JobFollower
 

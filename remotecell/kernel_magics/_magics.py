@@ -15,10 +15,11 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Unicode
 
 from remotecell._proto import pb
-from remotecell.client import Client, connect, values
-from remotecell.client._listing import state_name
-from remotecell.client.errors import CellSyntaxError, ConfigError, RemoteCellError
+from remotecell.client import Client, connect
 from remotecell.client.image_cell import parse_image_cell
+from remotecell.client.listing import state_name
+from remotecell.contract import values
+from remotecell.contract.errors import CellSyntaxError, ConfigError, RemoteCellError
 from remotecell.kernel_magics import _closure, _options
 from remotecell.kernel_magics._execution import JobFollower
 from remotecell.kernel_magics._job import RemoteJob

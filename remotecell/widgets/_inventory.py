@@ -9,8 +9,8 @@ import traitlets as t
 
 from remotecell._proto import pb
 from remotecell.client import Client
-from remotecell.client._listing import format_gpus
-from remotecell.client.errors import RemoteCellError
+from remotecell.client.listing import format_gpus
+from remotecell.contract.errors import RemoteCellError
 from remotecell.widgets._rows import gpu_row
 from remotecell.widgets._static import css, esm
 

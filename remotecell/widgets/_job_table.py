@@ -9,8 +9,8 @@ import traitlets as t
 
 from remotecell._proto import pb
 from remotecell.client import Client
-from remotecell.client._listing import format_jobs, state_name
-from remotecell.client.errors import RemoteCellError
+from remotecell.client.listing import format_jobs, state_name
+from remotecell.contract.errors import RemoteCellError
 from remotecell.widgets._rows import job_row
 from remotecell.widgets._static import css, esm
 

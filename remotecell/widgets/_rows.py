@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from remotecell._proto import pb
-from remotecell.client._listing import state_name
-from remotecell.client.resources import price_per_second
+from remotecell.client.listing import state_name
+from remotecell.contract.resources import price_per_second
 
 __all__ = ["gpu_row", "job_row"]
 

@@ -27,7 +27,7 @@ from remotecell.backend.executors.base import RunnerLaunch
 from remotecell.backend.executors.local import FORK_ENV, LocalExecutor
 from remotecell.backend.images.builder import BuiltImage
 from remotecell.client import Client
-from remotecell.client.values import content_hash
+from remotecell.contract.values import content_hash
 
 TEMPLATE = "remotecell.backend.executors._forkserver"
 
@@ -339,7 +339,7 @@ def test_a_closed_stream_stops_following(client: Client):
 
 def test_blobs_travel_over_grpc_when_the_blob_store_is_not_shared(client: Client):
     client.health()
-    client._blob_dir = None  # as for a client on another machine
+    client._core._blob_dir = None  # as for a client on another machine
     big = os.urandom(9 * 1024 * 1024)  # several chunks
     blobs = {content_hash(big): big, content_hash(b""): b""}
     assert client.upload(blobs) == len(big)

@@ -14,7 +14,7 @@ import pytest
 from support import wait_until
 
 from remotecell._proto import pb, pb_grpc
-from remotecell.client import AsyncClient, ConfigError, _volume_rpc
+from remotecell.client import AsyncClient, ConfigError
 
 VALUE = "hf_Zq81xLmn0pQrsTuvWxyz"
 
@@ -200,7 +200,7 @@ def test_a_volume_commits_note_masks_secret_values(make_control_plane):
     client = cp.client()
     mount = f"/mnt/remotecell-test-{secrets.token_hex(4)}"
     try:
-        _volume_rpc.create(client, "shared")
+        client.create_volume("shared")
         client.create_secret("hf", {"HF_TOKEN": VALUE})
         code = f"import os\nos.symlink('/etc', '{mount}/link-' + os.environ['HF_TOKEN'])"
         spec = pb.JobSpec(

@@ -15,8 +15,8 @@ from support import wait_until
 
 from remotecell._proto import pb
 from remotecell.backend.volumes.sync import SyncedVolume
-from remotecell.client import _volume_rpc
-from remotecell.client.errors import (
+from remotecell.client import transport
+from remotecell.contract.errors import (
     AuthError,
     ConfigError,
     VolumeFileNotFoundError,
@@ -32,7 +32,7 @@ def memory_plane(make_control_plane):
 @pytest.fixture
 def client(memory_plane):
     c = memory_plane.client()
-    _volume_rpc.create(c, "shared")
+    c.create_volume("shared")
     yield c
     c.close()
 
@@ -44,7 +44,14 @@ def copy(client, tmp_path: Path, label: str) -> SyncedVolume:
 
 
 def content(client, path: str) -> bytes:
-    return b"".join(_volume_rpc.read(client, "shared", path)[1])
+    return b"".join(client.read_volume_file("shared", path)[1])
+
+
+def _raw_write(client, chunks):
+    """A VolumeWrite call that the test can cancel mid-file."""
+    channel = transport.blocking_channel(client.endpoint)
+    stub = transport.control_plane_stub(channel)
+    return stub.VolumeWrite.future(chunks, metadata=transport.metadata(client.endpoint))
 
 
 def touch(path: Path, text: str) -> None:
@@ -124,11 +131,11 @@ def test_symlinks_in_a_copy_are_named_and_not_committed(client, tmp_path):
     report = a.commit()
     assert report.uploaded == ["real.txt"]
     assert sorted(s.split(":")[0] for s in report.skipped) == ["alias", "etc-link"]
-    assert [f.path for f in _volume_rpc.list_files(client, "shared", "", True)] == ["real.txt"]
+    assert [f.path for f in client.list_volume_files("shared", "", True)] == ["real.txt"]
 
 
 def test_a_broken_upload_leaves_the_last_committed_version(client, memory_plane):
-    _volume_rpc.write_from(client, "shared", "model.bin", _Bytes(b"v1" * 1000), 2000)
+    client.write_volume_file("shared", "model.bin", _Bytes(b"v1" * 1000), 2000)
     sent, gone = threading.Event(), threading.Event()
 
     def chunks():
@@ -136,7 +143,7 @@ def test_a_broken_upload_leaves_the_last_committed_version(client, memory_plane)
         sent.set()
         gone.wait(30)  # the writer dies here, mid-file
 
-    call = client._stub.VolumeWrite.future(chunks(), metadata=client._md)
+    call = _raw_write(client, chunks())
     try:
         assert sent.wait(10)
         # The memory store's partial write cannot be seen from here (it lives in the
@@ -150,16 +157,16 @@ def test_a_broken_upload_leaves_the_last_committed_version(client, memory_plane)
     assert content(client, "model.bin") == b"v1" * 1000
     # an upload that ends early (fewer bytes than announced) changes nothing either
     with pytest.raises(ConfigError, match="ended after 3 of its 10 bytes"):
-        _volume_rpc.write_from(client, "shared", "model.bin", _Bytes(b"abc"), 10)
+        client.write_volume_file("shared", "model.bin", _Bytes(b"abc"), 10)
     assert content(client, "model.bin") == b"v1" * 1000
-    assert [f.path for f in _volume_rpc.list_files(client, "shared", "", True)] == ["model.bin"]
+    assert [f.path for f in client.list_volume_files("shared", "", True)] == ["model.bin"]
 
 
 def test_a_writer_dying_mid_file_leaves_a_directory_stores_file_as_it_was(control_plane):
     client = control_plane.client()
     try:
-        _volume_rpc.create(client, "shared")
-        _volume_rpc.write_from(client, "shared", "model.bin", _Bytes(b"v1" * 1000), 2000)
+        client.create_volume("shared")
+        client.write_volume_file("shared", "model.bin", _Bytes(b"v1" * 1000), 2000)
         gone = threading.Event()
 
         def chunks():
@@ -169,7 +176,7 @@ def test_a_writer_dying_mid_file_leaves_a_directory_stores_file_as_it_was(contro
             gone.wait(30)  # the writer dies here, mid-file
 
         tmp = control_plane.data_dir / "volumes" / ".tmp"
-        call = client._stub.VolumeWrite.future(chunks(), metadata=client._md)
+        call = _raw_write(client, chunks())
         try:
             # The control plane has begun the new version: its temporary file exists.
             wait_until(lambda: tmp.is_dir() and any(tmp.iterdir()), 10, what="the partial write")
@@ -190,24 +197,24 @@ def test_volume_rpcs_need_the_token_and_say_what_is_missing(client, memory_plane
     stranger = Client(Endpoint(memory_plane.endpoint.url, "wrong"))
     try:
         with pytest.raises(AuthError):
-            _volume_rpc.list_volumes(stranger)
+            stranger.list_volumes()
         with pytest.raises(AuthError):
-            _volume_rpc.read(stranger, "shared", "x")
+            stranger.read_volume_file("shared", "x")
         with pytest.raises(AuthError):
-            _volume_rpc.write_from(stranger, "shared", "x", _Bytes(b"x"), 1)
+            stranger.write_volume_file("shared", "x", _Bytes(b"x"), 1)
     finally:
         stranger.close()
-    assert _volume_rpc.list_files(client, "shared", "", True) == []
+    assert client.list_volume_files("shared", "", True) == []
     with pytest.raises(VolumeNotFoundError, match="no volume 'nope': create it with"):
-        _volume_rpc.list_files(client, "nope")
+        client.list_volume_files("nope")
     with pytest.raises(VolumeFileNotFoundError, match="no file or directory '/x'"):
-        _volume_rpc.read(client, "shared", "x")
+        client.read_volume_file("shared", "x")
     with pytest.raises(ConfigError, match="exists already"):
-        _volume_rpc.create(client, "shared")
+        client.create_volume("shared")
     with pytest.raises(ConfigError, match="not a valid volume name"):
-        _volume_rpc.create(client, "no/slashes")
+        client.create_volume("no/slashes")
     with pytest.raises(ConfigError, match=r"'\.\.' would leave the volume"):
-        _volume_rpc.read(client, "shared", "../../etc/passwd")
+        client.read_volume_file("shared", "../../etc/passwd")
 
 
 class _Bytes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from remotecell._proto import pb
-from remotecell.client._listing import format_jobs
+from remotecell.client.listing import format_jobs
 
 
 def row(table: str, job_id: str) -> list[str]:

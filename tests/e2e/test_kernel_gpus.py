@@ -79,7 +79,7 @@ def test_remote_gpus_shows_the_inventory_and_who_holds_each(
     monkeypatch.delenv("REMOTECELL_FAKE_NVML")
     client = make_control_plane().client()
     try:
-        from remotecell.client._listing import format_gpus
+        from remotecell.client.listing import format_gpus
 
         assert format_gpus(client.list_gpus()).startswith("no GPUs: no NVIDIA driver (NVML)")
     finally:

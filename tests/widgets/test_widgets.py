@@ -10,7 +10,7 @@ from gpu_fake import machine
 from support import wait_until
 
 from remotecell._proto import pb
-from remotecell.client._listing import format_gpus, format_jobs
+from remotecell.client.listing import format_gpus, format_jobs
 from remotecell.widgets import GPUInventory, JobMonitor, JobTable, _static
 
 H100 = "NVIDIA H100 80GB HBM3"

@@ -23,9 +23,8 @@ from typing import Any
 
 import grpc
 
-from remotecell._proto import pb, pb_grpc
-from remotecell.client._async import CHANNEL_OPTIONS
-from remotecell.client._blocking import _LoopThread
+from remotecell._proto import pb
+from remotecell.client import transport
 from remotecell.client.config import Endpoint
 
 log = logging.getLogger("remotecell.runner")
@@ -46,7 +45,7 @@ class Link:
         #: Tasks and shutdowns for the main thread; None means "stop".
         self.instructions: queue.SimpleQueue[pb.RunnerInstruction | None] = queue.SimpleQueue()
         self.connected = threading.Event()
-        self._thread = _LoopThread("remotecell-link")
+        self._thread = transport.LoopThread("remotecell-link")
         self._pending: collections.deque[tuple[str, Any]] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._job = ""
@@ -93,9 +92,9 @@ class Link:
 
     async def _run(self) -> None:
         self._wake = asyncio.Event()
-        channel = grpc.aio.insecure_channel(self.endpoint.target, options=CHANNEL_OPTIONS)
-        stub = pb_grpc.ControlPlaneStub(channel)
-        md = (("authorization", f"Bearer {self.endpoint.token}"),)
+        channel = transport.aio_channel(self.endpoint)
+        stub = transport.control_plane_stub(channel)
+        md = transport.metadata(self.endpoint)
         lost_since = time.monotonic()
         while not self._closed:
             self._generation += 1

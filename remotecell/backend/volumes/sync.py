@@ -40,10 +40,9 @@ from pathlib import Path
 
 import xxhash
 
-from remotecell.client import _volume_rpc
-from remotecell.client._blocking import Client
-from remotecell.client._volume_paths import volume_path
-from remotecell.client.errors import VolumeFileNotFoundError
+from remotecell.client import Client
+from remotecell.contract.errors import VolumeFileNotFoundError
+from remotecell.contract.volumes import volume_path
 
 PULL_PREFIX = ".remotecell-pull-"
 #: A file modified this close to its baseline could change again with the same mtime.
@@ -102,7 +101,7 @@ class SyncedVolume:
         report = SyncReport()
         remote = {
             f.path: f
-            for f in _volume_rpc.list_files(self.client, self.name, "", recursive=True)
+            for f in self.client.list_volume_files(self.name, "", recursive=True)
             if not f.is_dir
         }
         for rel, entry in sorted(remote.items()):
@@ -131,7 +130,7 @@ class SyncedVolume:
         tmp = target.parent / f"{PULL_PREFIX}{secrets.token_hex(6)}"
         try:
             with open(tmp, "wb") as out:
-                version = _volume_rpc.read_into(self.client, self.name, rel, out)
+                version = self.client.read_volume_file_into(self.name, rel, out)
             os.replace(tmp, target)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -166,14 +165,14 @@ class SyncedVolume:
                 # The stat (and hash) from before the upload: a write during it shows at
                 # the next commit.
                 before = _baseline("", path, st)
-                entry = _volume_rpc.write_file(self.client, self.name, rel, path)
+                entry = self.client.upload_volume_file(self.name, rel, path)
                 self._known[rel] = _Known(
                     entry.version, before.size, before.mtime_ns, before.digest
                 )
                 report.uploaded.append(rel)
         for rel in sorted(set(self._known) - present):
             with contextlib.suppress(VolumeFileNotFoundError):
-                _volume_rpc.remove(self.client, self.name, rel)
+                self.client.remove_volume_path(self.name, rel)
             del self._known[rel]
             report.removed.append(rel)
         report.uploaded.sort()

@@ -1,11 +1,18 @@
-"""Job states and job tables in words, for the magics and the CLI."""
+"""Jobs, GPUs and volumes as words and plain-text tables.
+
+One wording for every front end: the CLI, the magics, the widgets and the JupyterLab
+sidebar all show jobs, GPUs and volumes through these functions.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from remotecell._proto import pb
-from remotecell.client.resources import price_per_second
+from remotecell.contract.resources import price_per_second
+
+__all__ = ["format_files", "format_gpus", "format_jobs", "format_volumes", "state_name"]
 
 _STATES: dict[int, str] = {
     pb.QUEUED: "queued",
@@ -17,6 +24,7 @@ _STATES: dict[int, str] = {
 
 
 def state_name(state: int) -> str:
+    """A job state in a word: "queued", "running", "succeeded", "failed", "cancelled"."""
     return _STATES.get(state, "unknown")
 
 
@@ -79,3 +87,51 @@ def format_gpus(reply: pb.ListGPUsReply) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    )
+
+
+def format_volumes(volumes: list[pb.VolumeInfo]) -> str:
+    """Name, when it was made, and where its files are."""
+    if not volumes:
+        return "no volumes (`remotecell volume create NAME` makes one)"
+    rows: list[tuple[str, ...]] = [("VOLUME", "CREATED", "MOUNTED AS", "STORE")]
+    for v in volumes:
+        rows.append(
+            (v.name, _when(v.created), "shared dir" if v.shared_dir else "synced copy", v.url)
+        )
+    return _table(rows)
+
+
+def format_files(files: list[pb.VolumeFile]) -> str:
+    """Type, size, modified time and path of each entry."""
+    if not files:
+        return "(empty)"
+    rows: list[tuple[str, ...]] = [("TYPE", "SIZE", "MODIFIED", "PATH")]
+    for f in files:
+        rows.append(
+            (
+                "dir" if f.is_dir else "file",
+                "-" if f.is_dir else _size(f.size),
+                _when(f.mtime),
+                f.path + ("/" if f.is_dir else ""),
+            )
+        )
+    return _table(rows)
