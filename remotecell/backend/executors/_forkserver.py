@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from remotecell.backend.runner import launch
+
 #: What a runner imports before it can run a cell (the rest is cheap).
 PRELOAD = (
     "grpc",
@@ -387,13 +389,11 @@ class Template:
         argv: list[str] = request["argv"]
         self.cmdline.write(argv)
         sys.orig_argv = list(argv)
-        sys.argv = [_runner_main_path(), *argv[3:]]
+        sys.argv = [_runner_main_path(), *launch.arguments(argv)]
 
 
 def _runner_main_path() -> str:
-    import remotecell.backend.runner
-
-    return os.path.join(os.path.dirname(remotecell.backend.runner.__file__), "__main__.py")
+    return os.path.join(os.path.dirname(launch.__file__), "__main__.py")
 
 
 def _preload() -> None:
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     # This is now a runner (a forked child of the template).
     from remotecell.backend.runner._main import main as runner_main
 
-    return runner_main(request["argv"][3:])
+    return runner_main(sys.argv[1:])
 
 
 if __name__ == "__main__":

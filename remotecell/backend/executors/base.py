@@ -1,7 +1,9 @@
 """How a runner process gets started: the executor interface.
 
 An executor only starts ``python -m remotecell.backend.runner`` somewhere (a local
-process, a container, a Ray actor), can end it, and reports how it ended. Everything
+process, a container, a Ray actor), with the command line and environment of the
+runner's launch contract (``remotecell.backend.runner.launch``), can end it, and reports
+how it ended. Everything
 else (the protocol, streaming, cancellation) belongs to the runner and the controller
 and is the same for every executor.
 """
@@ -10,18 +12,22 @@ from __future__ import annotations
 
 import signal
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from remotecell.backend.runner.launch import RunnerArgs
+
 if TYPE_CHECKING:
     from remotecell.backend.images.builder import BuiltImage
-    from remotecell.backend.volumes.mounts import LaunchVolume
+    from remotecell.backend.volumes.mounts import LaunchVolume, RunnerMount
 
 
 @dataclass(frozen=True)
 class RunnerLaunch:
-    """What a runner needs to start and find its way back."""
+    """What a runner needs to start and find its way back: what the runner itself is
+    told (``runner()``, its launch contract) and how the executor starts it."""
 
     runner_id: str
     control_url: str
@@ -40,21 +46,25 @@ class RunnerLaunch:
     #: Volumes to mount (see ``remotecell.backend.volumes.mounts``).
     volumes: tuple[LaunchVolume, ...] = ()
 
-    def runner_args(self, control_url: str | None = None) -> list[str]:
-        """The arguments of ``python -m remotecell.backend.runner`` for this launch
-        (``control_url`` overrides the address, where the runner sees it elsewhere)."""
-        args = ["--runner-id", self.runner_id, "--url", control_url or self.control_url]
-        if self.image:
-            args += ["--image", self.image]
-        if self.session:
-            args += ["--session", self.session]
-        if self.cpu:
-            args += ["--cpu", f"{self.cpu:g}"]
-        if self.memory_mb:
-            args += ["--memory-mb", str(self.memory_mb)]
-        if self.gpu_uuids:
-            args += ["--gpu", self.gpu, "--gpu-uuids", ",".join(self.gpu_uuids)]
-        return args
+    def runner(
+        self, control_url: str | None = None, mounts: Sequence[RunnerMount] = ()
+    ) -> RunnerArgs:
+        """What the runner of this launch is told (``remotecell.backend.runner.launch``
+        turns it into its command line and environment): ``control_url`` overrides the
+        address, where the runner sees it elsewhere; ``mounts`` are its volumes as the
+        executor provides them."""
+        return RunnerArgs(
+            runner_id=self.runner_id,
+            control_url=control_url or self.control_url,
+            token=self.token,
+            image=self.image,
+            session=self.session,
+            cpu=self.cpu,
+            memory_mb=self.memory_mb,
+            gpu=self.gpu,
+            gpu_uuids=self.gpu_uuids,
+            mounts=tuple(mounts),
+        )
 
     def gpu_env(self) -> dict[str, str]:
         """``CUDA_VISIBLE_DEVICES`` for a runner on this machine: its GPUs and no others."""

@@ -26,9 +26,9 @@ from typing import Any
 from remotecell.backend import _docker
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
 from remotecell.backend.images.docker import VENV_PYTHON, image_tag
-from remotecell.backend.volumes import mounts as volume_mounts
+from remotecell.backend.runner import launch as runner_launch
+from remotecell.backend.volumes.mounts import RunnerMount
 
-TOKEN_ENV = "REMOTECELL_RUNNER_TOKEN"  # as the runner reads it (runner/_main.py)
 RUNNER_ID_LABEL = "remotecell.runner-id"
 IMAGE_ID_LABEL = "remotecell.runner-image"
 
@@ -144,13 +144,15 @@ class DockerExecutor(_docker.EngineClient, Executor):
             )
         control_url, mount_paths = self._control_address(launch.control_url)
         python = built.python if built is not None and built.python else VENV_PYTHON
-        command = [python, "-m", "remotecell.backend.runner", *launch.runner_args(control_url)]
+        volumes, told = self._volume_mounts(launch)
+        runner_args, runner_env = runner_launch.build(launch.runner(control_url, told))
+        command = runner_launch.command(python, runner_args)
         env = {
             **_docker.ca_env(self.ca_bundle),
             **self.env,
             **(built.env if built is not None else {}),
             **launch.env,
-            TOKEN_ENV: launch.token,
+            **runner_env,
         }
         if self.blob_dir is not None:
             mount_paths.append(str(Path(self.blob_dir).absolute()))
@@ -161,7 +163,7 @@ class DockerExecutor(_docker.EngineClient, Executor):
         ]
         if self.ca_bundle:
             mounts.append(docker.types.Mount(self.ca_bundle, self.ca_bundle, "bind", True))
-        mounts += self._volume_mounts(launch, env)
+        mounts += volumes
         options: dict[str, Any] = {}
         if launch.cpu > 0:
             options["nano_cpus"] = int(launch.cpu * 1e9)
@@ -219,14 +221,14 @@ class DockerExecutor(_docker.EngineClient, Executor):
         pid = int((container.attrs.get("State") or {}).get("Pid") or 0)
         return RunnerHandle(launch.runner_id, pid, self._log_path(launch.runner_id))
 
-    def _volume_mounts(self, launch: RunnerLaunch, env: dict[str, str]) -> list[Any]:
+    def _volume_mounts(self, launch: RunnerLaunch) -> tuple[list[Any], list[RunnerMount]]:
         """Bind mounts of the launch's volumes (a directory store's directory, or an
-        empty copy on the host that the runner fills and commits), and the runner's
-        ``REMOTECELL_VOLUMES`` entry in ``env``."""
+        empty copy on the host that the runner fills and commits), and what the runner
+        is told about them (mounted already: no ``source``)."""
         import docker
 
         mounts: list[Any] = []
-        told: list[volume_mounts.RunnerMount] = []
+        told: list[RunnerMount] = []
         for index, volume in enumerate(launch.volumes):
             source = volume.shared_dir
             if not source:
@@ -235,12 +237,9 @@ class DockerExecutor(_docker.EngineClient, Executor):
                 source = str(copy)
             mounts.append(docker.types.Mount(volume.path, source, type="bind", read_only=False))
             told.append(
-                volume_mounts.RunnerMount(
-                    volume.name, volume.volume_id, volume.path, sync=not volume.shared_dir
-                )
+                RunnerMount(volume.name, volume.volume_id, volume.path, sync=not volume.shared_dir)
             )
-        env.update(volume_mounts.encode(told))
-        return mounts
+        return mounts, told
 
     def _volume_copies(self, runner_id: str) -> Path:
         return self.volume_cache / _name(runner_id)

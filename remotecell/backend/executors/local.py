@@ -32,9 +32,9 @@ from remotecell.backend.executors import _cgroups
 from remotecell.backend.executors._cgroups import RunnerGroups
 from remotecell.backend.executors._forkserver import ForkServer, TemplateUnavailable
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
-from remotecell.backend.volumes import mounts as volume_mounts
+from remotecell.backend.runner import launch as runner_launch
+from remotecell.backend.volumes.mounts import RunnerMount
 
-TOKEN_ENV = "REMOTECELL_RUNNER_TOKEN"
 #: ``0`` turns forking runners off (``fork=None`` reads it).
 FORK_ENV = "REMOTECELL_LOCAL_FORK"
 
@@ -124,17 +124,19 @@ class LocalExecutor(Executor):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{launch.runner_id}.log"
         built = launch.built
+        runner_args, runner_env = runner_launch.build(
+            launch.runner(mounts=self._volume_mounts(launch))
+        )
         env = {
             **_base_env(),
             **(built.env if built else {}),
             **launch.env,
             **launch.gpu_env(),
-            **self._volume_env(launch),
-            TOKEN_ENV: launch.token,
+            **runner_env,
         }
         cwd = built.workdir if built and built.workdir else os.getcwd()
         python = built.python if built and built.python else self.python
-        args = [python, "-m", "remotecell.backend.runner", *launch.runner_args()]
+        args = runner_launch.command(python, runner_args)
         # The template is the control plane's own environment; a built image (a venv) has
         # its own interpreter and packages.
         template = self._usable_template() if self.fork and built is None else None
@@ -274,7 +276,7 @@ class LocalExecutor(Executor):
 
         return symlink_problem(path)
 
-    def _volume_env(self, launch: RunnerLaunch) -> dict[str, str]:
+    def _volume_mounts(self, launch: RunnerLaunch) -> list[RunnerMount]:
         """The runner mounts its volumes itself, in a mount namespace of its own: a
         directory store's directory as it is, or an empty copy it fills and commits."""
         mounts = []
@@ -286,11 +288,9 @@ class LocalExecutor(Executor):
                 copy.mkdir(parents=True, exist_ok=True)
                 source, sync = str(copy), True
             mounts.append(
-                volume_mounts.RunnerMount(
-                    volume.name, volume.volume_id, volume.path, source=source, sync=sync
-                )
+                RunnerMount(volume.name, volume.volume_id, volume.path, source=source, sync=sync)
             )
-        return volume_mounts.encode(mounts)
+        return mounts
 
     def _volume_copies(self, runner_id: str) -> Path:
         return self.volume_cache / runner_id.replace("/", "_")
@@ -322,5 +322,5 @@ def _alive(pid: int) -> bool:
 def _is_runner(pid: int, runner_id: str) -> bool:
     with contextlib.suppress(psutil.Error):
         cmd = psutil.Process(pid).cmdline()
-        return "remotecell.backend.runner" in cmd and runner_id in cmd
+        return runner_launch.RUNNER_MODULE in cmd and runner_id in cmd
     return False

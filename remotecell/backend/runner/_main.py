@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import os
@@ -12,7 +11,7 @@ import sys
 import threading
 
 from remotecell._proto import pb
-from remotecell.backend.executors.local import TOKEN_ENV
+from remotecell.backend.runner import launch
 from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._link import Link
 from remotecell.backend.runner._sampler import Sampler
@@ -22,18 +21,14 @@ from remotecell.client.config import Endpoint
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m remotecell.backend.runner")
-    parser.add_argument("--runner-id", required=True)
-    parser.add_argument("--url", required=True, help="the control plane's address")
-    parser.add_argument("--image", default="")
-    parser.add_argument("--session", default="")
-    parser.add_argument("--cpu", type=float, default=0.0, help="cores this runner was started with")
-    parser.add_argument("--memory-mb", type=int, default=0, help="MiB this runner was started with")
-    parser.add_argument("--gpu", default="", help='the GPUs it holds, e.g. "H100:2"')
-    parser.add_argument("--gpu-uuids", default="", help="their UUIDs, comma-separated")
-    parser.add_argument("--orphan-timeout", type=float, default=120.0)
-    args = parser.parse_args(argv)
-    volumes = RunnerVolumes.from_environment()
+    """Runs the runner that ``argv`` (default: ``sys.argv[1:]``) and this process's
+    environment describe (see ``launch``); returns its exit code."""
+    try:
+        args = launch.parse(argv, os.environ)
+    except launch.LaunchError as err:
+        print(err, file=sys.stderr)
+        return 2
+    volumes = RunnerVolumes(list(args.mounts))
     try:
         volumes.mount()  # first: a user namespace can only be made by a single thread
     except OSError as err:
@@ -47,11 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s {args.runner_id} %(levelname)s %(message)s",
         stream=capture.log_stream(),
     )
-    token = os.environ.pop(TOKEN_ENV, "")
-    if not token:
-        print(f"the runner needs its token in {TOKEN_ENV}", file=sys.stderr)
-        return 2
-    endpoint = Endpoint(args.url, token)
+    endpoint = Endpoint(args.control_url, args.token)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until a cell runs (see CellShell)
 
     hello = pb.RunnerHello(
@@ -61,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         image=args.image,
         session=args.session,
         resources=pb.Resources(cpu=args.cpu, memory_mb=args.memory_mb, gpu=_gpu(args.gpu)),
-        gpu_uuids=[u for u in args.gpu_uuids.split(",") if u],
+        gpu_uuids=args.gpu_uuids,
         volumes=volumes.hello(),
     )
     shell_box: list = []

@@ -1,6 +1,6 @@
 """The runner's volumes: mounted when it starts, synced around each cell.
 
-The executor says what to mount in ``REMOTECELL_VOLUMES`` (see
+The executor says what to mount in the runner's launch contract (``launch``; see
 ``remotecell.backend.volumes.mounts``). A local runner mounts them itself, in a mount
 namespace of its own, before it connects; a container has them mounted already. A copy
 of a volume in a remote store is pulled before each cell and committed when the cell
@@ -11,7 +11,6 @@ for one volume, mid-cell.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,6 @@ class RunnerVolumes:
     def __init__(self, mounts: list[volume_mounts.RunnerMount]) -> None:
         self.mounts = mounts
         self._synced: dict[str, SyncedVolume] = {}
-
-    @classmethod
-    def from_environment(cls) -> RunnerVolumes:
-        return cls(volume_mounts.decode(os.environ.pop(volume_mounts.VOLUMES_ENV, "")))
 
     def mount(self) -> None:
         """Bind-mounts the volumes the executor left to the runner, in a private mount

@@ -12,19 +12,17 @@ directory on this machine. Every executor then provides a directory at the mount
 
 The docker executor does the mounting itself (container bind mounts); the local
 executor leaves it to the runner, which mounts in a private namespace of its own
-(``namespace``). The runner learns its mounts from ``REMOTECELL_VOLUMES``: a JSON list
-of ``RunnerMount``, where ``source`` is the directory the runner must bind-mount at
-``path`` itself ("" when the executor already did) and ``sync`` says it is a copy.
+(``namespace``). The runner learns its mounts as ``RunnerMount``s (in its launch
+contract, ``remotecell.backend.runner.launch``), where ``source`` is the directory the
+runner must bind-mount at ``path`` itself ("" when the executor already did) and ``sync``
+says it is a copy.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from remotecell._proto import pb
-
-VOLUMES_ENV = "REMOTECELL_VOLUMES"
 
 
 @dataclass(frozen=True)
@@ -46,12 +44,3 @@ class RunnerMount:
 
     def to_pb(self) -> pb.VolumeMount:
         return pb.VolumeMount(name=self.name, path=self.path, volume_id=self.volume_id)
-
-
-def encode(mounts: list[RunnerMount]) -> dict[str, str]:
-    """The runner's environment entry for ``mounts`` (none for no mounts)."""
-    return {VOLUMES_ENV: json.dumps([asdict(m) for m in mounts])} if mounts else {}
-
-
-def decode(value: str) -> list[RunnerMount]:
-    return [RunnerMount(**item) for item in json.loads(value)] if value else []
