@@ -20,7 +20,6 @@ is refused, and listings leave such links out.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import posixpath
 import secrets
@@ -32,10 +31,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import fsspec
-import xxhash
 
 from remotecell._proto import pb
 from remotecell.backend.state.volumes import VolumeRecord, VolumeRecords
+from remotecell.backend.volumes._entries import local_entry, store_entry
 from remotecell.backend.volumes._local import Escape, LocalDir, NotAFile
 from remotecell.client._volume_paths import check_name, volume_path
 from remotecell.client.errors import ConfigError
@@ -184,8 +183,8 @@ class VolumeStore:
             with self._local_errors(place, rel):
                 st = local.stat(rel)
                 if not stat.S_ISDIR(st.st_mode):
-                    return [_local_entry(rel, st)]
-                entries = [_local_entry(p, st) for p, st in local.entries(rel, recursive)]
+                    return [local_entry(rel, st)]
+                entries = [local_entry(p, st) for p, st in local.entries(rel, recursive)]
             return sorted(entries, key=lambda e: e.path)
         key = place.key(rel)
         if rel:
@@ -194,7 +193,7 @@ class VolumeStore:
             except FileNotFoundError:
                 raise self._missing(place, rel) from None
             if info["type"] != "directory":
-                return [_entry(place, info)]
+                return [store_entry(place.fs, place.root, info)]
         if recursive:
             infos = place.fs.find(key, detail=True, withdirs=False).values()
         else:
@@ -204,7 +203,7 @@ class VolumeStore:
                 if rel:
                     raise self._missing(place, rel) from None
                 infos = []  # a fresh volume on an object store has no root object
-        entries = [_entry(place, info) for info in infos]
+        entries = [store_entry(place.fs, place.root, info) for info in infos]
         return sorted((e for e in entries if e.path), key=lambda e: e.path)
 
     def read(self, name: str, path: str) -> tuple[pb.VolumeFile, Iterator[bytes]]:
@@ -222,7 +221,7 @@ class VolumeStore:
         if place.local is not None:
             with self._local_errors(place, rel):
                 handle, st = place.local.open_file(rel)
-            entry = _local_entry(rel, st)
+            entry = local_entry(rel, st)
         else:
             try:
                 info = place.fs.info(place.key(rel))
@@ -231,7 +230,7 @@ class VolumeStore:
             if info["type"] == "directory":
                 raise _is_directory(name, rel)
             handle = place.fs.open(place.key(rel), "rb")
-            entry = _entry(place, info)
+            entry = store_entry(place.fs, place.root, info)
 
         def chunks() -> Iterator[bytes]:
             with handle:
@@ -308,8 +307,11 @@ class VolumeStore:
 
     def _walk(self, place: _Place, rel: str) -> list[pb.VolumeFile]:
         if place.local is not None:
-            return [_local_entry(p, st) for p, st in place.local.entries(rel, True)]
-        return [_entry(place, i) for i in place.fs.find(place.key(rel), detail=True).values()]
+            return [local_entry(p, st) for p, st in place.local.entries(rel, True)]
+        return [
+            store_entry(place.fs, place.root, i)
+            for i in place.fs.find(place.key(rel), detail=True).values()
+        ]
 
     @contextlib.contextmanager
     def _local_errors(self, place: _Place, rel: str, writing: bool = False) -> Iterator[None]:
@@ -369,11 +371,11 @@ class FileWriter:
         try:
             if place.local is not None:
                 with self.store._local_errors(place, self.rel, writing=True):
-                    entry = _local_entry(self.rel, place.local.replace(self._tmp, self.rel))
+                    entry = local_entry(self.rel, place.local.replace(self._tmp, self.rel))
             else:
                 place.fs.makedirs(posixpath.dirname(target), exist_ok=True)
                 place.fs.mv(self._tmp, target)
-                entry = _entry(place, place.fs.info(target))
+                entry = store_entry(place.fs, place.root, place.fs.info(target))
         except (NotADirectoryError, FileExistsError):
             self.abort()
             raise _file_in_the_way(place.record.name, self.rel) from None
@@ -419,56 +421,3 @@ def _needs_recursive(name: str, rel: str) -> ConfigError:
         f"{'/' + rel!r} in volume {name!r} is a directory; remove it with recursive=True "
         "(`remotecell volume rm -r`) to remove what it holds too"
     )
-
-
-def _local_entry(rel: str, st: os.stat_result) -> pb.VolumeFile:
-    is_dir = stat.S_ISDIR(st.st_mode)
-    return pb.VolumeFile(
-        path=rel,
-        is_dir=is_dir,
-        size=0 if is_dir else st.st_size,
-        mtime=st.st_mtime,
-        version="" if is_dir else f"{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ino:x}",
-    )
-
-
-def _entry(place: _Place, info: dict[str, Any]) -> pb.VolumeFile:
-    """A store entry, with a version derived from everything the store says of it
-    (size, times, ETag, ...): an object store's listing changes whenever the object does."""
-    name = place.fs._strip_protocol(info["name"]).rstrip("/")
-    rel = name[len(place.root) :].lstrip("/") if name.startswith(place.root) else ""
-    is_dir = info.get("type") == "directory"
-    mtime = 0.0
-    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
-        value = _seconds(info.get(key))
-        if value:
-            mtime = value
-            break
-    version = ""
-    if not is_dir:
-        described = sorted(
-            (k, str(_seconds(v) if isinstance(v, datetime.datetime) else v))
-            for k, v in info.items()
-            if k != "name"
-        )
-        version = xxhash.xxh3_64_hexdigest(repr(described).encode())
-    return pb.VolumeFile(
-        path=rel,
-        is_dir=is_dir,
-        size=0 if is_dir else int(info.get("size") or 0),
-        mtime=mtime,
-        version=version,
-    )
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.timezone.utc)
-        return value.timestamp()
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return datetime.datetime.fromisoformat(value).timestamp()
-    return 0.0
