@@ -278,7 +278,7 @@ def docker_client() -> Any:
 async def bench_docker_builder(plan: Plan, cleanup: Cleanup, run_id: str, res: Results) -> None:
     from remotecell.backend.images.cache import open_cache
     from remotecell.backend.images.docker import VENV_PYTHON, DockerBuilder, image_tag
-    from remotecell.client.errors import ImageBuildError
+    from remotecell.contract.errors import ImageBuildError
 
     client = docker_client()
     cleanup.push("docker client", client.close, stops_processes=False)

@@ -36,7 +36,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from remotecell.client.errors import (
+    from remotecell.client.image import Image
+    from remotecell.client.secret import Secret
+    from remotecell.client.volume import Volume
+    from remotecell.contract.errors import (
         AuthError,
         BlobNotFoundError,
         ClosureError,
@@ -47,25 +50,22 @@ if TYPE_CHECKING:
         VolumeFileNotFoundError,
         VolumeNotFoundError,
     )
-    from remotecell.client.image import Image
-    from remotecell.client.secret import Secret
-    from remotecell.client.volume import Volume
     from remotecell.kernel_magics import RemoteJob
 
 _LAZY = {
-    "AuthError": "remotecell.client.errors",
-    "BlobNotFoundError": "remotecell.client.errors",
-    "ClosureError": "remotecell.client.errors",
-    "ConnectionError": "remotecell.client.errors",
+    "AuthError": "remotecell.contract.errors",
+    "BlobNotFoundError": "remotecell.contract.errors",
+    "ClosureError": "remotecell.contract.errors",
+    "ConnectionError": "remotecell.contract.errors",
     "Image": "remotecell.client.image",
-    "JobNotFoundError": "remotecell.client.errors",
-    "RemoteCellError": "remotecell.client.errors",
-    "RemoteError": "remotecell.client.errors",
+    "JobNotFoundError": "remotecell.contract.errors",
+    "RemoteCellError": "remotecell.contract.errors",
+    "RemoteError": "remotecell.contract.errors",
     "RemoteJob": "remotecell.kernel_magics",
     "Secret": "remotecell.client.secret",
     "Volume": "remotecell.client.volume",
-    "VolumeFileNotFoundError": "remotecell.client.errors",
-    "VolumeNotFoundError": "remotecell.client.errors",
+    "VolumeFileNotFoundError": "remotecell.contract.errors",
+    "VolumeNotFoundError": "remotecell.contract.errors",
 }
 
 

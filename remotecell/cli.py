@@ -15,7 +15,7 @@ from remotecell import __version__
 
 def _client(url: str, token: str) -> Any:
     from remotecell.client import connect
-    from remotecell.client.errors import RemoteCellError
+    from remotecell.contract.errors import RemoteCellError
 
     try:
         return connect(url, token)
@@ -235,8 +235,8 @@ def _http_address(value: str) -> str:
 
 def _gpu_prices(items: tuple[str, ...]) -> dict[str, float]:
     """``--gpu-price TYPE=USD`` values, by canonical type."""
-    from remotecell.client.errors import ConfigError
-    from remotecell.client.resources import ANY, parse_gpu
+    from remotecell.contract.errors import ConfigError
+    from remotecell.contract.resources import ANY, parse_gpu
 
     prices: dict[str, float] = {}
     for item in items:
@@ -330,7 +330,7 @@ def logs(job_id: str, follow: bool, url: str, token: str) -> None:
     import json
 
     from remotecell._proto import pb
-    from remotecell.client.errors import RemoteCellError
+    from remotecell.contract.errors import RemoteCellError
 
     client = _client(url, token)
     try:
@@ -389,7 +389,7 @@ def _stored_events(client: Any, job_id: str, count: int) -> Any:
 def cancel(job_id: str, url: str, token: str) -> None:
     """Cancel a job."""
     from remotecell.client._listing import state_name
-    from remotecell.client.errors import RemoteCellError
+    from remotecell.contract.errors import RemoteCellError
 
     client = _client(url, token)
     try:
@@ -537,8 +537,9 @@ def secret_create(
 
     In a notebook: %%remote secrets=[remotecell.Secret.from_name("NAME")]
     """
-    from remotecell.client.errors import ConfigError, RemoteCellError
-    from remotecell.client.secret import check_env, check_name, read_dotenv, short_keys
+    from remotecell.client.secret import read_dotenv
+    from remotecell.contract.errors import ConfigError, RemoteCellError
+    from remotecell.contract.secrets import check_env, check_name, short_keys
 
     try:
         check_name(name)
@@ -587,7 +588,7 @@ def _read_secret_value(key: str) -> str:
         return str(click.prompt(f"{key}", hide_input=True, prompt_suffix=": "))
     line = stdin.readline()
     if not line:
-        from remotecell.client.errors import ConfigError
+        from remotecell.contract.errors import ConfigError
 
         raise ConfigError(f"standard input ended before the value of {key}; give one per line")
     return line.rstrip("\r\n")
@@ -600,7 +601,7 @@ def secret_ls(url: str, token: str) -> None:
     """List secrets: names, keys and when they changed (never values)."""
     import time
 
-    from remotecell.client.errors import RemoteCellError
+    from remotecell.contract.errors import RemoteCellError
 
     client = _client(url, token)
     try:
@@ -629,7 +630,7 @@ def secret_ls(url: str, token: str) -> None:
 @_token
 def secret_rm(names: tuple[str, ...], url: str, token: str) -> None:
     """Remove secrets. Jobs that name one and have not started yet will fail."""
-    from remotecell.client.errors import RemoteCellError
+    from remotecell.contract.errors import RemoteCellError
 
     client = _client(url, token)
     try:
@@ -652,7 +653,7 @@ def volume() -> None:
 
 def _on_volumes(url: str, token: str, work: Any) -> Any:
     """Runs ``work(client)``; a remotecell error ends the command with its sentence."""
-    from remotecell.client.errors import RemoteCellError
+    from remotecell.contract.errors import RemoteCellError
 
     client = _client(url, token)
     try:
@@ -745,7 +746,7 @@ def volume_get(name: str, remote: str, local: Path | None, url: str, token: str)
     receives it; '-' writes a file to standard output.
     """
     from remotecell.client import _volume_rpc
-    from remotecell.client._volume_paths import volume_path
+    from remotecell.contract.volumes import volume_path
 
     def get(client: Any) -> None:
         rel = volume_path(remote, name)

@@ -14,8 +14,8 @@ import pytest
 
 from remotecell.backend.images.cache import images_dir, open_cache
 from remotecell.backend.images.venv import VenvBuilder
-from remotecell.client.errors import ImageBuildError
 from remotecell.client.image import Image
+from remotecell.contract.errors import ImageBuildError
 
 # The runtime is shared with tests/backend/test_venv_builder.py (see there).
 RUNTIMES = Path(

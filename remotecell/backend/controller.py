@@ -51,9 +51,9 @@ from remotecell.backend.state.store import Store
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL, Downsampler
 from remotecell.backend.volumes.mounts import LaunchVolume
 from remotecell.backend.volumes.store import VolumeMissing, VolumeStore
-from remotecell.client._volume_paths import check_mounts
-from remotecell.client.errors import ConfigError, ImageBuildError
-from remotecell.client.resources import GPURequest, cost_usd
+from remotecell.contract.errors import ConfigError, ImageBuildError
+from remotecell.contract.resources import GPURequest, cost_usd
+from remotecell.contract.volumes import check_mounts
 
 if TYPE_CHECKING:
     from remotecell.backend.images.cache import ImageCache

@@ -18,9 +18,9 @@ from remotecell.backend.secrets.store import (
 )
 from remotecell.backend.state.blobs import BlobStore, spec_refs
 from remotecell.backend.volumes.service import VolumeServicer
-from remotecell.client._blobs import blob_gone
-from remotecell.client.errors import ConfigError
-from remotecell.client.secret import check_name
+from remotecell.contract.blobs import blob_gone
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.secrets import check_name
 
 
 def _not_found(job_id: str) -> str:

@@ -15,14 +15,7 @@ import secrets
 from pathlib import Path
 
 from remotecell._proto import pb
-
-ID_FILE = ".remotecell-blob-dir-id"
-
-
-def blob_relpath(digest: str) -> str:
-    if len(digest) < 8 or not all(c in "0123456789abcdef" for c in digest):
-        raise ValueError(f"not a blob hash: {digest!r}")
-    return f"{digest[:2]}/{digest}"
+from remotecell.contract.blobs import ID_FILE, blob_relpath
 
 
 def shared_blob_dir(health: pb.HealthReply) -> Path | None:
@@ -36,15 +29,6 @@ def shared_blob_dir(health: pb.HealthReply) -> Path | None:
     except OSError:
         return None
     return root if os.access(root, os.R_OK | os.W_OK | os.X_OK) else None
-
-
-def blob_gone(digest: str) -> str:
-    """Why a blob cannot be read, in a sentence."""
-    return (
-        f"blob {digest} is not stored: it was never uploaded, or the control plane deleted it "
-        "after it went unused for longer than its --blob-ttl (a finished job's results "
-        "last that long); run the cell again"
-    )
 
 
 def local_has(root: Path, digest: str) -> bool:

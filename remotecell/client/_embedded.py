@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from remotecell.client.config import Endpoint, read_endpoint_file
-from remotecell.client.errors import ConnectionError
+from remotecell.contract.errors import ConnectionError
 
 START_TIMEOUT = 30.0
 

@@ -4,19 +4,16 @@ process has imported (``Image.from_local``)."""
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.metadata
 import importlib.util
-import io
 import json
 import os
 import sys
-import tarfile
-from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from remotecell._proto import pb
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.images import deterministic_tar
 
 #: What add_local_python_source never ships: compiled files differ between machines.
 PYTHON_SOURCE_IGNORE = ("__pycache__", "*.pyc", "*.pyo")
@@ -49,73 +46,6 @@ def read_source(kind: int, source: str, ignore: tuple[str, ...] = ()) -> bytes:
         # A package travels as `name/...`, a single module as `name.py`.
         return deterministic_tar(path, path.name, PYTHON_SOURCE_IGNORE)
     return deterministic_tar(path, ".", ignore)
-
-
-def deterministic_tar(path: Path, arcname: str, ignore: Iterable[str] = ()) -> bytes:
-    """A tar of ``path`` (a file or directory) under ``arcname`` whose bytes depend only on
-    the names, content, modes and links inside: same tree, same hash.
-
-    Owners and times are zeroed; entries are sorted. ``ignore`` as in ``Image.add_local_dir``.
-    """
-    patterns = tuple(ignore)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        if path.is_dir() and not path.is_symlink():
-            _add_tree(tar, path, PurePosixPath(), arcname, patterns)
-        else:
-            _add_entry(tar, path, arcname)
-    return buffer.getvalue()
-
-
-def _ignored(relative: PurePosixPath, patterns: tuple[str, ...]) -> bool:
-    text = str(relative)
-    return any(
-        fnmatch.fnmatchcase(text, pattern)
-        or any(fnmatch.fnmatchcase(p, pattern) for p in relative.parts)
-        for pattern in patterns
-    )
-
-
-def _add_tree(
-    tar: tarfile.TarFile,
-    root: Path,
-    relative: PurePosixPath,
-    arcname: str,
-    patterns: tuple[str, ...],
-) -> None:
-    directory = root / relative
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError as err:
-        raise ConfigError(f"cannot read local directory {directory}: {err.strerror}") from None
-    if str(relative) != "." or arcname != ".":
-        _add_entry(tar, directory, str(PurePosixPath(arcname) / relative))
-    for name in names:
-        child = relative / name
-        if _ignored(child, patterns):
-            continue
-        full = root / child
-        if full.is_dir() and not full.is_symlink():
-            _add_tree(tar, root, child, arcname, patterns)
-        else:
-            _add_entry(tar, full, str(PurePosixPath(arcname) / child))
-
-
-def _add_entry(tar: tarfile.TarFile, path: Path, arcname: str) -> None:
-    info = tar.gettarinfo(str(path), arcname=arcname)
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    if info.isfile():
-        info.mode = 0o755 if info.mode & 0o111 else 0o644
-    elif info.isdir():
-        info.mode = 0o755
-    if info.isfile():
-        with path.open("rb") as f:
-            tar.addfile(info, f)
-    elif info.isdir() or info.issym():
-        tar.addfile(info)
-    # sockets, fifos and devices are left out: they cannot be copied
 
 
 def module_source(module: str) -> Path:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
 
 ENV_URL = "REMOTECELL_URL"
 ENV_TOKEN = "REMOTECELL_TOKEN"

@@ -16,7 +16,6 @@ Local files are read when the image is sent (``to_spec``), not when it is declar
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -35,15 +34,13 @@ from remotecell.client._image_local import (
     read_requirements,
     read_source,
 )
-from remotecell.client.errors import ConfigError
-from remotecell.client.values import content_hash
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.images import spec_id
+from remotecell.contract.values import content_hash
 
-__all__ = ["Image", "spec_id"]
+__all__ = ["Image"]
 
 _Blobs = dict[str, bytes | memoryview]
-
-#: Bumped when the canonical form below changes, so old ids never collide with new ones.
-_ID_FORMAT = "remotecell-image-v1"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -413,33 +410,6 @@ _BASES = {
     "registry": pb.ImageSpec.REGISTRY,
     "dockerfile": pb.ImageSpec.DOCKERFILE,
 }
-
-
-def spec_id(spec: pb.ImageSpec) -> str:
-    """An image's id: the hash of a canonical JSON form of its base and steps.
-
-    Local files count by their blob hashes, so the id covers their content. ``force_build``
-    and the ``id`` field itself do not count.
-    """
-    canonical = [
-        _ID_FORMAT,
-        int(spec.base),
-        spec.python,
-        spec.base_ref,
-        spec.dockerfile,
-        [
-            [
-                int(step.kind),
-                list(step.args),
-                sorted(step.options.items()),
-                sorted(step.env.items()),
-                step.blob,
-                step.dest,
-            ]
-            for step in spec.steps
-        ],
-    ]
-    return content_hash(json.dumps(canonical, separators=(",", ":")).encode())
 
 
 # -- helpers -------------------------------------------------------------------

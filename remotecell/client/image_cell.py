@@ -24,8 +24,8 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from remotecell.client.errors import ConfigError
 from remotecell.client.image import Image
+from remotecell.contract.errors import ConfigError
 
 __all__ = ["STEPS", "parse_image_cell"]
 

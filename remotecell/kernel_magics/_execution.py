@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from remotecell._proto import pb
-from remotecell.client import Client, EventStream, values
-from remotecell.client.errors import (
+from remotecell.client import Client, EventStream
+from remotecell.contract import values
+from remotecell.contract.errors import (
     BlobNotFoundError,
     ConfigError,
     ImageBuildError,

@@ -20,12 +20,12 @@ import tokenize
 from dataclasses import dataclass, field
 from typing import Any
 
-from remotecell.client._volume_paths import check_mounts
-from remotecell.client.errors import ConfigError
 from remotecell.client.image import Image
-from remotecell.client.resources import GPURequest, parse_gpu
 from remotecell.client.secret import Secret
 from remotecell.client.volume import Volume
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.resources import GPURequest, parse_gpu
+from remotecell.contract.volumes import check_mounts
 
 _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

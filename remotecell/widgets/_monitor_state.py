@@ -18,7 +18,7 @@ from typing import Any
 
 from remotecell._proto import pb
 from remotecell.client.metrics import MetricsSummary
-from remotecell.client.resources import price_per_second
+from remotecell.contract.resources import price_per_second
 
 __all__ = ["WINDOW", "MonitorState", "Throttle", "format_bytes", "format_money", "format_seconds"]
 

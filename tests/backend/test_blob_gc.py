@@ -13,9 +13,9 @@ from support import serve_fails, wait_until
 
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.client import AsyncClient
-from remotecell.client._blobs import blob_relpath
-from remotecell.client.errors import BlobNotFoundError
-from remotecell.client.values import content_hash
+from remotecell.contract.blobs import blob_relpath
+from remotecell.contract.errors import BlobNotFoundError
+from remotecell.contract.values import content_hash
 
 pytestmark = pytest.mark.kernel
 

@@ -24,8 +24,8 @@ from remotecell.backend.images.docker import (
     DockerBuilder,
     image_tag,
 )
-from remotecell.client.errors import ImageBuildError
 from remotecell.client.image import Image
+from remotecell.contract.errors import ImageBuildError
 
 #: Small, pure Python, and not installed where the tests run.
 PACKAGE, VERSION = "termcolor", "2.4.0"

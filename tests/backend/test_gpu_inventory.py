@@ -26,7 +26,7 @@ from remotecell.backend.gpus.inventory import (
     load,
     sample,
 )
-from remotecell.client.resources import GPU_TYPES, parse_gpu
+from remotecell.contract.resources import GPU_TYPES, parse_gpu
 
 NO_GPUS = "no NVIDIA driver (NVML) on this machine: no GPUs"
 

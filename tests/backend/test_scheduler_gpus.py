@@ -18,7 +18,7 @@ from remotecell.backend.scheduler.queue import (
     Unplaceable,
     Waiting,
 )
-from remotecell.client.resources import parse_gpu
+from remotecell.contract.resources import parse_gpu
 
 H100S = tuple(MachineGPU(f"GPU-h{i}", "H100", "NVIDIA H100 80GB HBM3") for i in range(2))
 T4 = MachineGPU("GPU-t0", "T4", "Tesla T4")

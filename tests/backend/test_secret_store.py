@@ -14,7 +14,7 @@ from remotecell._proto import pb
 from remotecell.backend.secrets import refs
 from remotecell.backend.secrets.store import SecretStore, SecretStoreError
 from remotecell.backend.state.store import Store
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
 
 VALUE = "hf_Zq81xLmn0pQrsTuvWxyz"
 

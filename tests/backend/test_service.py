@@ -16,7 +16,7 @@ from remotecell.client import (
     Endpoint,
     JobNotFoundError,
 )
-from remotecell.client.values import content_hash
+from remotecell.contract.values import content_hash
 
 
 def run(coro):

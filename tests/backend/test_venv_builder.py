@@ -24,8 +24,8 @@ from remotecell.backend.images.builder import BuiltImage
 from remotecell.backend.images.cache import ImageCache
 from remotecell.backend.images.venv import VenvBuilder
 from remotecell.backend.state.images import FAILED, READY, ImageStore
-from remotecell.client.errors import ConfigError, ImageBuildError
 from remotecell.client.image import Image
+from remotecell.contract.errors import ConfigError, ImageBuildError
 
 PACKAGE = "tabulate==0.9.0"
 MISSING = "nosuchpackage-remotecell-xyz"

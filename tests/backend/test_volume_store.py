@@ -11,8 +11,8 @@ import pytest
 
 from remotecell.backend.state.volumes import VolumeRecords
 from remotecell.backend.volumes.store import FileMissing, VolumeExists, VolumeMissing, VolumeStore
-from remotecell.client._volume_paths import check_mounts, check_name, mount_path, volume_path
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.volumes import check_mounts, check_name, mount_path, volume_path
 
 # -- names and paths -----------------------------------------------------------------
 

@@ -15,9 +15,10 @@ import pytest
 
 import remotecell
 from remotecell._proto import pb
-from remotecell.client.errors import ConfigError
-from remotecell.client.image import Image, spec_id
-from remotecell.client.values import content_hash
+from remotecell.client.image import Image
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.images import spec_id
+from remotecell.contract.values import content_hash
 
 
 def members(blob: bytes | memoryview) -> dict[str, bytes | None]:

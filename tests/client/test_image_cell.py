@@ -6,9 +6,9 @@ import importlib
 
 import pytest
 
-from remotecell.client.errors import ConfigError
 from remotecell.client.image import Image
 from remotecell.client.image_cell import parse_image_cell
+from remotecell.contract.errors import ConfigError
 
 
 def test_the_issue_example_is_the_same_image_as_the_api():

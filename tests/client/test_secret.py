@@ -9,9 +9,9 @@ import dill
 import pytest
 
 import remotecell
-from remotecell.client import values
-from remotecell.client.errors import ClosureError, ConfigError
 from remotecell.client.secret import Secret, read_dotenv
+from remotecell.contract import values
+from remotecell.contract.errors import ClosureError, ConfigError
 
 VALUE = "hf_Zq81xLmn0pQrsTuvWxyz"
 

@@ -15,7 +15,8 @@ import pytest
 from IPython.core.interactiveshell import ExecutionResult
 
 import remotecell
-from remotecell.client import Client, values
+from remotecell.client import Client
+from remotecell.contract import values
 from remotecell.kernel_magics import load_ipython_extension, unload_ipython_extension
 
 

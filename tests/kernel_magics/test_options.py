@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
 from remotecell.kernel_magics._options import MAX_RETRIES, OPTIONS, RemoteOptions, parse
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from remotecell.client.errors import ConfigError
 from remotecell.client.secret import Secret
+from remotecell.contract.errors import ConfigError
 from remotecell.kernel_magics._options import parse
 
 VALUE = "hf_Zq81xLmn0pQrsTuvWxyz"

@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
-from remotecell.client.errors import ConfigError
 from remotecell.client.volume import Volume
+from remotecell.contract.errors import ConfigError
 from remotecell.kernel_magics._options import OPTIONS, parse
 
 weights, data = Volume("weights"), Volume("data")

@@ -7,7 +7,7 @@ from gpu_fake import CARDS, MiB, machine
 
 from remotecell._proto import pb
 from remotecell.backend.runner._sampler import Sampler
-from remotecell.client.resources import GPU_TYPES
+from remotecell.contract.resources import GPU_TYPES
 from remotecell.widgets._monitor_state import (
     MonitorState,
     Throttle,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from remotecell.client.resources import UNKNOWN
+from remotecell.contract.resources import UNKNOWN
 
 __all__ = [
     "GPU",

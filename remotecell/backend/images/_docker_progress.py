@@ -11,7 +11,7 @@ from typing import Any
 from remotecell._proto import pb
 from remotecell.backend.images._dockerfile import BASE, RUNTIME, Plan
 from remotecell.backend.images.builder import step_failed, step_progress, tail
-from remotecell.client.errors import ImageBuildError
+from remotecell.contract.errors import ImageBuildError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _DOCKER_STEP = re.compile(r"^Step (\d+)/(\d+) : ")

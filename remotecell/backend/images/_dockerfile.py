@@ -19,8 +19,8 @@ from typing import IO
 import remotecell
 from remotecell._proto import pb
 from remotecell.backend.images.builder import FetchBlob, step_failed
-from remotecell.client._image_local import deterministic_tar
-from remotecell.client.errors import ImageBuildError
+from remotecell.contract.errors import ImageBuildError
+from remotecell.contract.images import deterministic_tar
 
 IMAGE_ID_LABEL = "remotecell.image-id"
 #: On every layer the builder makes (the same value, so layers stay shared): what a failed

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from remotecell._proto import pb
 from remotecell.backend.images.builder import BuildLog, step_failed
-from remotecell.client.errors import ImageBuildError
+from remotecell.contract.errors import ImageBuildError
 
 TOOL_ENV = {
     "UV_PYTHON_DOWNLOADS": "never",  # a missing Python is an error, not a 30 MB download

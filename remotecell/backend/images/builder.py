@@ -21,7 +21,7 @@ from pathlib import Path
 
 import remotecell
 from remotecell._proto import pb
-from remotecell.client.errors import ImageBuildError
+from remotecell.contract.errors import ImageBuildError
 
 #: Returns a blob's bytes by its content hash (the spec's local files and directories).
 FetchBlob = Callable[[str], bytes]

@@ -28,8 +28,8 @@ from typing import IO
 from remotecell._proto import pb
 from remotecell.backend.images.builder import BuildLog, BuiltImage, FetchBlob, ImageBuilder
 from remotecell.backend.state.images import BUILDING, READY, ImageRecord, ImageStore
-from remotecell.client.errors import ConfigError, ImageBuildError
-from remotecell.client.image import spec_id
+from remotecell.contract.errors import ConfigError, ImageBuildError
+from remotecell.contract.images import spec_id
 
 #: A cache hit records its use at most this often (seconds): one write per image a minute.
 _TOUCH_EVERY = 60.0

@@ -48,7 +48,7 @@ from remotecell.backend.images.builder import (
     ImageBuilder,
     runtime_requirements,
 )
-from remotecell.client.errors import ImageBuildError
+from remotecell.contract.errors import ImageBuildError
 
 DEFAULT_BASE_IMAGE = "remotecell-base:bookworm"
 TAG_REPOSITORY = "remotecell-image"

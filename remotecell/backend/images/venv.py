@@ -53,7 +53,7 @@ from remotecell.backend.images.builder import (
     step_failed,
     step_progress,
 )
-from remotecell.client.values import content_hash
+from remotecell.contract.values import content_hash
 
 #: A step (a pip install of torch, a long `run`) may take this long before it is killed.
 STEP_TIMEOUT = 30 * 60.0

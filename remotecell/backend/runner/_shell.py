@@ -29,8 +29,8 @@ from remotecell._proto import pb
 from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._masking import MaskedEmit
 from remotecell.backend.secrets.masking import Masker
-from remotecell.client import values
-from remotecell.client.errors import ClosureError
+from remotecell.contract import values
+from remotecell.contract.errors import ClosureError
 
 Emit = Callable[..., None]
 

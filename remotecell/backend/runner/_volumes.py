@@ -20,7 +20,7 @@ from remotecell.backend.volumes import mounts as volume_mounts
 from remotecell.backend.volumes.sync import SyncedVolume, SyncReport
 from remotecell.client import _context
 from remotecell.client._blocking import Client
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
 
 Emit = Callable[..., None]
 

@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from remotecell.client.resources import GPUChoice, GPURequest
+from remotecell.contract.resources import GPUChoice, GPURequest
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Iterable
 
-from remotecell.client.secret import MIN_MASKED_LENGTH
+from remotecell.contract.secrets import MIN_MASKED_LENGTH
 
 MASK = "********"
 #: Values shorter than this are not looked for in binary buffers (``Masker.found_in``).

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 from remotecell._proto import pb
 from remotecell.backend.secrets.store import SecretStore, SecretStoreError, missing_message
-from remotecell.client.errors import ConfigError
-from remotecell.client.secret import check_env, check_name
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.secrets import check_env, check_name
 
 #: Ad-hoc values by their index in ``JobSpec.secrets``.
 AdHoc = dict[int, dict[str, str]]

@@ -24,8 +24,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from remotecell.backend.state.schema import open_database
-from remotecell.client.errors import ConfigError
-from remotecell.client.secret import check_env, check_name
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.secrets import check_env, check_name
 
 KEY_FILE = "secrets.key"
 

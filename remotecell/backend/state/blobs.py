@@ -1,8 +1,8 @@
 """The control plane's content-addressed blob store, on fsspec.
 
 A blob lives at ``ROOT/ab/abcdef...`` under its xxh3-128 hash
-(``remotecell.client.values.content_hash``). The root is a local directory by default
-(shared with same-host clients and runners, see ``remotecell.client._blobs``) or any
+(``remotecell.contract.values.content_hash``). The root is a local directory by default
+(shared with same-host clients and runners, see ``remotecell.contract.blobs``) or any
 fsspec URL.
 
 Garbage collection (a local directory only): a blob's modification time is when it was
@@ -28,7 +28,7 @@ import fsspec
 import xxhash
 
 from remotecell._proto import pb
-from remotecell.client._blobs import ID_FILE, blob_relpath
+from remotecell.contract.blobs import ID_FILE, blob_relpath
 
 CHUNK = 4 * 1024 * 1024
 #: Default ``--blob-ttl``: a blob unused for a week is deleted.

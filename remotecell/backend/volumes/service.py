@@ -4,7 +4,7 @@ The store's calls block (a directory, or an object store's SDK), so each runs in
 worker thread; file content streams through in chunks, never whole in memory.
 Failures reach the client as gRPC status codes: a bad name or path is
 INVALID_ARGUMENT, a missing volume or file NOT_FOUND (with trailing metadata saying
-which, for ``remotecell.client._volume_rpc`` to raise the right error), an existing
+which, for the client to raise the right error), an existing
 volume ALREADY_EXISTS, a volume that jobs still use FAILED_PRECONDITION.
 """
 
@@ -18,8 +18,8 @@ import grpc
 
 from remotecell._proto import pb
 from remotecell.backend.volumes.store import FileMissing, VolumeExists, VolumeMissing, VolumeStore
-from remotecell.client._volume_rpc import MISSING_KEY
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.volumes import MISSING_KEY
 
 if TYPE_CHECKING:
     from remotecell.backend.controller import Controller

@@ -11,7 +11,7 @@ Every write is atomic per file: the content goes to a temporary key beside the v
 (``URL/.tmp/``) and is moved into place once it is complete, so a writer that breaks off
 (a dropped connection, a crashed runner) leaves the previous version.
 
-Paths are checked (``remotecell.client._volume_paths``): ``..`` never leaves a volume.
+Paths are checked (``remotecell.contract.volumes``): ``..`` never leaves a volume.
 In a directory store, a symlink a runner made inside a volume is followed only when it
 points inside that volume: reading, writing or listing through one that points out of it
 is refused, and listings leave such links out.
@@ -36,8 +36,8 @@ from remotecell._proto import pb
 from remotecell.backend.state.volumes import VolumeRecord, VolumeRecords
 from remotecell.backend.volumes._entries import local_entry, store_entry
 from remotecell.backend.volumes._local import Escape, LocalDir, NotAFile
-from remotecell.client._volume_paths import check_name, volume_path
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.volumes import check_name, volume_path
 
 CHUNK = 4 * 1024 * 1024
 TMP_DIR = ".tmp"

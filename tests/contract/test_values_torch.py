@@ -8,7 +8,7 @@ import pytest
 import torch
 from test_values import round_trip
 
-from remotecell.client.values import OUT_OF_BAND_MIN, pack
+from remotecell.contract.values import OUT_OF_BAND_MIN, pack
 
 
 def test_a_large_tensor_travels_out_of_band_and_once() -> None:

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from remotecell._proto import pb
-from remotecell.client.errors import ClosureError
-from remotecell.client.values import (
+from remotecell.contract.errors import ClosureError
+from remotecell.contract.values import (
     INLINE_PICKLE_MAX,
     OUT_OF_BAND_MIN,
     Packed,
@@ -53,7 +53,7 @@ def round_trip(
 _RUNNER = """
 import pickle, sys
 from remotecell._proto import pb
-from remotecell.client.values import pack, unpack
+from remotecell.contract.values import pack, unpack
 
 sent = pickle.load(sys.stdin.buffer)
 ns = {"__name__": "__main__"}

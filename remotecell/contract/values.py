@@ -50,7 +50,7 @@ import dill
 import xxhash
 
 from remotecell._proto import pb
-from remotecell.client.errors import ClosureError
+from remotecell.contract.errors import ClosureError
 
 #: Buffers at least this large leave the pickle stream and travel as blobs.
 OUT_OF_BAND_MIN = 64 * 1024

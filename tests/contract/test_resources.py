@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from remotecell.client.errors import ConfigError
-from remotecell.client.resources import (
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.resources import (
     ANY,
     GPU_TYPES,
     GPUChoice,

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
 
 __all__ = [
     "ANY",

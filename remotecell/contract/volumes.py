@@ -1,4 +1,5 @@
-"""Checks for volume names, paths inside a volume, and mount paths.
+"""Checks for volume names, paths inside a volume, and mount paths; how a missing
+volume or file is told apart on the wire.
 
 The notebook, the CLI, the control plane and the runner all apply the same rules, so a
 bad name or path is refused where it is first seen, with the same sentence.
@@ -10,6 +11,8 @@ bad name or path is refused where it is first seen, with the same sentence.
   file). ``.`` parts are dropped; a ``..`` part, a NUL, or a backslash is refused.
 * A mount path is absolute, is not ``/`` or a system directory a runner needs, and no
   two mounts of one cell nest or coincide.
+* A volume RPC's NOT_FOUND carries ``MISSING_KEY`` in its trailing metadata, set to
+  ``"volume"`` or ``"file"``, so the client raises the right error.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import posixpath
 import re
 from collections.abc import Iterable
 
-from remotecell.client.errors import ConfigError
+from remotecell.contract.errors import ConfigError
+
+#: Trailing metadata of a volume RPC's NOT_FOUND: "volume" or "file".
+MISSING_KEY = "remotecell-missing"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
