@@ -1,8 +1,10 @@
-"""remotecell.contract stands alone, and the back end's lint bans every private client module.
+"""remotecell.contract stands alone, and the back end's and the CLI's lint ban every private
+client module.
 
 DESIGN.md: both sides import ``contract``; it imports only ``_proto``, the standard library
-and third-party libraries. The back end never imports a private ``remotecell.client._*``
-module, which ``remotecell/backend/ruff.toml`` enforces by listing each one.
+and third-party libraries. The back end and the CLI never import a private
+``remotecell.client._*`` module, which ``remotecell/backend/ruff.toml`` and
+``remotecell/cli/ruff.toml`` enforce by listing each one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+
+import pytest
 
 import remotecell
 
@@ -40,8 +44,9 @@ def test_contract_imports_no_other_part_of_remotecell():
     assert not wrong
 
 
-def test_the_backend_lint_bans_every_private_client_module():
-    config = (PACKAGE / "backend" / "ruff.toml").read_text()
+@pytest.mark.parametrize("part", ["backend", "cli"])
+def test_the_lint_bans_every_private_client_module(part):
+    config = (PACKAGE / part / "ruff.toml").read_text()
     banned = set(re.findall(r'^"(remotecell\.[\w.]+)"\.msg', config, re.MULTILINE))
     assert "remotecell.client._blocking" in banned
     private = {
