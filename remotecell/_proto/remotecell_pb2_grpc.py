@@ -144,6 +144,26 @@ class ControlPlaneStub:
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteRequest.SerializeToString,
                 response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteReply.FromString,
                 _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/ListImages',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ListImagesReply.FromString,
+                _registered_method=True)
+        self.GetImageLog = channel.unary_stream(
+                '/remotecell.v1.ControlPlane/GetImageLog',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.GetImageLogRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ImageLogChunk.FromString,
+                _registered_method=True)
+        self.RemoveImages = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/RemoveImages',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.RemoveImagesRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.RemoveImagesReply.FromString,
+                _registered_method=True)
+        self.PruneImages = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/PruneImages',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.PruneImagesRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.PruneImagesReply.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -299,6 +319,37 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListImages(self, request, context):
+        """---- images: the builds in the control plane's image cache (`remotecell image`).
+        An image is named by its id or the start of one (at least one hex digit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImageLog(self, request, context):
+        """The build logs of one image, in pieces (a failed build's log is kept too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveImages(self, request, context):
+        """Removes images: what was built, the record and the build log. Every id is
+        checked before anything is removed; an image being built is refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneImages(self, request, context):
+        """Removes images not used for `days`, failed builds, and what interrupted builds
+        and builders left behind.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -411,6 +462,26 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.DeleteSecret,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteRequest.FromString,
                     response_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteReply.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ListImagesRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.ListImagesReply.SerializeToString,
+            ),
+            'GetImageLog': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetImageLog,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.GetImageLogRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.ImageLogChunk.SerializeToString,
+            ),
+            'RemoveImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveImages,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.RemoveImagesRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.RemoveImagesReply.SerializeToString,
+            ),
+            'PruneImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneImages,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.PruneImagesRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.PruneImagesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1007,6 +1078,114 @@ class ControlPlane:
             '/remotecell.v1.ControlPlane/DeleteSecret',
             remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteRequest.SerializeToString,
             remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/ListImages',
+            remotecell_dot___proto_dot_remotecell__pb2.ListImagesRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.ListImagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImageLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/GetImageLog',
+            remotecell_dot___proto_dot_remotecell__pb2.GetImageLogRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.ImageLogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/RemoveImages',
+            remotecell_dot___proto_dot_remotecell__pb2.RemoveImagesRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.RemoveImagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/PruneImages',
+            remotecell_dot___proto_dot_remotecell__pb2.PruneImagesRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.PruneImagesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,18 +28,23 @@ import grpc
 import remotecell
 from remotecell._proto import pb_grpc
 from remotecell.backend.auth import TokenAuth
+from remotecell.backend.blob_service import BlobServicer
 from remotecell.backend.controller import Controller, ControllerConfig
 from remotecell.backend.executors.base import Executor
 from remotecell.backend.executors.local import LocalExecutor
 from remotecell.backend.gpus import inventory
 from remotecell.backend.images.cache import open_cache
+from remotecell.backend.images.service import ImageServicer
+from remotecell.backend.job_service import JobServicer
 from remotecell.backend.scheduler.queue import MachineGPU
+from remotecell.backend.secrets.service import SecretServicer
 from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state.blobs import BLOB_TTL, BlobStore
 from remotecell.backend.state.store import Store
 from remotecell.backend.state.volumes import VolumeRecords
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL
+from remotecell.backend.volumes.service import VolumeServicer
 from remotecell.backend.volumes.store import VolumeStore
 from remotecell.client.config import ENDPOINT_FILE, TOKEN_FILE
 from remotecell.client.image import Image
@@ -208,7 +213,14 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
     )
     volume_store.reserved = _runner_paths(data_dir, addresses, blobs)
     http = _http_server(config.http, token, controller)  # bound now: a port in use stops here
-    pb_grpc.add_ControlPlaneServicer_to_server(ControlPlaneService(controller, blobs), server)
+    servicer = ControlPlaneService(
+        JobServicer(controller, blobs),
+        BlobServicer(blobs),
+        ImageServicer(images),
+        VolumeServicer(volume_store, controller.volume_users),
+        SecretServicer(secret_store),
+    )
+    pb_grpc.add_ControlPlaneServicer_to_server(servicer, server)
     await server.start()
     images.recover()
     await controller.start()

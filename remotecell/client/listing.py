@@ -1,7 +1,7 @@
-"""Jobs, GPUs and volumes as words and plain-text tables.
+"""Jobs, GPUs, volumes and images as words and plain-text tables.
 
 One wording for every front end: the CLI, the magics, the widgets and the JupyterLab
-sidebar all show jobs, GPUs and volumes through these functions.
+sidebar all show jobs, GPUs, volumes and images through these functions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from remotecell._proto import pb
 from remotecell.contract.resources import price_per_second
 
-__all__ = ["format_files", "format_gpus", "format_jobs", "format_volumes", "state_name"]
+__all__ = [
+    "format_files",
+    "format_gpus",
+    "format_images",
+    "format_jobs",
+    "format_volumes",
+    "state_name",
+]
 
 _STATES: dict[int, str] = {
     pb.QUEUED: "queued",
@@ -134,4 +141,14 @@ def format_files(files: list[pb.VolumeFile]) -> str:
                 f.path + ("/" if f.is_dir else ""),
             )
         )
+    return _table(rows)
+
+
+def format_images(images: Sequence[pb.ImageInfo]) -> str:
+    """Image builds: id, builder, state, size, when built and when last used."""
+    rows: list[tuple[str, ...]] = [("IMAGE", "BUILDER", "STATE", "SIZE", "BUILT", "LAST USED")]
+    for image in images:
+        size = f"{image.size / 1e6:.1f} MB" if image.size else "-"
+        built, used = _when(image.finished), _when(image.last_used)
+        rows.append((image.image_id[:12], image.builder, image.state, size, built, used))
     return _table(rows)

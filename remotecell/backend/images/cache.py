@@ -265,15 +265,22 @@ class ImageCache:
             if builder is None:
                 note = f"the {record.builder} builder is not configured here; its image remains"
             else:
-                await builder.remove(record.built)
+                try:
+                    await builder.remove(record.built)
+                except Exception as err:  # a docker engine that is down, say: `prune` later
+                    note = f"the {record.builder} builder could not remove its image ({err})"
         self.store.delete(record.id, record.builder)
         self.log_path(record.id, record.builder).unlink(missing_ok=True)
         self._touched.pop((record.id, record.builder), None)
         return note
 
-    async def prune(self, days: float = 30.0) -> list[str]:
+    async def prune(self, days: float = 30.0, notes: list[str] | None = None) -> list[str]:
         """Removes images not used for ``days`` days, failed builds, and leftovers (see the
-        module's docstring). Builds in progress are kept. Returns what it removed."""
+        module's docstring). Builds in progress are kept. Returns what it removed.
+
+        With ``notes``, a builder that fails to prune (a docker engine that is down) is
+        skipped, saying why in ``notes``, and the rest is pruned; without, it raises.
+        """
         cutoff = time.time() - days * 86400
         removed: list[str] = []
         keep: dict[str, set[str]] = {name: set() for name in self.builders}
@@ -288,7 +295,12 @@ class ImageCache:
                 + (f": {note}" if note else "")
             )
         for name, builder in self.builders.items():
-            removed.extend(await builder.prune(keep[name]))
+            try:
+                removed.extend(await builder.prune(keep[name]))
+            except Exception as err:
+                if notes is None:
+                    raise
+                notes.append(f"the {name} builder's leftovers were kept: {err}")
         if self.log_dir.exists():
             for file in sorted(self.log_dir.glob("*.log")):
                 image_id, _, rest = file.name.partition(".")
@@ -307,19 +319,3 @@ class ImageCache:
                 f"no {builder!r} image builder here; there are: {', '.join(self.builders) or 'none'}"
             )
         return builder
-
-
-def format_images(records: list[ImageRecord]) -> str:
-    """A plain-text table: id, builder, state, size, built, last used."""
-
-    def when(t: float) -> str:
-        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
-
-    rows = [("IMAGE", "BUILDER", "STATE", "SIZE", "BUILT", "LAST USED")]
-    for r in records:
-        size = f"{r.size / 1e6:.1f} MB" if r.size else "-"
-        rows.append((r.id[:12], r.builder, r.state, size, when(r.finished), when(r.last_used)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
-    )

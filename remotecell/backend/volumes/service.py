@@ -1,4 +1,4 @@
-"""The volume RPCs of the control plane (mixed into ``ControlPlaneService``).
+"""The volume RPCs of the control plane, over the volume store.
 
 The store's calls block (a directory, or an object store's SDK), so each runs in a
 worker thread; file content streams through in chunks, never whole in memory.
@@ -11,8 +11,8 @@ volume ALREADY_EXISTS, a volume that jobs still use FAILED_PRECONDITION.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -21,18 +21,20 @@ from remotecell.backend.volumes.store import FileMissing, VolumeExists, VolumeMi
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.volumes import MISSING_KEY
 
-if TYPE_CHECKING:
-    from remotecell.backend.controller import Controller
-
 T = TypeVar("T")
 
 
 class VolumeServicer:
-    controller: Controller
+    """The Volume* RPCs over the volume store (None: this control plane has none).
 
-    @property
-    def volume_store(self) -> VolumeStore | None:
-        return self.controller.volume_store
+    Args:
+        store: the volume store.
+        users: the jobs that use a volume now, by its name (a volume in use is not deleted).
+    """
+
+    def __init__(self, store: VolumeStore | None, users: Callable[[str], Sequence[str]]) -> None:
+        self.volume_store = store
+        self._users = users
 
     async def _store(self, context: grpc.aio.ServicerContext) -> VolumeStore:
         if self.volume_store is None:
@@ -74,7 +76,7 @@ class VolumeServicer:
     ) -> pb.VolumeDeleteReply:
         store = await self._store(context)
         await self._call(context, store.get, request.name)
-        users = self.controller.volume_users(request.name)
+        users = self._users(request.name)
         if users:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,

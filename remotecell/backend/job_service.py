@@ -1,0 +1,109 @@
+"""The job RPCs of the control plane, over the controller: submit and follow jobs,
+cancel them, list them and the GPUs, health, and the runners' sessions.
+
+Submit also checks with the blob store that every blob the job names was uploaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+
+import grpc
+
+import remotecell
+from remotecell._proto import pb
+from remotecell.backend.controller import Controller, JobNotFound
+from remotecell.backend.state.blobs import BlobStore, spec_refs
+from remotecell.contract.errors import ConfigError
+
+
+def _not_found(job_id: str) -> str:
+    return f"no job {job_id!r} on this control plane; `remotecell jobs` lists the jobs it has"
+
+
+class JobServicer:
+    """Health, Submit, Attach, Cancel, ListJobs, GetJob, ListGPUs, RunnerSession."""
+
+    def __init__(self, controller: Controller, blobs: BlobStore) -> None:
+        self.controller = controller
+        self.blobs = blobs
+
+    async def Health(
+        self, request: pb.HealthRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HealthReply:
+        runners, running, queued = self.controller.counts()
+        return pb.HealthReply(
+            version=remotecell.__version__,
+            pid=os.getpid(),
+            started=self.controller.started,
+            blob_dir=str(self.blobs.local_dir or ""),
+            blob_dir_id=self.blobs.dir_id,
+            runners=runners,
+            jobs_running=running,
+            jobs_queued=queued,
+            http_url=self.controller.http_url,
+        )
+
+    async def Submit(
+        self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JobEvents]:
+        refs = spec_refs(request.spec)
+        missing = self.blobs.missing(refs)
+        if missing:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(missing)} blob(s) the job refers to were never uploaded (first: {missing[0]}); "
+                "upload them before submitting",
+            )
+        self.blobs.touch(refs)  # used now: kept --blob-ttl from now
+        try:
+            job_id = self.controller.submit(request.spec)
+        except ConfigError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        async for batch in self.controller.follow(job_id):
+            yield pb.JobEvents(events=batch)
+
+    async def Attach(
+        self, request: pb.AttachRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JobEvents]:
+        try:
+            async for batch in self.controller.follow(request.job_id, request.from_seq):
+                yield pb.JobEvents(events=batch)
+        except JobNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
+
+    async def Cancel(
+        self, request: pb.CancelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelReply:
+        try:
+            state, was_running = await self.controller.cancel(request.job_id, request.reason)
+        except JobNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
+        return pb.CancelReply(state=state, was_running=was_running)  # type: ignore[arg-type]
+
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListJobsReply:
+        rows = self.controller.store.list_jobs(request.limit or 50)
+        return pb.ListJobsReply(jobs=[r.info() for r in rows])
+
+    async def GetJob(
+        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.JobInfo:
+        row = self.controller.store.get_job(request.job_id)
+        if row is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
+        assert row is not None
+        return row.info(self.controller.store.count_events(row.id))
+
+    async def ListGPUs(
+        self, request: pb.ListGPUsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListGPUsReply:
+        return self.controller.gpu_listing()
+
+    async def RunnerSession(
+        self, request_iterator: AsyncIterator[pb.RunnerMessage], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunnerInstruction]:
+        async for instruction in self.controller.runner_session(request_iterator):
+            yield instruction
