@@ -90,6 +90,14 @@ class RunnerGone:
 
 
 @dataclass(frozen=True)
+class RunnerAway:
+    """A runner's connection dropped: it takes no job until ``RunnerConnected`` again."""
+
+    runner_id: str
+    now: float
+
+
+@dataclass(frozen=True)
 class Tick:
     now: float
 
@@ -102,7 +110,9 @@ class Prewarm:
     now: float
 
 
-Event = JobQueued | JobDequeued | TaskDone | RunnerConnected | RunnerGone | Tick | Prewarm
+Event = (
+    JobQueued | JobDequeued | TaskDone | RunnerConnected | RunnerGone | RunnerAway | Tick | Prewarm
+)
 
 # ----------------------------------------------------------------- instructions
 
@@ -160,6 +170,12 @@ class _Runner:
     since: float
     job: str = ""
     gpus: tuple[str, ...] = ()
+    #: Its connection dropped: it counts against ``max_runners`` but takes no job.
+    away: bool = False
+
+    @property
+    def free(self) -> bool:
+        return self.state == "idle" and not self.away
 
 
 @dataclass
@@ -243,13 +259,17 @@ class Scheduler:
             if r is None:
                 r = _Runner(event.runner_id, event.pool, "idle", event.now)
                 self._runners[event.runner_id] = r
-            r.pool, r.gpus = event.pool, event.gpus
+            r.pool, r.gpus, r.away = event.pool, event.gpus, False
             if event.busy_with:
                 r.state, r.job = "busy", event.busy_with
             else:
                 r.state, r.since = "idle", event.now
         elif isinstance(event, RunnerGone):
             self._runners.pop(event.runner_id, None)
+        elif isinstance(event, RunnerAway):
+            r = self._runners.get(event.runner_id)
+            if r is not None:
+                r.away = True
         elif isinstance(event, Prewarm):
             pool = Pool(self.config.default_image)
             for _ in range(event.count):
@@ -274,7 +294,7 @@ class Scheduler:
         idle: dict[Pool, list[_Runner]] = {}
         starting: dict[Pool, int] = {}
         for r in self._runners.values():
-            if r.state == "idle":
+            if r.free:
                 idle.setdefault(r.pool, []).append(r)
             elif r.state == "starting":
                 starting[r.pool] = starting.get(r.pool, 0) + 1
@@ -321,10 +341,12 @@ class Scheduler:
                 self._wait(q.job_id, "starting a runner", out)
             else:
                 busy = sum(r.state == "busy" for r in self._runners.values())
+                away = sum(r.away for r in self._runners.values())
                 self._wait(
                     q.job_id,
                     f"waiting for a free runner: all {self.config.max_runners} are busy "
-                    f"({busy} running), {self.position(q.job_id)} ahead",
+                    f"({busy} running" + (f", {away} reconnecting" if away else "") + "), "
+                    f"{self.position(q.job_id)} ahead",
                     out,
                 )
         self._queue = remaining
@@ -389,7 +411,7 @@ class Scheduler:
                     (
                         r
                         for r in self._runners.values()
-                        if r.state == "idle"
+                        if r.free
                         and not r.pool.session
                         and r.gpus
                         and all(g.type == t for g in self.config.gpus if g.uuid in r.gpus)
@@ -427,7 +449,7 @@ class Scheduler:
     def _make_room(self, now: float, out: list[Instruction]) -> bool:
         if len(self._runners) < self.config.max_runners:
             return True
-        idle = [r for r in self._runners.values() if r.state == "idle"]
+        idle = [r for r in self._runners.values() if r.free]
         if not idle:
             return False
         victim = min(idle, key=lambda r: r.since)
@@ -440,7 +462,7 @@ class Scheduler:
         default = Pool(self.config.default_image)
         warm = [r for r in self._runners.values() if r.pool == default]
         for r in sorted(self._runners.values(), key=lambda r: r.since):
-            if r.state != "idle":
+            if not r.free:
                 continue
             if r.pool.session:
                 if now - r.since >= self.config.session_idle_timeout:

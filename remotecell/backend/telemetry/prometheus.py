@@ -83,8 +83,7 @@ class ControlPlaneCollector:
         }
         for gpu in c.scheduler.config.gpus:
             runner_id = holders.get(gpu.uuid, "")
-            runner = c.runners.get(runner_id)
-            job_id = runner.job if runner is not None else ""
+            job_id = c.lifecycle.runner_job(runner_id) if runner_id else ""
             labels = [gpu.uuid, str(gpu.index), gpu.type, runner_id, job_id]
             info.add_metric([gpu.uuid, str(gpu.index), gpu.type, gpu.name], {})
             total.add_metric([gpu.uuid, gpu.type], gpu.memory_total)

@@ -1,0 +1,126 @@
+"""What a job needs before it may be queued, and what its runner needs to start: its
+volumes checked and resolved, its image built or found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from remotecell._proto import pb
+from remotecell.backend.executors.base import Executor
+from remotecell.backend.images.builder import BuiltImage
+from remotecell.backend.scheduler.queue import Pool
+from remotecell.backend.volumes.mounts import LaunchVolume
+from remotecell.backend.volumes.store import VolumeMissing, VolumeStore
+from remotecell.contract.errors import ConfigError, ImageBuildError
+from remotecell.contract.volumes import check_mounts
+
+if TYPE_CHECKING:
+    from remotecell.backend.images.cache import ImageCache
+
+
+def volumes_key(mounts: Iterable[pb.VolumeMount]) -> tuple[tuple[str, str, str], ...]:
+    """Mounts as a pool names them: (path, name, volume id), by path."""
+    return tuple(sorted((m.path, m.name, m.volume_id) for m in mounts))
+
+
+def check_volumes(
+    spec: pb.JobSpec,
+    volume_store: VolumeStore | None,
+    executor: Executor,
+    pools: Iterable[Pool],
+) -> None:
+    """Checks a job's mounts before it is queued, and names each volume's id in them
+    (a runner's mounts are fixed when it starts, so they are part of its pool).
+
+    Raises:
+        ConfigError: a bad or colliding mount path, a volume that does not exist, an
+            executor that cannot mount here, or a session whose runner (one of ``pools``)
+            has other volumes.
+    """
+    if spec.volumes:
+        if volume_store is None:
+            raise ConfigError(
+                "this control plane has no volume store; run the cell without volumes="
+            )
+        problem = executor.mount_problem()
+        if problem:
+            raise ConfigError(problem)
+        pairs = check_mounts([(m.path, m.name) for m in spec.volumes], volume_store.reserved)
+        mounts = []
+        for path, name in pairs:
+            problem = executor.mount_path_problem(path)
+            if problem:
+                raise ConfigError(problem)
+            try:
+                record = volume_store.get(name)
+            except VolumeMissing as err:
+                raise ConfigError(str(err)) from None
+            mounts.append(pb.VolumeMount(name=name, path=path, volume_id=record.volume_id))
+        del spec.volumes[:]
+        spec.volumes.extend(mounts)
+    if spec.session:
+        wanted = volumes_key(spec.volumes)
+        for pool in pools:
+            same = pool.session == spec.session and pool.image == spec.image
+            if same and pool.volumes != wanted:
+                have = ", ".join(f"{p}={n}" for p, n, _ in pool.volumes) or "none"
+                raise ConfigError(
+                    f"session {spec.session!r} runs with volumes {have}: a session's runner "
+                    "keeps the volumes it started with; give its cells the same volumes=, "
+                    "or use another session name"
+                )
+
+
+def launch_volumes(pool: Pool, volume_store: VolumeStore | None) -> tuple[LaunchVolume, ...]:
+    """The volumes a runner of ``pool`` mounts, as its executor needs them.
+
+    Raises:
+        ConfigError: a volume is gone, or was made anew since the job was submitted.
+    """
+    if not pool.volumes:
+        return ()
+    if volume_store is None:
+        raise ConfigError("this control plane has no volume store")
+    out = []
+    for path, name, volume_id in pool.volumes:
+        try:
+            record = volume_store.get(name)
+        except VolumeMissing as err:
+            raise ConfigError(str(err)) from None
+        if record.volume_id != volume_id:
+            raise ConfigError(
+                f"volume {name!r} was deleted and made again since the cell was "
+                "submitted; run the cell again"
+            )
+        shared = volume_store.shared_dir(record)
+        out.append(LaunchVolume(name, volume_id, path, str(shared) if shared else ""))
+    return tuple(out)
+
+
+async def prepare_image(
+    spec: pb.JobSpec,
+    images: ImageCache | None,
+    builder: str,
+    fetch_blob: Callable[[str], bytes] | None,
+    log_line: Callable[[str], None],
+) -> BuiltImage:
+    """Builds (or finds) the image a job names; ``log_line`` gets the build's lines,
+    possibly from a worker thread.
+
+    Raises:
+        ImageBuildError: the build failed, or this control plane builds no images.
+        ConfigError: the job names an image by id that was never built here.
+    """
+    if images is None or fetch_blob is None:
+        raise ImageBuildError("this control plane builds no images")
+    if spec.image_spec.id:
+        return await images.get(spec.image_spec, fetch_blob, log_line, builder=builder)
+    found = images.lookup(spec.image, builder)
+    if found is None:
+        raise ConfigError(
+            f"image {spec.image[:12]} is not built on this control plane; pass the "
+            "Image itself (image=img) so that it can be built"
+        )
+    return found
