@@ -16,7 +16,7 @@ from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._link import Link
 from remotecell.backend.runner._sampler import Sampler
 from remotecell.backend.runner._volumes import RunnerVolumes
-from remotecell.client._blocking import Client
+from remotecell.client import Client
 from remotecell.client.config import Endpoint
 
 

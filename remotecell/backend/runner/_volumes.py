@@ -18,8 +18,7 @@ from typing import Any
 from remotecell._proto import pb
 from remotecell.backend.volumes import mounts as volume_mounts
 from remotecell.backend.volumes.sync import SyncedVolume, SyncReport
-from remotecell.client import _context
-from remotecell.client._blocking import Client
+from remotecell.client import Client, context
 from remotecell.contract.errors import ConfigError
 
 Emit = Callable[..., None]
@@ -54,8 +53,8 @@ class RunnerVolumes:
         self._synced = {
             m.name: SyncedVolume(client, m.name, Path(m.path)) for m in self.mounts if m.sync
         }
-        _context.use(lambda: client)
-        _context.set_mounted(self)
+        context.use(lambda: client)
+        context.set_mounted(self)
 
     # -- around a task ---------------------------------------------------------------
 
