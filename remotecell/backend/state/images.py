@@ -5,8 +5,8 @@ two builds. A row is ``building`` while a build runs, ``ready`` with the built i
 succeeded, ``failed`` with the error once it failed (a failed build is not a cache hit: the
 next request builds again). The build logs are files next to it (``ImageCache``).
 
-Its own connection, so the CLI can read and prune while a control plane runs (WAL); the
-table is declared in ``schema``.
+Its own connection; the table is declared in ``schema``. The CLI reads and prunes it
+through the control plane (``images.service``), never opening the file itself.
 """
 
 from __future__ import annotations

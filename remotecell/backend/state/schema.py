@@ -1,7 +1,7 @@
 """The state database's schema, all of it, and the one place ``state.sqlite3`` is opened.
 
-Each store (jobs, images, volumes, secrets) opens its own connection, so the CLI can read
-and prune while a control plane runs (WAL). Whichever opens a database first brings the
+Each store (jobs, images, volumes, secrets) opens its own connection (WAL: tests and
+tools may read while a control plane runs). Whichever opens a database first brings the
 whole schema up to date, so every store finds every table whatever opened the file
 before it.
 
