@@ -19,7 +19,10 @@ from support import ControlPlane, kill_runners, short_tmpdir, wait_until
 
 from remotecell._proto import pb
 
-pytestmark = pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+if shutil.which("ss") is None:
+    if os.environ.get("REMOTECELL_REQUIRE_ENGINES"):
+        raise RuntimeError("ss (iproute2) is missing: .ci/run installs it")
+    pytest.skip("needs ss (iproute2: apt-get install iproute2)", allow_module_level=True)
 
 
 def free_port() -> int:
