@@ -26,7 +26,7 @@ from remotecell.backend.executors.base import Executor, RunnerExit, RunnerLaunch
 from remotecell.backend.images.builder import BuiltImage, is_progress
 from remotecell.backend.jobs import admission
 from remotecell.backend.jobs.log import Feed, JobLog, JobNotFound
-from remotecell.backend.jobs.pools import pool_of, runner_pool
+from remotecell.backend.jobs.pools import gpu_held_by, gpu_of, pool_of, runner_pool
 from remotecell.backend.jobs.sessions import RunnerSessions
 from remotecell.backend.scheduler import lifecycle as lc
 from remotecell.backend.scheduler.queue import (
@@ -47,7 +47,8 @@ from remotecell.backend.state.store import Store
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL
 from remotecell.backend.volumes.store import VolumeStore
 from remotecell.contract.errors import ConfigError, ImageBuildError
-from remotecell.contract.resources import GPURequest, cost_usd
+from remotecell.contract.events import is_end, is_sample
+from remotecell.contract.resources import cost_usd
 
 if TYPE_CHECKING:
     from remotecell.backend.images.cache import ImageCache
@@ -201,7 +202,7 @@ class Controller:
                     row.runner_id,
                     row.attempt,
                     row.started,
-                    gpu=GPURequest.from_proto(row.spec.resources.gpu),
+                    gpu=gpu_of(row.spec.resources),
                     retries=row.spec.retries,
                     timeout_s=row.spec.timeout_s,
                     gpus=tuple(row.gpu_uuids),
@@ -255,7 +256,7 @@ class Controller:
                 secret that is missing, lacks a required key or cannot be read, or
                 mounts volumes that cannot be mounted.
         """
-        GPURequest.from_proto(spec.resources.gpu)
+        gpu_of(spec.resources)
         adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store)  # not to be stored
         if not spec.image and not spec.image_spec.id and self.default_image is not None:
             spec.image_spec.CopyFrom(self.default_image)
@@ -282,7 +283,7 @@ class Controller:
                 job.id,
                 job.pool,
                 now,
-                gpu=GPURequest.from_proto(spec.resources.gpu),
+                gpu=gpu_of(spec.resources),
                 retries=spec.retries,
                 timeout_s=spec.timeout_s,
             )
@@ -303,7 +304,7 @@ class Controller:
             if self.lifecycle.job_state(job.id) == pb.QUEUED:
                 self.log.emit(
                     job.feed,
-                    build=pb.Build(image_id=image_id, line=line, progress=is_progress(line)),
+                    body=pb.Build(image_id=image_id, line=line, progress=is_progress(line)),
                 )
 
         def log_threadsafe(line: str) -> None:  # builders may log from a worker thread
@@ -375,7 +376,7 @@ class Controller:
         elif isinstance(ins, Waiting):
             job = self.jobs.get(ins.job_id)
             if job is not None:
-                self.log.emit(job.feed, status=pb.Status(state=pb.QUEUED, message=ins.message))
+                self.log.emit(job.feed, body=pb.Status(state=pb.QUEUED, message=ins.message))
         elif isinstance(ins, lc.Retrying):
             self._retrying(ins)
         elif isinstance(ins, lc.JobEnded):
@@ -394,8 +395,7 @@ class Controller:
             self._handle(lc.TaskUndelivered(job.id, ins.runner_id, now))
             return
         job.state, job.runner_id = pb.RUNNING, ins.runner_id
-        held = (self.lifecycle.runner_pool(ins.runner_id) or Pool()).gpu
-        gpu_type, gpu_count = (held.type, held.count) if held else ("", 0)
+        gpu_type, gpu_count = gpu_held_by(self.lifecycle.runner_pool(ins.runner_id) or Pool())
         price = self.price_per_second(gpu_type, gpu_count)
         job.started, job.gpu_type, job.gpu_count, job.price = now, gpu_type, gpu_count, price
         holders = self.scheduler.gpu_holders()
@@ -411,7 +411,7 @@ class Controller:
                 "price": price,
                 "gpu_uuids": ",".join(u for u, r in holders.items() if r == ins.runner_id),
             },
-            status=pb.Status(
+            body=pb.Status(
                 state=pb.RUNNING,
                 message=f"running on {ins.runner_id}",
                 runner_id=ins.runner_id,
@@ -438,7 +438,7 @@ class Controller:
         self.log.emit(
             job.feed,
             {"state": pb.QUEUED, "runner_id": ""},
-            status=pb.Status(
+            body=pb.Status(
                 state=pb.QUEUED,
                 message=f"attempt {ins.attempt} failed ({ins.message}); retrying{wait} "
                 f"(attempt {ins.attempt + 1} of {job.spec.retries + 1})",
@@ -456,11 +456,11 @@ class Controller:
             if ins.failure is not None:
                 f = ins.failure
                 error = pb.Error(kind=f.kind, type_name=f.type_name, message=f.message)  # type: ignore[arg-type]
-                self.log.emit(job.feed, error=error)
+                self.log.emit(job.feed, body=error)
             self.log.emit(
                 job.feed,
                 {"state": ins.state, "finished": time.time(), "message": ins.message},
-                finished=pb.Finished(state=ins.state, message=ins.message),  # type: ignore[arg-type]
+                body=pb.Finished(state=ins.state, message=ins.message),  # type: ignore[arg-type]
             )
         self.log.close(job.feed)
 
@@ -505,17 +505,17 @@ class Controller:
 
     def runner_event(self, runner_id: str, event: pb.JobEvent) -> None:
         job = self.jobs.get(event.job_id)
-        if event.HasField("metrics"):
+        if is_sample(event):
             if job is not None and job.state == pb.RUNNING and job.runner_id == runner_id:
                 self.log.sample(job.feed, event)
             return
         if job is None:
             # The job ended here already (cancelled, or given up on): its stored history
             # ends with `finished`, so late events are dropped; a late end frees the runner.
-            if event.HasField("finished"):
+            if is_end(event):
                 self._handle(self._task_finished(runner_id, event))
             return
-        if event.HasField("finished"):
+        if is_end(event):
             if self.log.is_stored(job.feed, event):
                 return
             # A retry's status takes the number of the attempt's `finished`, which is

@@ -33,6 +33,7 @@ from remotecell.contract.errors import (
     VolumeNotFoundError,
     from_rpc_error,
 )
+from remotecell.contract.events import is_end, is_sample
 from remotecell.contract.values import Buffer
 from remotecell.contract.volumes import MISSING_KEY
 
@@ -277,14 +278,14 @@ class AsyncClient:
                     lost_since = None
                     for event in batch.events:
                         job_id = event.job_id  # Submit's first event names the job
-                        if event.HasField("metrics"):  # an unnumbered sample
+                        if is_sample(event):  # unnumbered
                             yield event
                             continue
                         if event.seq <= last:
                             continue
                         last = event.seq
                         yield event
-                        if event.HasField("finished"):
+                        if is_end(event):
                             return
                 return
             except grpc.RpcError as err:

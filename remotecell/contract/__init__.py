@@ -9,6 +9,7 @@
   that tells a missing volume from a missing file.
 * ``secrets``: secret names, keys and values, and the shortest value that is masked.
 * ``images``: an image spec's id, and the deterministic tar local files travel as.
+* ``events``: a job event's typed body, which event ends a job, which are telemetry samples.
 
 This package imports the standard library, third-party libraries and ``remotecell._proto``
 only: never ``remotecell.client`` or ``remotecell.backend``. Nothing is imported here, so

@@ -22,6 +22,7 @@ from remotecell.contract.errors import (
     RemoteCellError,
     RemoteError,
 )
+from remotecell.contract.events import is_end
 from remotecell.widgets._monitor_state import MonitorState
 
 #: A job still queued after this long says why (starting a runner, waiting for one).
@@ -165,14 +166,9 @@ class JobFollower:
             self.error = event.error
         elif kind == "build":
             self._build_line(event.build)
-        elif kind == "metrics":
-            return False  # the job monitor shows them
-        elif kind == "finished":
+        if kind not in ("build", "accepted", "metrics"):
             self._end_build_tail()
-            return True
-        if kind not in ("build", "accepted"):
-            self._end_build_tail()
-        return False
+        return is_end(event)
 
     # -- the job monitor ---------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import pytest
 from remotecell._proto import pb
 from remotecell.backend.runner._masking import MaskedEmit
 from remotecell.backend.secrets.masking import MASK, Masker
+from remotecell.contract.events import Body, job_event
 
 VALUE = "hf_Zq81xLmn0pQrsTuvWxyz"
 
@@ -67,49 +68,53 @@ def test_bytes_search_for_pulled_values_and_the_log() -> None:
 
 
 def test_masked_emit_masks_every_kind_of_event_and_keeps_their_order() -> None:
-    sent: list[dict] = []
-    emit = MaskedEmit(lambda **body: sent.append(body), Masker([VALUE]))
-    emit(stream=pb.Stream(name=pb.Stream.STDOUT, text="part hf_Zq81"))
-    emit(stream=pb.Stream(name=pb.Stream.STDOUT, text="xLmn0pQrsTuvWxyz done\nhf"))
-    emit(stream=pb.Stream(name=pb.Stream.STDERR, text=f"err {VALUE}\n"))
-    emit(display=pb.Display(data_json=json.dumps({"text/plain": f"'{VALUE}'"}), display_id="d"))
+    sent: list[Body] = []
+    emit = MaskedEmit(sent.append, Masker([VALUE]))
+    emit(pb.Stream(name=pb.Stream.STDOUT, text="part hf_Zq81"))
+    emit(pb.Stream(name=pb.Stream.STDOUT, text="xLmn0pQrsTuvWxyz done\nhf"))
+    emit(pb.Stream(name=pb.Stream.STDERR, text=f"err {VALUE}\n"))
+    emit(pb.Display(data_json=json.dumps({"text/plain": f"'{VALUE}'"}), display_id="d"))
     emit(
-        error=pb.Error(
+        pb.Error(
             kind=pb.Error.USER_CODE,
             type_name="ValueError",
             message=f"bad token {VALUE}",
             traceback=["\x1b[31mValueError\x1b[0m: bad token " + VALUE],
         )
     )
-    emit(result=pb.Result(skipped=[f"`x`: {VALUE}"]))
-    emit(finished=pb.Finished(state=pb.FAILED, message=f"ValueError: bad token {VALUE}"))
-    assert VALUE.encode() not in b"".join(pb.JobEvent(**body).SerializeToString() for body in sent)
-    kinds = [next(iter(body)) for body in sent]
+    emit(pb.Result(skipped=[f"`x`: {VALUE}"]))
+    emit(pb.Finished(state=pb.FAILED, message=f"ValueError: bad token {VALUE}"))
+    assert VALUE.encode() not in b"".join(job_event("j", body).SerializeToString() for body in sent)
+    kinds = [type(body).__name__ for body in sent]
     # the "hf" held back on stdout is shown before the display that follows it
     assert kinds == [
-        "stream",
-        "stream",
-        "stream",
-        "stream",
-        "display",
-        "error",
-        "result",
-        "finished",
+        "Stream",
+        "Stream",
+        "Stream",
+        "Stream",
+        "Display",
+        "Error",
+        "Result",
+        "Finished",
     ]
-    texts = [body["stream"].text for body in sent if "stream" in body]
+    texts = [body.text for body in sent if isinstance(body, pb.Stream)]
     assert texts == ["part ", f"{MASK} done\n", f"err {MASK}\n", "hf"]
-    assert json.loads(sent[4]["display"].data_json) == {"text/plain": f"'{MASK}'"}
-    assert sent[5]["error"].traceback == [f"\x1b[31mValueError\x1b[0m: bad token {MASK}"]
+    display, error = sent[4], sent[5]
+    assert isinstance(display, pb.Display) and isinstance(error, pb.Error)
+    assert json.loads(display.data_json) == {"text/plain": f"'{MASK}'"}
+    assert error.traceback == [f"\x1b[31mValueError\x1b[0m: bad token {MASK}"]
 
 
 def test_binary_data_is_left_alone_where_a_short_value_would_match_by_chance() -> None:
     masker = Masker(["AAAA", VALUE])
     png = "iVBORw0KGgoAAAANSUhEUg"  # base64 of binary data: holds "AAAA" by chance
-    sent: list[dict] = []
-    MaskedEmit(lambda **body: sent.append(body), masker)(
-        display=pb.Display(data_json=json.dumps({"image/png": png, "text/plain": "x AAAA"}))
+    sent: list[Body] = []
+    MaskedEmit(sent.append, masker)(
+        pb.Display(data_json=json.dumps({"image/png": png, "text/plain": "x AAAA"}))
     )
-    assert json.loads(sent[0]["display"].data_json) == {"image/png": png, "text/plain": f"x {MASK}"}
+    display = sent[0]
+    assert isinstance(display, pb.Display)
+    assert json.loads(display.data_json) == {"image/png": png, "text/plain": f"x {MASK}"}
     # in an array's raw buffer only values of 8 bytes or more are looked for
     assert not masker.found_in(b"\x00AAAA\x00", binary=True)
     assert masker.found_in(b"\x00AAAA\x00")

@@ -13,13 +13,13 @@ downsampled, one aggregate per interval (``telemetry/downsample.py``).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from remotecell._proto import pb
 from remotecell.backend.state.store import Store
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL, Downsampler
+from remotecell.contract.events import Body, is_end, is_sample, job_event
 
 #: Stored events replayed per message.
 REPLAY_BATCH = 256
@@ -61,10 +61,11 @@ class JobLog:
     # -- writing ----------------------------------------------------------------------
 
     def emit(
-        self, feed: Feed, fields: dict[str, object] | None = None, **body: object
+        self, feed: Feed, fields: dict[str, object] | None = None, *, body: Body
     ) -> pb.JobEvent:
-        """A control-plane event: numbered, stored with the job's ``fields``, published."""
-        event = pb.JobEvent(job_id=feed.job_id, seq=feed.next_seq, time=time.time(), **body)  # type: ignore[arg-type]
+        """A control-plane event carrying ``body``: numbered, stored with the job's
+        ``fields`` (its columns), published."""
+        event = job_event(feed.job_id, body, feed.next_seq)
         feed.next_seq += 1
         self.store.update_job(feed.job_id, event, **(fields or {}))
         self._publish(feed, event)
@@ -131,7 +132,7 @@ class JobLog:
             for start in range(0, len(replay), REPLAY_BATCH):
                 yield replay[start : start + REPLAY_BATCH]
             last = stored[-1].seq if stored else from_seq - 1
-            if stored and stored[-1].HasField("finished"):
+            if stored and is_end(stored[-1]):
                 return
             if feed is None or job_id not in self._feeds:
                 # Finished between the lookup and the replay: anything newer is stored.
@@ -143,12 +144,12 @@ class JobLog:
                 batch = [await queue.get()]
                 while not queue.empty():
                     batch.append(queue.get_nowait())
-                fresh = [e for e in batch if e.seq > last or e.HasField("metrics")]
+                fresh = [e for e in batch if e.seq > last or is_sample(e)]
                 if not fresh:
                     continue
-                last = max([last, *(e.seq for e in fresh if not e.HasField("metrics"))])
+                last = max([last, *(e.seq for e in fresh if not is_sample(e))])
                 yield fresh
-                if fresh[-1].HasField("finished"):
+                if is_end(fresh[-1]):
                     return
         finally:
             if feed is not None:
@@ -164,7 +165,7 @@ class JobLog:
         sample = next(pending, None)
         for event in events:
             while sample is not None and sample[0] <= event.time:
-                out.append(pb.JobEvent(job_id=job_id, time=sample[0], metrics=sample[1]))
+                out.append(job_event(job_id, sample[1], at=sample[0]))
                 sample = next(pending, None)
             out.append(event)
         return out

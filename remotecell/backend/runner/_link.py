@@ -1,8 +1,9 @@
 """The runner's connection to the control plane, on its own event-loop thread.
 
-Events the cell produces are queued here from any thread, numbered and sent in order;
-consecutive output of the same stream is merged into one event while the connection
-is busy, so a chatty loop costs few messages without delaying a lone ``print``.
+Event bodies the cell produces (typed: ``contract.events.Body``) are queued here from
+any thread, numbered and sent in order; consecutive output of the same stream is merged
+into one event while the connection is busy, so a chatty loop costs few messages without
+delaying a lone ``print``. A task's ``pb.Finished`` body is its last event.
 
 If the connection drops (the control plane restarted), the link reconnects and says
 hello again with the current task and all of its events so far; the control plane
@@ -19,13 +20,13 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import grpc
 
 from remotecell._proto import pb
 from remotecell.client import transport
 from remotecell.client.config import Endpoint
+from remotecell.contract.events import Body, job_event
 
 log = logging.getLogger("remotecell.runner")
 
@@ -46,7 +47,8 @@ class Link:
         self.instructions: queue.SimpleQueue[pb.RunnerInstruction | None] = queue.SimpleQueue()
         self.connected = threading.Event()
         self._thread = transport.LoopThread("remotecell-link")
-        self._pending: collections.deque[tuple[str, Any]] = collections.deque()
+        #: Tasks to begin and their events' bodies, in order.
+        self._pending: collections.deque[pb.Task | Body] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._job = ""
         self._seq = 0
@@ -61,22 +63,21 @@ class Link:
     # -- from any thread -----------------------------------------------------------
 
     def begin(self, task: pb.Task) -> None:
-        self._push("begin", task)
+        # No wake-up: the task's first event follows.
+        self._pending.append(task)
 
-    def emit(self, **body: Any) -> None:
-        self._push("event", body)
+    def emit(self, body: Body) -> None:
+        """Sends an event of the current task; a ``pb.Finished`` body ends the task."""
+        self._pending.append(body)
+        self._wake_up()
 
-    def end(self) -> None:
-        self._push("end", None)
-
-    def _push(self, kind: str, item: Any) -> None:
-        self._pending.append((kind, item))
-        loop = self._thread.loop
+    def _wake_up(self) -> None:
         if self._wake is not None:
-            loop.call_soon_threadsafe(self._wake.set)
+            self._thread.loop.call_soon_threadsafe(self._wake.set)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Waits until everything queued so far was handed to the connection."""
+        self._wake_up()
         deadline = time.monotonic() + timeout
         while self._pending and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -147,43 +148,38 @@ class Link:
             # events travel together.
             batch: list[pb.JobEvent] = []
             while self._pending and generation == self._generation:
-                kind, item = self._pending.popleft()
-                if kind == "begin":
+                item = self._pending.popleft()
+                if isinstance(item, pb.Task):
                     if batch:  # the previous task's events travel on their own
-                        self._pending.appendleft((kind, item))
+                        self._pending.appendleft(item)
                         break
                     self._job, self._seq, self._busy = item.job_id, item.first_seq, True
                     self._replay = []
-                elif kind == "end":
-                    self._busy = False
-                elif "metrics" in item:
+                elif isinstance(item, pb.Metrics):
                     # Telemetry samples are not part of the job's numbered log: they
                     # carry seq 0 and are not replayed after a reconnect.
-                    batch.append(pb.JobEvent(job_id=self._job, time=time.time(), **item))
+                    batch.append(job_event(self._job, item))
                 else:
-                    event = self._event(self._merge(item))
+                    if isinstance(item, pb.Stream):
+                        item = self._merge(item)
+                    event = job_event(self._job, item, self._seq)
+                    self._seq += 1
                     self._replay.append(event)
                     batch.append(event)
+                    if isinstance(item, pb.Finished):
+                        self._busy = False
             if batch:
                 yield pb.RunnerMessage(events=pb.JobEvents(events=batch))
 
-    def _merge(self, body: dict[str, Any]) -> dict[str, Any]:
-        stream = body.get("stream")
-        if stream is None:
-            return body
+    def _merge(self, stream: pb.Stream) -> pb.Stream:
+        """``stream`` with the text of the same stream's output queued right after it."""
         text = [stream.text]
         while self._pending:
-            kind, nxt = self._pending[0]
-            other = nxt.get("stream") if kind == "event" else None
-            if other is None or other.name != stream.name:
+            nxt = self._pending[0]
+            if not isinstance(nxt, pb.Stream) or nxt.name != stream.name:
                 break
             self._pending.popleft()
-            text.append(other.text)
+            text.append(nxt.text)
         if len(text) == 1:
-            return body
-        return {"stream": pb.Stream(name=stream.name, text="".join(text))}
-
-    def _event(self, body: dict[str, Any]) -> pb.JobEvent:
-        event = pb.JobEvent(job_id=self._job, seq=self._seq, time=time.time(), **body)
-        self._seq += 1
-        return event
+            return stream
+        return pb.Stream(name=stream.name, text="".join(text))

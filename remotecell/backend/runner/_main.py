@@ -51,11 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         hostname=socket.gethostname(),
         image=args.image,
         session=args.session,
-        resources=pb.Resources(
-            cpu=args.cpu,
-            memory_mb=args.memory_mb,
-            gpu=[args.gpu.to_proto()] if args.gpu else [],
-        ),
+        resources=pb.Resources(cpu=args.cpu, memory_mb=args.memory_mb, gpu=_gpu(args.gpu)),
         gpu_uuids=args.gpu_uuids,
         volumes=volumes.hello(),
     )
@@ -93,24 +89,32 @@ def main(argv: list[str] | None = None) -> int:
                 break
             if ins.HasField("task"):
                 link.begin(ins.task)
+                # Masked outside the volumes' sync too: its notes name the cell's files.
+                emit = shell.masked(ins.task, link.emit)
+                run = functools.partial(
+                    shell.run_task,
+                    ins.task,
+                    fetch=blobs.fetch,
+                    upload=blobs.upload,
+                    masked=True,
+                )
+                sampler.watch(link.emit)
                 try:
-                    # Masked outside the volumes' sync too: its notes name the cell's files.
-                    emit = shell.masked(ins.task, sampler.watch(link.emit))
-                    run = functools.partial(
-                        shell.run_task,
-                        ins.task,
-                        fetch=blobs.fetch,
-                        upload=blobs.upload,
-                        masked=True,
-                    )
-                    volumes.run_task(emit, run)
-                except KeyboardInterrupt:  # a late interrupt, after the cell ended
-                    pass
+                    finished = volumes.run_task(emit, run)
+                except KeyboardInterrupt:  # a cancel's interrupt, late, as the cell ended
+                    finished = pb.Finished(state=pb.CANCELLED, message="cancelled as it ended")
                 finally:
                     sampler.stop()
-                link.end()
+                emit(finished)  # the task's last event: no reading or note comes after it
     finally:
         sampler.close()
         link.close()
         blobs.close()
     return 0
+
+
+def _gpu(held: str) -> list[pb.GPUChoice]:
+    if not held:
+        return []
+    gpu_type, _, count = held.partition(":")
+    return [pb.GPUChoice(type=gpu_type, count=int(count or 1))]

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from remotecell._proto import pb
 from remotecell.backend.secrets.masking import Masker, StreamMasker
+from remotecell.contract.events import Body
 
-Emit = Any  # Callable[..., None], as the shell's
+Emit = Callable[[Body], None]
 
 
 class MaskedEmit:
@@ -33,19 +35,18 @@ class MaskedEmit:
         self._lock = threading.Lock()
         self._streams: dict[int, StreamMasker] = {}
 
-    def __call__(self, **body: Any) -> None:
+    def __call__(self, body: Body) -> None:
         with self._lock:
-            stream = body.get("stream")
-            if stream is not None:
-                masker = self._streams.get(stream.name)
+            if isinstance(body, pb.Stream):
+                masker = self._streams.get(body.name)
                 if masker is None:
-                    masker = self._streams[stream.name] = self.masker.stream()
-                text = masker.feed(stream.text)
+                    masker = self._streams[body.name] = self.masker.stream()
+                text = masker.feed(body.text)
                 if text:
-                    self._emit(stream=pb.Stream(name=stream.name, text=text))
+                    self._emit(pb.Stream(name=body.name, text=text))
                 return
             self._flush_streams()
-            self._emit(**{kind: self._masked(kind, part) for kind, part in body.items()})
+            self._emit(self._masked(body))
 
     def flush(self) -> None:
         with self._lock:
@@ -55,11 +56,11 @@ class MaskedEmit:
         for name, masker in self._streams.items():
             text = masker.flush()
             if text:
-                self._emit(stream=pb.Stream(name=name, text=text))  # type: ignore[arg-type]
+                self._emit(pb.Stream(name=name, text=text))  # type: ignore[arg-type]
 
-    def _masked(self, kind: str, part: Any) -> Any:
+    def _masked(self, part: Body) -> Body:
         mask = self.masker.mask
-        if kind == "display" and not part.clear:
+        if isinstance(part, pb.Display) and not part.clear:
             data = {
                 mime: content if _is_binary(mime) else _masked_json(content, mask)
                 for mime, content in json.loads(part.data_json or "{}").items()
@@ -72,16 +73,16 @@ class MaskedEmit:
                 display_id=mask(part.display_id),
                 update=part.update,
             )
-        if kind == "error":
+        if isinstance(part, pb.Error):
             return pb.Error(
                 kind=part.kind,
                 type_name=mask(part.type_name),
                 message=mask(part.message),
                 traceback=[mask(line) for line in part.traceback],
             )
-        if kind == "finished":
+        if isinstance(part, pb.Finished):
             return pb.Finished(state=part.state, message=mask(part.message))
-        if kind == "result":
+        if isinstance(part, pb.Result):
             masked = pb.Result()
             masked.CopyFrom(part)
             del masked.skipped[:]

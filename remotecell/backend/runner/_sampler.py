@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import psutil
 
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 #: Seconds between readings.
 INTERVAL = 0.5
 
-Emit = Callable[..., None]
+Emit = Callable[[pb.Metrics], None]
 
 
 #: The GPUSample fields copied into a GPUMetric (optional there: NVML may not report them).
@@ -57,9 +56,9 @@ class Sampler:
                 log.warning("no GPU metrics: %s", err)
                 self._handles = []
 
-    def watch(self, emit: Emit) -> Emit:
-        """Starts sampling into ``emit``; returns the ``emit`` the cell uses, which ends
-        sampling before the cell's ``finished`` event so no reading comes after it."""
+    def watch(self, emit: Emit) -> None:
+        """Starts sampling into ``emit`` for a cell; ``stop()`` before its ``finished``
+        event, so that no reading comes after it."""
         self.stop()
         self._stop = threading.Event()
         self._process.cpu_percent()  # the first reading of a process is always 0: prime it
@@ -67,13 +66,6 @@ class Sampler:
             target=self._run, args=(emit, self._stop), name="remotecell-sampler", daemon=True
         )
         self._thread.start()
-
-        def cell_emit(**body: Any) -> None:
-            if "finished" in body:
-                self.stop()
-            emit(**body)
-
-        return cell_emit
 
     def stop(self) -> None:
         """Ends the current cell's sampling and waits for the thread (idempotent)."""
@@ -108,7 +100,7 @@ class Sampler:
                 return
             if stop.is_set():
                 return
-            emit(metrics=metrics)
+            emit(metrics)
             stop.wait(self.interval)
 
     def _cpu_and_ram(self) -> tuple[float, int]:

@@ -3,7 +3,10 @@
 The cell runs in an IPython ``InteractiveShell`` so ``display``, ``!cmd``, magics and
 matplotlib (inline backend, PNG) behave as in a notebook. Output is captured where
 IPython produces it: ``sys.stdout``/``sys.stderr`` writes, the display publisher, the
-display hook (the cell's last expression) and the traceback hook.
+display hook (the cell's last expression) and the traceback hook. Each becomes a typed
+event body (``contract.events.Body``) handed to ``emit``. The task's end is returned
+(``run_task`` returns its ``pb.Finished``) rather than emitted: the layers around the
+cell (volumes, telemetry) finish their part, then the caller emits it as the last event.
 
 The cell's source gets one leading comment line, standing for the ``%%remote`` line, so
 remote tracebacks show the line numbers the user sees in the notebook cell (IPython
@@ -31,8 +34,9 @@ from remotecell.backend.runner._masking import MaskedEmit
 from remotecell.backend.secrets.masking import Masker
 from remotecell.contract import values
 from remotecell.contract.errors import ClosureError
+from remotecell.contract.events import Body
 
-Emit = Callable[..., None]
+Emit = Callable[[Body], None]
 
 
 class _EventWriter:
@@ -71,7 +75,7 @@ class _EventWriter:
         if self._buffer:
             text = "".join(self._buffer)
             self._buffer.clear()
-            self._emit(stream=pb.Stream(name=self._name, text=text))  # type: ignore[arg-type]
+            self._emit(pb.Stream(name=self._name, text=text))  # type: ignore[arg-type]
 
     def isatty(self) -> bool:
         return False
@@ -121,7 +125,7 @@ def _build_shell() -> Any:
                 self.before_publish()
             display_id = (transient or {}).get("display_id", "")
             self.emit(
-                display=pb.Display(
+                pb.Display(
                     data_json=json.dumps(_jsonable_bundle(data), default=str),
                     metadata_json=json.dumps(metadata or {}, default=str),
                     display_id=str(display_id or ""),
@@ -133,7 +137,7 @@ def _build_shell() -> Any:
             if self.before_publish is not None:
                 self.before_publish()
             if self.emit is not None:
-                self.emit(display=pb.Display(clear=True, clear_wait=wait))
+                self.emit(pb.Display(clear=True, clear_wait=wait))
 
     class RunnerShell(InteractiveShell):
         displayhook_class = ResultHook
@@ -233,9 +237,10 @@ class CellShell:
         fetch: Callable[[str], Any],
         upload: Callable[[dict], int],
         masked: bool = False,
-    ) -> None:
+    ) -> pb.Finished:
         """Runs one task, sending its events through ``emit`` (with ``masked``, an
-        ``emit`` that ``masked(task, ...)`` made already)."""
+        ``emit`` that ``masked(task, ...)`` made already); returns how it ended, which
+        the caller emits last."""
         spec = task.spec
         with self._lock:
             self._job = task.job_id
@@ -257,17 +262,17 @@ class CellShell:
             spec.code
         )
         try:
-            self._run(spec, ns, emit, fetch, upload)
+            return self._run(spec, ns, emit, fetch, upload)
         except Exception as err:  # a bug of ours, not the cell's: still end the task cleanly
             emit(
-                error=pb.Error(
+                pb.Error(
                     kind=pb.Error.INTERNAL,
                     type_name=type(err).__name__,
                     message=str(err),
                     traceback=traceback.format_exc().splitlines(),
                 )
             )
-            emit(finished=pb.Finished(state=pb.FAILED, message=f"the runner failed: {err}"))
+            return pb.Finished(state=pb.FAILED, message=f"the runner failed: {err}")
         finally:
             self._in_cell = False
             with self._lock:
@@ -289,23 +294,21 @@ class CellShell:
         emit: Emit,
         fetch: Callable[[str], Any],
         upload: Callable[[dict], int],
-    ) -> None:
+    ) -> pb.Finished:
         try:
             ns.update(values.unpack(spec.closure, fetch, namespace=ns))
         except ModuleNotFoundError as err:
-            self._fail_setup(
+            return self._fail_setup(
                 emit,
                 f"module {err.name!r} is not installed on the runner; "
                 "install it in the runner's environment (or its image)",
             )
-            return
         except Exception as err:
-            self._fail_setup(
+            return self._fail_setup(
                 emit,
                 f"the cell's variables could not be loaded on the runner: "
                 f"{type(err).__name__}: {err}",
             )
-            return
         result = None
         with self._captured_output(emit):
             try:
@@ -319,8 +322,7 @@ class CellShell:
             finally:
                 self._in_cell = False
         if self._cancel is not None:
-            self._finish_cancelled(emit)
-            return
+            return self._finish_cancelled(emit)
         assert result is not None
         failure = result.error_before_exec or result.error_in_exec
         if failure is not None:
@@ -331,15 +333,14 @@ class CellShell:
                 else f"{etype.__module__}.{etype.__qualname__}"
             )
             emit(
-                error=pb.Error(
+                pb.Error(
                     kind=pb.Error.USER_CODE,
                     type_name=name,
                     message=str(evalue),
                     traceback=list(stb),
                 )
             )
-            emit(finished=pb.Finished(state=pb.FAILED, message=f"{name}: {evalue}"))
-            return
+            return pb.Finished(state=pb.FAILED, message=f"{name}: {evalue}")
         items: dict[str, Any] = {n: ns[n] for n in spec.pull if n in ns}
         has_output = result.result is not None
         if has_output:
@@ -351,13 +352,13 @@ class CellShell:
             skipped = withheld + skipped
         upload(packed.blobs)
         emit(
-            result=pb.Result(
+            pb.Result(
                 values=packed.values,
                 has_output=has_output and "" in _names(packed),
                 skipped=skipped,
             )
         )
-        emit(finished=pb.Finished(state=pb.SUCCEEDED))
+        return pb.Finished(state=pb.SUCCEEDED)
 
     @contextmanager
     def _captured_output(self, emit: Emit):  # type: ignore[no-untyped-def]
@@ -377,7 +378,7 @@ class CellShell:
 
             def fd_output(fd: int, text: str) -> None:
                 name = pb.Stream.STDOUT if fd == 1 else pb.Stream.STDERR
-                emit(stream=pb.Stream(name=name, text=text))
+                emit(pb.Stream(name=name, text=text))
 
             capture.sink = fd_output
         try:
@@ -404,27 +405,18 @@ class CellShell:
             self.capture.log_masker = self._masker
         return MaskedEmit(emit, self._masker)
 
-    def _fail_setup(self, emit: Emit, message: str) -> None:
-        emit(error=pb.Error(kind=pb.Error.SETUP, type_name="SetupError", message=message))
-        emit(finished=pb.Finished(state=pb.FAILED, message=message))
+    def _fail_setup(self, emit: Emit, message: str) -> pb.Finished:
+        emit(pb.Error(kind=pb.Error.SETUP, type_name="SetupError", message=message))
+        return pb.Finished(state=pb.FAILED, message=message)
 
-    def _finish_cancelled(self, emit: Emit) -> None:
+    def _finish_cancelled(self, emit: Emit) -> pb.Finished:
         cancel = self._cancel
         assert cancel is not None
         if cancel.timeout:
-            emit(
-                error=pb.Error(
-                    kind=pb.Error.TIMEOUT, type_name="TimeoutError", message=cancel.reason
-                )
-            )
-            emit(finished=pb.Finished(state=pb.FAILED, message=cancel.reason))
-        else:
-            emit(
-                error=pb.Error(
-                    kind=pb.Error.CANCELLED, type_name="Cancelled", message=cancel.reason
-                )
-            )
-            emit(finished=pb.Finished(state=pb.CANCELLED, message=cancel.reason))
+            emit(pb.Error(kind=pb.Error.TIMEOUT, type_name="TimeoutError", message=cancel.reason))
+            return pb.Finished(state=pb.FAILED, message=cancel.reason)
+        emit(pb.Error(kind=pb.Error.CANCELLED, type_name="Cancelled", message=cancel.reason))
+        return pb.Finished(state=pb.CANCELLED, message=cancel.reason)
 
 
 def _numbered_like_notebook(code: str) -> str:

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from remotecell._proto import pb
 from remotecell.backend.volumes import mounts as volume_mounts
 from remotecell.backend.volumes.sync import SyncedVolume, SyncReport
 from remotecell.client import Client, context
 from remotecell.contract.errors import ConfigError
+from remotecell.contract.events import Body
 
-Emit = Callable[..., None]
+Emit = Callable[[Body], None]
 
 
 class RunnerVolumes:
@@ -42,29 +42,27 @@ class RunnerVolumes:
         from remotecell.backend.volumes import namespace
 
         namespace.enter_private_namespace()
-        for m in to_bind:
-            namespace.bind(m.source, m.mount.path)
+        for mount in to_bind:
+            namespace.bind(mount.source, mount.path)
 
     def hello(self) -> list[pb.VolumeMount]:
-        return [m.mount.to_proto() for m in self.mounts]
+        return [m.to_pb() for m in self.mounts]
 
     def connect(self, client: Client) -> None:
         """Syncs copies through ``client``; cells' ``remotecell.Volume`` use it too."""
         self._synced = {
-            m.mount.name: SyncedVolume(client, m.mount.name, Path(m.mount.path))
-            for m in self.mounts
-            if m.sync
+            m.name: SyncedVolume(client, m.name, Path(m.path)) for m in self.mounts if m.sync
         }
         context.use(lambda: client)
         context.set_mounted(self)
 
     # -- around a task ---------------------------------------------------------------
 
-    def run_task(self, emit: Emit, run: Callable[[Emit], None]) -> None:
-        """Runs a task (``run(emit)``) between a pull and a commit of the copies."""
+    def run_task(self, emit: Emit, run: Callable[[Emit], pb.Finished]) -> pb.Finished:
+        """Runs a task (``run(emit)``) between a pull and a commit of the copies; returns
+        how it ended (failed, where a copy could not be pulled or committed)."""
         if not self._synced:
-            run(emit)
-            return
+            return run(emit)
         for volume in self._synced.values():
             try:
                 volume.pull()
@@ -73,18 +71,11 @@ class RunnerVolumes:
                     f"volume {volume.name!r} could not be brought in before the cell: "
                     f"{type(err).__name__}: {err}"
                 )
-                emit(error=pb.Error(kind=pb.Error.SETUP, type_name="VolumeError", message=message))
-                emit(finished=pb.Finished(state=pb.FAILED, message=message))
-                return
+                emit(pb.Error(kind=pb.Error.SETUP, type_name="VolumeError", message=message))
+                return pb.Finished(state=pb.FAILED, message=message)
+        return self._commit_all(emit, run(emit))
 
-        def committing(**body: Any) -> None:
-            if "finished" in body:
-                body = self._commit_all(emit, body)
-            emit(**body)
-
-        run(committing)
-
-    def _commit_all(self, emit: Emit, body: dict[str, Any]) -> dict[str, Any]:
+    def _commit_all(self, emit: Emit, finished: pb.Finished) -> pb.Finished:
         """Commits every copy before the task's ``finished`` event; a failure fails the
         job (its files were not stored)."""
         for volume in self._synced.values():
@@ -95,20 +86,20 @@ class RunnerVolumes:
                     f"the cell's changes to volume {volume.name!r} could not be committed: "
                     f"{type(err).__name__}: {err}"
                 )
-                emit(error=pb.Error(kind=pb.Error.SETUP, type_name="VolumeError", message=message))
-                return {"finished": pb.Finished(state=pb.FAILED, message=message)}
-        return body
+                emit(pb.Error(kind=pb.Error.SETUP, type_name="VolumeError", message=message))
+                return pb.Finished(state=pb.FAILED, message=message)
+        return finished
 
     @staticmethod
     def _note(emit: Emit, name: str, report: SyncReport) -> None:
         if report.skipped:
             text = "".join(f"not committed to volume {name!r}: {s}\n" for s in report.skipped)
-            emit(stream=pb.Stream(name=pb.Stream.STDERR, text=text))
+            emit(pb.Stream(name=pb.Stream.STDERR, text=text))
 
     # -- vol.commit() / vol.reload() in a cell ------------------------------------------
 
     def _mounted(self, name: str) -> SyncedVolume | None:
-        if not any(m.mount.name == name for m in self.mounts):
+        if not any(m.name == name for m in self.mounts):
             raise ConfigError(
                 f"volume {name!r} is not mounted in this cell; mount it with "
                 f'%%remote volumes={{"/path": vol}} to commit or reload it'
