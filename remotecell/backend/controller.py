@@ -26,7 +26,7 @@ from remotecell.backend.executors.base import Executor, RunnerExit, RunnerLaunch
 from remotecell.backend.images.builder import BuiltImage, is_progress
 from remotecell.backend.jobs import admission
 from remotecell.backend.jobs.log import Feed, JobLog, JobNotFound
-from remotecell.backend.jobs.pools import gpu_held_by, gpu_of, pool_of, runner_pool
+from remotecell.backend.jobs.pools import pool_of, runner_pool
 from remotecell.backend.jobs.sessions import RunnerSessions
 from remotecell.backend.scheduler import lifecycle as lc
 from remotecell.backend.scheduler.queue import (
@@ -48,7 +48,7 @@ from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL
 from remotecell.backend.volumes.store import VolumeStore
 from remotecell.contract.errors import ConfigError, ImageBuildError
 from remotecell.contract.events import is_end, is_sample
-from remotecell.contract.resources import cost_usd
+from remotecell.contract.resources import GPURequest, cost_usd
 
 if TYPE_CHECKING:
     from remotecell.backend.images.cache import ImageCache
@@ -202,7 +202,7 @@ class Controller:
                     row.runner_id,
                     row.attempt,
                     row.started,
-                    gpu=gpu_of(row.spec.resources),
+                    gpu=GPURequest.from_proto(row.spec.resources.gpu),
                     retries=row.spec.retries,
                     timeout_s=row.spec.timeout_s,
                     gpus=tuple(row.gpu_uuids),
@@ -256,7 +256,7 @@ class Controller:
                 secret that is missing, lacks a required key or cannot be read, or
                 mounts volumes that cannot be mounted.
         """
-        gpu_of(spec.resources)
+        GPURequest.from_proto(spec.resources.gpu)
         adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store)  # not to be stored
         if not spec.image and not spec.image_spec.id and self.default_image is not None:
             spec.image_spec.CopyFrom(self.default_image)
@@ -283,7 +283,7 @@ class Controller:
                 job.id,
                 job.pool,
                 now,
-                gpu=gpu_of(spec.resources),
+                gpu=GPURequest.from_proto(spec.resources.gpu),
                 retries=spec.retries,
                 timeout_s=spec.timeout_s,
             )
@@ -395,7 +395,8 @@ class Controller:
             self._handle(lc.TaskUndelivered(job.id, ins.runner_id, now))
             return
         job.state, job.runner_id = pb.RUNNING, ins.runner_id
-        gpu_type, gpu_count = gpu_held_by(self.lifecycle.runner_pool(ins.runner_id) or Pool())
+        held = (self.lifecycle.runner_pool(ins.runner_id) or Pool()).gpu
+        gpu_type, gpu_count = (held.type, held.count) if held else ("", 0)
         price = self.price_per_second(gpu_type, gpu_count)
         job.started, job.gpu_type, job.gpu_count, job.price = now, gpu_type, gpu_count, price
         holders = self.scheduler.gpu_holders()

@@ -1,7 +1,14 @@
 """What a job asks for: GPUs (type, count, ordered fallbacks), CPU cores and memory.
 
-The one place a ``gpu=`` value is parsed. Types are strict: ``"H100"`` means an H100, never
-another card; a job that accepts more than one type says so with a list of fallbacks.
+The one place a ``gpu=`` value is parsed and checked. Types are strict: ``"H100"`` means an
+H100, never another card; a job that accepts more than one type says so with a list of
+fallbacks.
+
+A request is a :class:`GPURequest` from the magic to the scheduler, and what a runner holds
+is one :class:`GPUChoice` from the scheduler to the runner; each turns into the wire's
+``GPUChoice`` messages and back only through its own ``to_proto``/``from_proto``. The kernel
+checks a ``gpu=`` value and the control plane checks what arrives, both with
+:func:`check_gpu`, so a bad request gets the same sentence on either side.
 
     >>> parse_gpu("h100:2")
     GPURequest(choices=(GPUChoice(type='H100', count=2),))
@@ -13,10 +20,11 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from remotecell._proto import pb
 from remotecell.contract.errors import ConfigError
 
 __all__ = [
@@ -27,6 +35,7 @@ __all__ = [
     "GPURequest",
     "GPUType",
     "Resources",
+    "check_gpu",
     "cost_usd",
     "parse_gpu",
     "parse_resources",
@@ -93,7 +102,11 @@ _AMBIGUOUS = {"A100": ("A100-40GB", "A100-80GB")}
 
 @dataclass(frozen=True)
 class GPUChoice:
-    """One acceptable way to run: ``count`` GPUs of ``type`` (a canonical name or ``"any"``)."""
+    """One acceptable way to run: ``count`` GPUs of ``type`` (a canonical name or ``"any"``).
+
+    What a runner holds is one too: ``count`` GPUs of the type the inventory names, which
+    may be :data:`UNKNOWN`.
+    """
 
     type: str
     count: int = 1
@@ -103,7 +116,17 @@ class GPUChoice:
         return self.type == ANY or self.type == gpu_type
 
     def __str__(self) -> str:
+        """As a user writes it: ``"H100"``, ``"H100:2"``."""
         return self.type if self.count == 1 else f"{self.type}:{self.count}"
+
+    def to_proto(self) -> pb.GPUChoice:
+        return pb.GPUChoice(type=self.type, count=self.count)
+
+    @classmethod
+    def from_proto(cls, choice: pb.GPUChoice) -> GPUChoice:
+        """The wire's choice as it is, unchecked (:meth:`GPURequest.from_proto` checks a
+        request)."""
+        return cls(choice.type, choice.count)
 
 
 @dataclass(frozen=True)
@@ -124,14 +147,21 @@ class GPURequest:
         """The most GPUs any choice needs: more than any worker has means it can never run."""
         return max(c.count for c in self.choices)
 
-    def to_fields(self) -> list[dict[str, Any]]:
-        """The request as plain fields for the wire: ``[{"type": "H100", "count": 2}, ...]``."""
-        return [{"type": c.type, "count": c.count} for c in self.choices]
+    def to_proto(self) -> list[pb.GPUChoice]:
+        """The request as the wire's ``Resources.gpu``: its choices in order."""
+        return [c.to_proto() for c in self.choices]
 
     @classmethod
-    def from_fields(cls, fields: Sequence[Mapping[str, Any]]) -> GPURequest:
-        """The inverse of :meth:`to_fields`, validated as strictly as :func:`parse_gpu`."""
-        return cls(tuple(_choice(f"{f['type']}:{f['count']}") for f in fields))
+    def from_proto(cls, choices: Iterable[pb.GPUChoice]) -> GPURequest | None:
+        """A ``Resources.gpu`` off the wire (None when empty: no GPU), checked by
+        :func:`check_gpu` as the kernel checks ``gpu=``.
+
+        Raises:
+            ConfigError: an unknown or ambiguous type, a count of 0, a fallback listed
+                twice, or ``"any"`` before another fallback; the kernel's sentence for it.
+        """
+        written = [GPUChoice.from_proto(c) for c in choices]
+        return check_gpu(written) if written else None
 
 
 def parse_gpu(value: Any) -> GPURequest | None:
@@ -152,7 +182,7 @@ def parse_gpu(value: Any) -> GPURequest | None:
     if value is None or isinstance(value, GPURequest):
         return value
     if isinstance(value, str):
-        return GPURequest((_choice(value),))
+        return check_gpu([_split(value)], [value])
     if isinstance(value, (list, tuple)):
         if not value:
             raise ConfigError(
@@ -162,9 +192,7 @@ def parse_gpu(value: Any) -> GPURequest | None:
             raise ConfigError(
                 f'gpu={value!r}: every fallback must be a string like "H100" or "H100:2"'
             )
-        choices = tuple(_choice(v) for v in value)
-        _check_fallbacks(value, choices)
-        return GPURequest(choices)
+        return check_gpu([_split(v) for v in value], value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) > 0:
         raise ConfigError(
             f'gpu={value!r} names no GPU type: write gpu="any:{value}" for {value} GPUs of '
@@ -176,7 +204,36 @@ def parse_gpu(value: Any) -> GPURequest | None:
     )
 
 
-def _choice(text: str) -> GPUChoice:
+def check_gpu(choices: Sequence[GPUChoice], written: Sequence[str] | None = None) -> GPURequest:
+    """The one check of a GPU request, made by the kernel (:func:`parse_gpu`) and again by
+    the control plane (:meth:`GPURequest.from_proto`).
+
+    Args:
+        choices: the fallbacks in order, their types as written (any case or separator).
+        written: how each was written, for messages; default: ``str(choice)``.
+
+    Returns:
+        The request, its types canonical.
+
+    Raises:
+        ConfigError: an unknown or ambiguous type, a count of 0, a fallback listed twice,
+            or ``"any"`` before another fallback; the message says what is valid.
+    """
+    shown = [str(c) for c in choices] if written is None else list(written)
+    canonical = []
+    for choice, text in zip(choices, shown, strict=True):
+        if choice.count <= 0:
+            raise ConfigError(
+                f'gpu="{text}" asks for 0 GPUs: ask for 1 or more, or leave gpu= out to run '
+                "without a GPU"
+            )
+        canonical.append(GPUChoice(_canonical(choice.type.strip(), text), choice.count))
+    _check_fallbacks(shown, canonical)
+    return GPURequest(tuple(canonical))
+
+
+def _split(text: str) -> GPUChoice:
+    """``"H100:2"`` as written (its type not yet checked)."""
     name, sep, count_text = text.partition(":")
     name = name.strip()
     count = 1
@@ -188,12 +245,7 @@ def _choice(text: str) -> GPUChoice:
                 f'e.g. "{name}:2"'
             )
         count = int(count_text)
-        if count == 0:
-            raise ConfigError(
-                f'gpu="{text}" asks for 0 GPUs: ask for 1 or more, or leave gpu= out to run '
-                "without a GPU"
-            )
-    return GPUChoice(_canonical(name, text), count)
+    return GPUChoice(name, count)
 
 
 def _canonical(name: str, text: str) -> str:
@@ -215,15 +267,15 @@ def _canonical(name: str, text: str) -> str:
     )
 
 
-def _check_fallbacks(value: Sequence[str], choices: tuple[GPUChoice, ...]) -> None:
+def _check_fallbacks(written: list[str], choices: list[GPUChoice]) -> None:
     seen: set[GPUChoice] = set()
     for i, c in enumerate(choices):
         if c in seen:
-            raise ConfigError(f"gpu={list(value)!r} lists {c} twice: list each fallback once")
+            raise ConfigError(f"gpu={written!r} lists {c} twice: list each fallback once")
         seen.add(c)
         if c.type == ANY and i < len(choices) - 1:
             raise ConfigError(
-                f'gpu={list(value)!r}: "any" must be the last fallback, since it takes '
+                f'gpu={written!r}: "any" must be the last fallback, since it takes '
                 "whatever GPU is free and the choices after it would never be used"
             )
 
@@ -242,13 +294,10 @@ class Resources:
     cpu: float = 0.0
     memory_mb: int = 0
 
-    def to_fields(self) -> dict[str, Any]:
-        """Plain fields for the wire's ``Resources`` message; ``gpu`` is a list of choices."""
-        return {
-            "cpu": self.cpu,
-            "memory_mb": self.memory_mb,
-            "gpu": self.gpu.to_fields() if self.gpu else [],
-        }
+    def to_proto(self) -> pb.Resources:
+        return pb.Resources(
+            cpu=self.cpu, memory_mb=self.memory_mb, gpu=self.gpu.to_proto() if self.gpu else []
+        )
 
 
 def parse_resources(gpu: Any = None, cpu: Any = None, memory: Any = None) -> Resources:

@@ -11,6 +11,9 @@ bad name or path is refused where it is first seen, with the same sentence.
   file). ``.`` parts are dropped; a ``..`` part, a NUL, or a backslash is refused.
 * A mount path is absolute, is not ``/`` or a system directory a runner needs, and no
   two mounts of one cell nest or coincide.
+* A mount is a :class:`Mount` from the magic's ``volumes=`` to the runner: turned into
+  the wire's ``VolumeMount`` and back only by its ``to_proto``/``from_proto``, and checked
+  by :func:`check_mounts` in the kernel and again in the control plane.
 * A volume RPC's NOT_FOUND carries ``MISSING_KEY`` in its trailing metadata, set to
   ``"volume"`` or ``"file"``, so the client raises the right error.
 """
@@ -20,7 +23,9 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from remotecell._proto import pb
 from remotecell.contract.errors import ConfigError
 
 #: Trailing metadata of a volume RPC's NOT_FOUND: "volume" or "file".
@@ -133,21 +138,44 @@ def mount_path(path: object, reserved: Iterable[str] = ()) -> str:
     return normal
 
 
-def check_mounts(
-    mounts: Iterable[tuple[str, str]], reserved: Iterable[str] = ()
-) -> list[tuple[str, str]]:
-    """``(mount path, volume name)`` pairs, checked and normalised, sorted by path.
+@dataclass(frozen=True, order=True)
+class Mount:
+    """Volume ``name`` mounted at ``path`` in a cell's runner.
+
+    Attributes:
+        path: the mount path (normalised once :func:`check_mounts` has checked it).
+        name: the volume's name.
+        volume_id: the id of the volume the control plane found by that name ("" until
+            it has looked): a volume deleted and made again is another volume.
+    """
+
+    path: str
+    name: str
+    volume_id: str = ""
+
+    def to_proto(self) -> pb.VolumeMount:
+        return pb.VolumeMount(path=self.path, name=self.name, volume_id=self.volume_id)
+
+    @classmethod
+    def from_proto(cls, mount: pb.VolumeMount) -> Mount:
+        """The wire's mount as it is, unchecked (:func:`check_mounts` checks)."""
+        return cls(mount.path, mount.name, mount.volume_id)
+
+
+def check_mounts(mounts: Iterable[Mount], reserved: Iterable[str] = ()) -> tuple[Mount, ...]:
+    """A cell's mounts, checked and their paths normalised, sorted by path: the one
+    check, made by the kernel and again by the control plane.
 
     Raises:
         ConfigError: a bad path or name, two mounts that nest or coincide, or one
             volume mounted twice.
     """
     reserved = list(reserved)
-    seen: dict[str, str] = {}
+    seen: dict[str, Mount] = {}
     by_volume: dict[str, str] = {}
-    for path, name in mounts:
-        normal = mount_path(path, reserved)
-        check_name(name)
+    for mount in mounts:
+        normal = mount_path(mount.path, reserved)
+        name = check_name(mount.name)
         for other in seen:
             if _within(normal, other) or _within(other, normal):
                 raise ConfigError(
@@ -159,9 +187,9 @@ def check_mounts(
                 f"volume {name!r} is mounted twice ({by_volume[name]!r} and {normal!r}); "
                 "mount it once"
             )
-        seen[normal] = name
+        seen[normal] = Mount(normal, name, mount.volume_id)
         by_volume[name] = normal
-    return sorted(seen.items())
+    return tuple(sorted(seen.values()))
 
 
 def _within(path: str, parent: str) -> bool:

@@ -137,11 +137,11 @@ class RemoteMagics(Magics):
             resources=pb.Resources(
                 cpu=options.cpu,
                 memory_mb=options.memory,
-                gpu=[pb.GPUChoice(**f) for f in options.gpu.to_fields()] if options.gpu else [],
+                gpu=options.gpu.to_proto() if options.gpu else [],
             ),
             origin=f"kernel {os.getpid()}@{socket.gethostname()}",
             secrets=[secret.to_proto() for secret in options.secrets],
-            volumes=[pb.VolumeMount(name=name, path=path) for path, name in options.volumes],
+            volumes=[mount.to_proto() for mount in options.volumes],
         )
         if image_spec is not None:
             spec.image = image_spec.id

@@ -25,7 +25,7 @@ from remotecell.client.secret import Secret
 from remotecell.client.volume import Volume
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.resources import GPURequest, parse_gpu
-from remotecell.contract.volumes import check_mounts
+from remotecell.contract.volumes import Mount, check_mounts
 
 _SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -44,8 +44,8 @@ class RemoteOptions:
     memory: int = 0  # MiB; 0: no limit
     gpu: GPURequest | None = None
     secrets: list[Secret] = field(default_factory=list)
-    #: (mount path, volume name), checked, by path.
-    volumes: list[tuple[str, str]] = field(default_factory=list)
+    #: Checked, by path; their volume ids are the control plane's to find.
+    volumes: tuple[Mount, ...] = ()
 
 
 #: More retries than this is a mistake (and the wire's uint32 has a limit too).
@@ -264,12 +264,12 @@ def _secrets(value: Any, source: str) -> list[Secret]:
     )
 
 
-def _volumes(value: Any, source: str) -> list[tuple[str, str]]:
+def _volumes(value: Any, source: str) -> tuple[Mount, ...]:
     """``volumes=``: a dict of mount paths to ``Volume``, checked as the control plane
     checks it (absolute, not a system directory, no two nesting, no volume twice)."""
     if not isinstance(value, dict) or not all(isinstance(v, Volume) for v in value.values()):
         raise _bad("volumes", source, value)
     try:
-        return check_mounts([(path, volume.name) for path, volume in value.items()])
+        return check_mounts(Mount(path, volume.name) for path, volume in value.items())
     except ConfigError as err:
         raise ConfigError(f"bad value for %%remote option volumes={source}: {err}") from None

@@ -26,6 +26,7 @@ from remotecell.backend.executors.base import RunnerExit, RunnerHandle, RunnerLa
 from remotecell.backend.executors.docker import RUNNER_ID_LABEL, DockerExecutor
 from remotecell.backend.images.builder import BuiltImage
 from remotecell.backend.images.docker import VENV_PYTHON
+from remotecell.contract.resources import GPUChoice
 
 T = TypeVar("T")
 
@@ -177,7 +178,12 @@ def test_a_gpu_request_the_engine_cannot_meet_fails_the_start(
     executor = make_executor()
     runner_id = new_runner_id()
     launch = RunnerLaunch(
-        runner_id, "127.0.0.1:1", "t", built=runtime_image, gpu="H100", gpu_uuids=("GPU-0",)
+        runner_id,
+        "127.0.0.1:1",
+        "t",
+        built=runtime_image,
+        gpu=GPUChoice("H100"),
+        gpu_uuids=("GPU-0",),
     )
     with pytest.raises(RuntimeError, match=f"could not start runner {runner_id}'s container"):
         run(executor.start(launch))

@@ -14,6 +14,8 @@ from remotecell.backend.executors.base import RunnerLaunch
 from remotecell.backend.runner import launch
 from remotecell.backend.runner.launch import RunnerArgs
 from remotecell.backend.volumes.mounts import LaunchVolume, RunnerMount
+from remotecell.contract.resources import GPUChoice
+from remotecell.contract.volumes import Mount
 
 EVERYTHING = RunnerArgs(
     runner_id="r-1",
@@ -23,11 +25,11 @@ EVERYTHING = RunnerArgs(
     session="sess",
     cpu=0.1234567,
     memory_mb=2048,
-    gpu="H100:2",
+    gpu=GPUChoice("H100", 2),
     gpu_uuids=("GPU-a", "GPU-b"),
     mounts=(
-        RunnerMount("weights", "v-1", "/models", source="/tmp/copy/0", sync=True),
-        RunnerMount("data", "v-2", "/data"),
+        RunnerMount(Mount("/models", "weights", "v-1"), source="/tmp/copy/0", sync=True),
+        RunnerMount(Mount("/data", "data", "v-2")),
     ),
     orphan_timeout=2.5,
 )
@@ -38,7 +40,7 @@ EVERYTHING = RunnerArgs(
     [
         EVERYTHING,
         RunnerArgs("r-2", "127.0.0.1:7000", "t"),
-        RunnerArgs("r-3", "127.0.0.1:7000", "t", gpu="A100-80GB:1"),  # no UUIDs known
+        RunnerArgs("r-3", "127.0.0.1:7000", "t", gpu=GPUChoice("A100-80GB")),  # no UUIDs known
     ],
     ids=["everything", "the least", "a GPU type alone"],
 )
@@ -84,9 +86,9 @@ def test_an_executors_launch_tells_the_runner_everything_it_holds():
         env={"PIP_INDEX_URL": "http://pypi.local"},
         cpu=0.1234567,
         memory_mb=2048,
-        gpu="H100:2",
+        gpu=GPUChoice("H100", 2),
         gpu_uuids=("GPU-a", "GPU-b"),
-        volumes=(LaunchVolume("weights", "v-1", "/models"),),
+        volumes=(LaunchVolume(Mount("/models", "weights", "v-1")),),
     )
     told = started.runner(mounts=EVERYTHING.mounts)
     assert told == dataclasses.replace(EVERYTHING, orphan_timeout=launch.ORPHAN_TIMEOUT)

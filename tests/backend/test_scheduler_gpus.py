@@ -18,7 +18,7 @@ from remotecell.backend.scheduler.queue import (
     Unplaceable,
     Waiting,
 )
-from remotecell.contract.resources import parse_gpu
+from remotecell.contract.resources import GPUChoice, parse_gpu
 
 H100S = tuple(MachineGPU(f"GPU-h{i}", "H100", "NVIDIA H100 80GB HBM3") for i in range(2))
 T4 = MachineGPU("GPU-t0", "T4", "Tesla T4")
@@ -43,7 +43,7 @@ def connect(s: Scheduler, start: StartRunner, now: float = 1.0):
 def test_a_gpu_job_starts_a_runner_holding_that_gpu_and_runs_there():
     s = scheduler(*H100S)
     (start,) = kinds(queue(s, "j1", "H100"), StartRunner)
-    assert start.pool == Pool(gpu="H100")
+    assert start.pool == Pool(gpu=GPUChoice("H100"))
     assert start.gpus == ("GPU-h0",)
     assert connect(s, start) == [Assign("j1", start.runner_id)]
 
@@ -57,7 +57,7 @@ def test_a_job_asking_for_two_needs_a_runner_holding_two():
     # The idle one-GPU runner cannot serve it; it gives its GPU back for a two-GPU runner.
     assert StopRunner(one.runner_id, "giving its GPUs to a job that needs H100:2") in out
     (two,) = kinds(out, StartRunner)
-    assert two.pool.gpu == "H100:2"
+    assert two.pool.gpu == GPUChoice("H100", 2)
     assert sorted(two.gpus) == ["GPU-h0", "GPU-h1"]
 
 
@@ -80,15 +80,15 @@ def test_gpus_are_exclusive_and_a_waiting_job_says_what_it_waits_for():
 def test_fallbacks_are_tried_in_order():
     s = scheduler(H100S[0], T4)
     (start,) = kinds(queue(s, "j1", ["A100-80GB", "T4", "H100"]), StartRunner)
-    assert (start.pool.gpu, start.gpus) == ("T4", ("GPU-t0",))
+    assert (start.pool.gpu, start.gpus) == (GPUChoice("T4"), ("GPU-t0",))
     (start,) = kinds(queue(s, "j2", ["T4", "H100"]), StartRunner)
-    assert (start.pool.gpu, start.gpus) == ("H100", ("GPU-h0",))
+    assert (start.pool.gpu, start.gpus) == (GPUChoice("H100"), ("GPU-h0",))
 
 
 def test_any_takes_whatever_type_is_free():
     s = scheduler(T4)
     (start,) = kinds(queue(s, "j1", "any"), StartRunner)
-    assert start.pool.gpu == "T4"
+    assert start.pool.gpu == GPUChoice("T4")
 
 
 def test_a_later_job_does_not_take_gpus_an_earlier_job_waits_for():

@@ -11,10 +11,11 @@ from remotecell.backend.scheduler.queue import (
     StartRunner,
     TaskDone,
 )
+from remotecell.contract.volumes import Mount
 
-MODELS = Pool(volumes=(("/models", "weights", "id-1"),))
-MODELS_AGAIN = Pool(volumes=(("/models", "weights", "id-2"),))  # made again after a delete
-ELSEWHERE = Pool(volumes=(("/data", "weights", "id-1"),))
+MODELS = Pool(volumes=(Mount("/models", "weights", "id-1"),))
+MODELS_AGAIN = Pool(volumes=(Mount("/models", "weights", "id-2"),))  # made again after a delete
+ELSEWHERE = Pool(volumes=(Mount("/data", "weights", "id-1"),))
 
 
 def started(out):

@@ -16,7 +16,11 @@ from remotecell.client import (
     Endpoint,
     JobNotFoundError,
 )
+from remotecell.client.volume import Volume
+from remotecell.contract.resources import parse_gpu
 from remotecell.contract.values import content_hash
+from remotecell.contract.volumes import Mount
+from remotecell.kernel_magics import _options as options
 
 
 def run(coro):
@@ -131,6 +135,34 @@ def test_submit_refuses_a_gpu_request_that_is_not_valid(client):
     spec = pb.JobSpec(code="1", resources=pb.Resources(gpu=[pb.GPUChoice(type="H100", count=0)]))
     with pytest.raises(ConfigError, match="asks for 0 GPUs"):
         next(client.submit(spec))
+    # Fallbacks too, with the kernel's sentence.
+    any_first = [pb.GPUChoice(type="any", count=1), pb.GPUChoice(type="T4", count=1)]
+    with pytest.raises(ConfigError) as in_control_plane:
+        next(client.submit(pb.JobSpec(code="1", resources=pb.Resources(gpu=any_first))))
+    with pytest.raises(ConfigError) as in_kernel:
+        parse_gpu(["any", "T4"])
+    assert str(in_control_plane.value) == str(in_kernel.value)
+
+
+@pytest.mark.parametrize(
+    "mounts",
+    [
+        [("/models", "a"), ("/models/llama", "b")],
+        [("/models", "a"), ("/data", "a")],
+        [("models", "a")],
+        [("/usr/share/models", "a")],
+    ],
+    ids=["nested", "one volume twice", "relative", "a system directory"],
+)
+def test_submit_refuses_bad_mounts_with_the_sentence_the_kernel_gives(client, mounts):
+    source = "{" + ", ".join(f"{path!r}: {name}" for path, name in mounts) + "}"
+    with pytest.raises(ConfigError) as in_kernel:
+        options.parse(f"volumes={source}", {"a": Volume("a"), "b": Volume("b")})
+    spec = pb.JobSpec(code="1", volumes=[Mount(path, name).to_proto() for path, name in mounts])
+    with pytest.raises(ConfigError) as in_control_plane:
+        next(client.submit(spec))
+    prefix = f"bad value for %%remote option volumes={source}: "
+    assert str(in_kernel.value) == prefix + str(in_control_plane.value)
 
 
 def test_unknown_jobs_are_not_found(client):

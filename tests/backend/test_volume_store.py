@@ -12,7 +12,7 @@ import pytest
 from remotecell.backend.state.volumes import VolumeRecords
 from remotecell.backend.volumes.store import FileMissing, VolumeExists, VolumeMissing, VolumeStore
 from remotecell.contract.errors import ConfigError
-from remotecell.contract.volumes import check_mounts, check_name, mount_path, volume_path
+from remotecell.contract.volumes import Mount, check_mounts, check_name, mount_path, volume_path
 
 # -- names and paths -----------------------------------------------------------------
 
@@ -96,15 +96,18 @@ def test_a_mount_path_may_not_hide_a_directory_the_runner_needs():
 
 
 def test_mounts_are_checked_together():
-    assert check_mounts([("/data/", "b"), ("/models", "a")]) == [("/data", "b"), ("/models", "a")]
+    assert check_mounts([Mount("/data/", "b", "v-1"), Mount("/models", "a")]) == (
+        Mount("/data", "b", "v-1"),
+        Mount("/models", "a"),
+    )
     with pytest.raises(ConfigError, match="'/models' and '/models/llama' collide"):
-        check_mounts([("/models", "a"), ("/models/llama", "b")])
+        check_mounts([Mount("/models", "a"), Mount("/models/llama", "b")])
     with pytest.raises(ConfigError, match="collide"):
-        check_mounts([("/models", "a"), ("/models/", "b")])
+        check_mounts([Mount("/models", "a"), Mount("/models/", "b")])
     with pytest.raises(ConfigError, match="volume 'a' is mounted twice"):
-        check_mounts([("/models", "a"), ("/data", "a")])
+        check_mounts([Mount("/models", "a"), Mount("/data", "a")])
     with pytest.raises(ConfigError, match="not a valid volume name"):
-        check_mounts([("/models", "bad name")])
+        check_mounts([Mount("/models", "bad name")])
 
 
 # -- the store -------------------------------------------------------------------------

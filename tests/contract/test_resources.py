@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
+from remotecell._proto import pb
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.resources import (
     ANY,
     GPU_TYPES,
+    UNKNOWN,
     GPUChoice,
     GPURequest,
     Resources,
@@ -181,38 +183,65 @@ def test_any_before_other_fallbacks_is_refused() -> None:
         parse_gpu(["any", "H100"])
 
 
-def test_request_renders_and_round_trips_through_wire_fields() -> None:
+def test_request_renders_and_round_trips_through_the_wire() -> None:
     request = parse_gpu(["H100:2", "A100-80GB", "any:4"])
     assert request is not None
     assert str(request) == "H100:2, A100-80GB, any:4"
-    fields = request.to_fields()
-    assert fields == [
-        {"type": "H100", "count": 2},
-        {"type": "A100-80GB", "count": 1},
-        {"type": "any", "count": 4},
-    ]
-    assert GPURequest.from_fields(fields) == request
+    wire = pb.Resources(gpu=request.to_proto())
+    assert [(c.type, c.count) for c in wire.gpu] == [("H100", 2), ("A100-80GB", 1), ("any", 4)]
+    arrived = pb.Resources.FromString(wire.SerializeToString())
+    assert GPURequest.from_proto(arrived.gpu) == request
+    assert GPURequest.from_proto(pb.Resources().gpu) is None  # no choice: no GPU
     assert request.max_count == 4
 
 
-def test_wire_fields_are_validated_like_user_input() -> None:
-    with pytest.raises(ConfigError, match="unknown GPU type"):
-        GPURequest.from_fields([{"type": "H1000", "count": 1}])
-    with pytest.raises(ConfigError, match="asks for 0 GPUs"):
-        GPURequest.from_fields([{"type": "H100", "count": 0}])
-    with pytest.raises(ConfigError, match="at least one choice"):
-        GPURequest.from_fields([])
+def test_what_a_runner_holds_round_trips_through_the_wire_unchecked() -> None:
+    # A runner may hold GPUs NVML names nothing known: no request names that type.
+    for held in (GPUChoice("H100", 2), GPUChoice(UNKNOWN, 1)):
+        assert GPUChoice.from_proto(held.to_proto()) == held
 
 
-def test_resources_parse_and_give_wire_fields() -> None:
+@pytest.mark.parametrize(
+    ("kernel", "wire"),
+    [
+        ("H1000", [("H1000", 1)]),
+        ("H1000:2", [("H1000", 2)]),
+        ("A100", [("A100", 1)]),
+        ("H100:0", [("H100", 0)]),
+        ("unknown", [("unknown", 1)]),
+        (["H100", "H100"], [("H100", 1), ("H100", 1)]),
+        (["any", "H100"], [("any", 1), ("H100", 1)]),
+        (["T4", "any:2", "L4"], [("T4", 1), ("any", 2), ("L4", 1)]),
+    ],
+)
+def test_a_bad_request_gets_the_same_sentence_in_the_kernel_and_the_control_plane(
+    kernel: Any, wire: list[tuple[str, int]]
+) -> None:
+    with pytest.raises(ConfigError) as in_kernel:
+        parse_gpu(kernel)
+    with pytest.raises(ConfigError) as in_control_plane:
+        GPURequest.from_proto([pb.GPUChoice(type=t, count=c) for t, c in wire])
+    assert str(in_control_plane.value) == str(in_kernel.value)
+    assert "\n" not in str(in_kernel.value)
+
+
+def test_a_type_off_the_wire_cannot_carry_a_count() -> None:
+    with pytest.raises(ConfigError, match='unknown GPU type "H100:2"'):
+        GPURequest.from_proto([pb.GPUChoice(type="H100:2", count=1)])
+
+
+def test_wire_types_are_canonical_once_checked() -> None:
+    request = GPURequest.from_proto([pb.GPUChoice(type="a100-80gb", count=2)])
+    assert request == GPURequest((GPUChoice("A100-80GB", 2),))
+
+
+def test_resources_parse_and_give_the_wire_message() -> None:
     resources = parse_resources(gpu="H100:2", cpu=4, memory=16384)
     assert resources == Resources(GPURequest((GPUChoice("H100", 2),)), 4.0, 16384)
-    assert resources.to_fields() == {
-        "cpu": 4.0,
-        "memory_mb": 16384,
-        "gpu": [{"type": "H100", "count": 2}],
-    }
-    assert parse_resources().to_fields() == {"cpu": 0.0, "memory_mb": 0, "gpu": []}
+    assert resources.to_proto() == pb.Resources(
+        cpu=4.0, memory_mb=16384, gpu=[pb.GPUChoice(type="H100", count=2)]
+    )
+    assert parse_resources().to_proto() == pb.Resources()
 
 
 @pytest.mark.parametrize("cpu", [0, -1, 1025, True, "2", float("nan")])

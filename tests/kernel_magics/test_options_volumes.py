@@ -9,6 +9,7 @@ import pytest
 
 from remotecell.client.volume import Volume
 from remotecell.contract.errors import ConfigError
+from remotecell.contract.volumes import Mount
 from remotecell.kernel_magics._options import OPTIONS, parse
 
 weights, data = Volume("weights"), Volume("data")
@@ -25,9 +26,9 @@ def error(line: str) -> str:
 def test_volumes_are_mount_paths_to_volume_objects() -> None:
     ns = {"weights": weights, "data": data, "where": "/srv/data/"}
     options = parse('volumes={"/models": weights, where: data} timeout=5', ns)
-    assert options.volumes == [("/models", "weights"), ("/srv/data", "data")]
-    assert parse("volumes={}", ns).volumes == []
-    assert parse("", ns).volumes == []
+    assert options.volumes == (Mount("/models", "weights"), Mount("/srv/data", "data"))
+    assert parse("volumes={}", ns).volumes == ()
+    assert parse("", ns).volumes == ()
     assert "volumes" in OPTIONS
 
 

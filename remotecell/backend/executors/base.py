@@ -22,6 +22,7 @@ from remotecell.backend.runner.launch import RunnerArgs
 if TYPE_CHECKING:
     from remotecell.backend.images.builder import BuiltImage
     from remotecell.backend.volumes.mounts import LaunchVolume, RunnerMount
+    from remotecell.contract.resources import GPUChoice
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,10 @@ class RunnerLaunch:
     session: str = ""
     env: dict[str, str] = field(default_factory=dict)
     #: What the runner may use: cores and MiB of memory (0: no limit), and the GPUs it holds:
-    #: their type and count (``"H100:2"``) and their UUIDs, which are its alone.
+    #: their type and count (None: no GPU) and their UUIDs, which are its alone.
     cpu: float = 0.0
     memory_mb: int = 0
-    gpu: str = ""
+    gpu: GPUChoice | None = None
     gpu_uuids: tuple[str, ...] = ()
     #: The built image to run in; None: the executor's default environment.
     built: BuiltImage | None = None

@@ -235,10 +235,10 @@ class DockerExecutor(_docker.EngineClient, Executor):
                 copy = self._volume_copies(launch.runner_id) / str(index)
                 copy.mkdir(parents=True, exist_ok=True)
                 source = str(copy)
-            mounts.append(docker.types.Mount(volume.path, source, type="bind", read_only=False))
-            told.append(
-                RunnerMount(volume.name, volume.volume_id, volume.path, sync=not volume.shared_dir)
+            mounts.append(
+                docker.types.Mount(volume.mount.path, source, type="bind", read_only=False)
             )
+            told.append(RunnerMount(volume.mount, sync=not volume.shared_dir))
         return mounts, told
 
     def _volume_copies(self, runner_id: str) -> Path:

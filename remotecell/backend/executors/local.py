@@ -287,9 +287,7 @@ class LocalExecutor(Executor):
                 copy = self._volume_copies(launch.runner_id) / str(index)
                 copy.mkdir(parents=True, exist_ok=True)
                 source, sync = str(copy), True
-            mounts.append(
-                RunnerMount(volume.name, volume.volume_id, volume.path, source=source, sync=sync)
-            )
+            mounts.append(RunnerMount(volume.mount, source=source, sync=sync))
         return mounts
 
     def _volume_copies(self, runner_id: str) -> Path:

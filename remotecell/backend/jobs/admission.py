@@ -5,6 +5,7 @@ volumes checked and resolved, its image built or found.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from remotecell._proto import pb
@@ -14,15 +15,10 @@ from remotecell.backend.scheduler.queue import Pool
 from remotecell.backend.volumes.mounts import LaunchVolume
 from remotecell.backend.volumes.store import VolumeMissing, VolumeStore
 from remotecell.contract.errors import ConfigError, ImageBuildError
-from remotecell.contract.volumes import check_mounts
+from remotecell.contract.volumes import Mount, check_mounts
 
 if TYPE_CHECKING:
     from remotecell.backend.images.cache import ImageCache
-
-
-def volumes_key(mounts: Iterable[pb.VolumeMount]) -> tuple[tuple[str, str, str], ...]:
-    """Mounts as a pool names them: (path, name, volume id), by path."""
-    return tuple(sorted((m.path, m.name, m.volume_id) for m in mounts))
 
 
 def check_volumes(
@@ -39,6 +35,7 @@ def check_volumes(
             executor that cannot mount here, or a session whose runner (one of ``pools``)
             has other volumes.
     """
+    mounts: list[Mount] = []
     if spec.volumes:
         if volume_store is None:
             raise ConfigError(
@@ -47,25 +44,23 @@ def check_volumes(
         problem = executor.mount_problem()
         if problem:
             raise ConfigError(problem)
-        pairs = check_mounts([(m.path, m.name) for m in spec.volumes], volume_store.reserved)
-        mounts = []
-        for path, name in pairs:
-            problem = executor.mount_path_problem(path)
+        for mount in check_mounts(map(Mount.from_proto, spec.volumes), volume_store.reserved):
+            problem = executor.mount_path_problem(mount.path)
             if problem:
                 raise ConfigError(problem)
             try:
-                record = volume_store.get(name)
+                record = volume_store.get(mount.name)
             except VolumeMissing as err:
                 raise ConfigError(str(err)) from None
-            mounts.append(pb.VolumeMount(name=name, path=path, volume_id=record.volume_id))
+            mounts.append(replace(mount, volume_id=record.volume_id))
         del spec.volumes[:]
-        spec.volumes.extend(mounts)
+        spec.volumes.extend(m.to_proto() for m in mounts)
     if spec.session:
-        wanted = volumes_key(spec.volumes)
+        wanted = tuple(mounts)  # by path, as check_mounts sorted them
         for pool in pools:
             same = pool.session == spec.session and pool.image == spec.image
             if same and pool.volumes != wanted:
-                have = ", ".join(f"{p}={n}" for p, n, _ in pool.volumes) or "none"
+                have = ", ".join(f"{m.path}={m.name}" for m in pool.volumes) or "none"
                 raise ConfigError(
                     f"session {spec.session!r} runs with volumes {have}: a session's runner "
                     "keeps the volumes it started with; give its cells the same volumes=, "
@@ -84,18 +79,18 @@ def launch_volumes(pool: Pool, volume_store: VolumeStore | None) -> tuple[Launch
     if volume_store is None:
         raise ConfigError("this control plane has no volume store")
     out = []
-    for path, name, volume_id in pool.volumes:
+    for mount in pool.volumes:
         try:
-            record = volume_store.get(name)
+            record = volume_store.get(mount.name)
         except VolumeMissing as err:
             raise ConfigError(str(err)) from None
-        if record.volume_id != volume_id:
+        if record.volume_id != mount.volume_id:
             raise ConfigError(
-                f"volume {name!r} was deleted and made again since the cell was "
+                f"volume {mount.name!r} was deleted and made again since the cell was "
                 "submitted; run the cell again"
             )
         shared = volume_store.shared_dir(record)
-        out.append(LaunchVolume(name, volume_id, path, str(shared) if shared else ""))
+        out.append(LaunchVolume(mount, str(shared) if shared else ""))
     return tuple(out)
 
 

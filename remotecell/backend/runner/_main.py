@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         hostname=socket.gethostname(),
         image=args.image,
         session=args.session,
-        resources=pb.Resources(cpu=args.cpu, memory_mb=args.memory_mb, gpu=_gpu(args.gpu)),
+        resources=pb.Resources(
+            cpu=args.cpu,
+            memory_mb=args.memory_mb,
+            gpu=[args.gpu.to_proto()] if args.gpu else [],
+        ),
         gpu_uuids=args.gpu_uuids,
         volumes=volumes.hello(),
     )
@@ -111,10 +115,3 @@ def main(argv: list[str] | None = None) -> int:
         link.close()
         blobs.close()
     return 0
-
-
-def _gpu(held: str) -> list[pb.GPUChoice]:
-    if not held:
-        return []
-    gpu_type, _, count = held.partition(":")
-    return [pb.GPUChoice(type=gpu_type, count=int(count or 1))]

@@ -42,16 +42,18 @@ class RunnerVolumes:
         from remotecell.backend.volumes import namespace
 
         namespace.enter_private_namespace()
-        for mount in to_bind:
-            namespace.bind(mount.source, mount.path)
+        for m in to_bind:
+            namespace.bind(m.source, m.mount.path)
 
     def hello(self) -> list[pb.VolumeMount]:
-        return [m.to_pb() for m in self.mounts]
+        return [m.mount.to_proto() for m in self.mounts]
 
     def connect(self, client: Client) -> None:
         """Syncs copies through ``client``; cells' ``remotecell.Volume`` use it too."""
         self._synced = {
-            m.name: SyncedVolume(client, m.name, Path(m.path)) for m in self.mounts if m.sync
+            m.mount.name: SyncedVolume(client, m.mount.name, Path(m.mount.path))
+            for m in self.mounts
+            if m.sync
         }
         context.use(lambda: client)
         context.set_mounted(self)
@@ -99,7 +101,7 @@ class RunnerVolumes:
     # -- vol.commit() / vol.reload() in a cell ------------------------------------------
 
     def _mounted(self, name: str) -> SyncedVolume | None:
-        if not any(m.name == name for m in self.mounts):
+        if not any(m.mount.name == name for m in self.mounts):
             raise ConfigError(
                 f"volume {name!r} is not mounted in this cell; mount it with "
                 f'%%remote volumes={{"/path": vol}} to commit or reload it'

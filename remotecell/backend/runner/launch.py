@@ -10,8 +10,8 @@ nothing an executor has.
 What travels where:
 
 * the command line: the runner's id, the control plane's address, the image and session
-  it serves, the cores, memory and GPUs it was started with (and their UUIDs), and how
-  long it waits for a control plane that went away;
+  it serves, the cores, memory and GPUs it was started with (``--gpu H100:2``, and their
+  UUIDs), and how long it waits for a control plane that went away;
 * the environment: its credential (``REMOTECELL_RUNNER_TOKEN``: never on a command line,
   which any local user can read) and its volumes (``REMOTECELL_VOLUMES``, a JSON list of
   ``RunnerMount``). The runner removes both from its environment as it reads them, so
@@ -25,8 +25,11 @@ import json
 import os
 from collections.abc import MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from remotecell.backend.volumes.mounts import RunnerMount
+from remotecell.contract.resources import GPUChoice
+from remotecell.contract.volumes import Mount
 
 #: What ``python -m`` runs: the runner's entry point.
 RUNNER_MODULE = "remotecell.backend.runner"
@@ -51,11 +54,11 @@ class RunnerArgs:
     image: str = ""
     session: str = ""
     #: What it was started with: cores and MiB of memory (0: no limit), its GPUs' type
-    #: and count (``"H100:2"``) and their UUIDs. It reports them back, so that the
+    #: and count (None: no GPU) and their UUIDs. It reports them back, so that the
     #: control plane knows which pool it serves.
     cpu: float = 0.0
     memory_mb: int = 0
-    gpu: str = ""
+    gpu: GPUChoice | None = None
     gpu_uuids: tuple[str, ...] = ()
     #: Its volumes: those it mounts itself (``source`` set) and those already mounted.
     mounts: tuple[RunnerMount, ...] = ()
@@ -75,7 +78,7 @@ def build(args: RunnerArgs) -> tuple[list[str], dict[str, str]]:
     if args.memory_mb:
         argv += ["--memory-mb", str(args.memory_mb)]
     if args.gpu:
-        argv += ["--gpu", args.gpu]
+        argv += ["--gpu", str(args.gpu)]
     if args.gpu_uuids:
         argv += ["--gpu-uuids", ",".join(args.gpu_uuids)]
     if args.orphan_timeout != ORPHAN_TIMEOUT:
@@ -116,7 +119,7 @@ def parse(
     parser.add_argument("--session", default="")
     parser.add_argument("--cpu", type=float, default=0.0, help="cores this runner was started with")
     parser.add_argument("--memory-mb", type=int, default=0, help="MiB this runner was started with")
-    parser.add_argument("--gpu", default="", help='the GPUs it holds, e.g. "H100:2"')
+    parser.add_argument("--gpu", type=_gpu, default=None, help='the GPUs it holds, e.g. "H100:2"')
     parser.add_argument("--gpu-uuids", default="", help="their UUIDs, comma-separated")
     parser.add_argument("--orphan-timeout", type=float, default=ORPHAN_TIMEOUT)
     parsed = parser.parse_args(argv)
@@ -125,8 +128,8 @@ def parse(
     if not token:
         raise LaunchError(f"the runner needs its token in {TOKEN_ENV}")
     try:
-        mounts = tuple(RunnerMount(**item) for item in json.loads(volumes)) if volumes else ()
-    except (ValueError, TypeError) as err:
+        mounts = tuple(_mount(item) for item in json.loads(volumes)) if volumes else ()
+    except (ValueError, TypeError, KeyError) as err:
         raise LaunchError(f"{VOLUMES_ENV} is not a list of volumes: {err}") from None
     return RunnerArgs(
         runner_id=parsed.runner_id,
@@ -141,3 +144,14 @@ def parse(
         mounts=mounts,
         orphan_timeout=parsed.orphan_timeout,
     )
+
+
+def _gpu(text: str) -> GPUChoice:
+    """``--gpu``, as ``build`` wrote it (``str(GPUChoice)``): ``"H100"`` or ``"H100:2"``."""
+    gpu_type, _, count = text.partition(":")
+    return GPUChoice(gpu_type, int(count or 1))  # argparse reports a ValueError as usage
+
+
+def _mount(item: dict[str, Any]) -> RunnerMount:
+    """A ``RunnerMount`` as ``build`` wrote it (``asdict``)."""
+    return RunnerMount(**{**item, "mount": Mount(**item["mount"])})

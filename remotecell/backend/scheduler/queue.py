@@ -10,10 +10,10 @@ runner of its pool.
 A ``session`` pool holds one runner that keeps its namespace between cells.
 
 GPUs are exclusive to a runner: a runner holds the GPUs (by UUID) it was started with, and
-its pool names their type and count (``"H100:2"``), so a job asking for two H100s runs only
-on a runner holding two H100s. A job's fallbacks are tried in order; jobs are served in
-arrival order, so a later job never takes GPUs of a type an earlier job is waiting for. A job
-no choice of which could ever fit this machine's GPUs fails at once.
+its pool names their type and count (``GPUChoice("H100", 2)``), so a job asking for two
+H100s runs only on a runner holding two H100s. A job's fallbacks are tried in order; jobs
+are served in arrival order, so a later job never takes GPUs of a type an earlier job is
+waiting for. A job no choice of which could ever fit this machine's GPUs fails at once.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from remotecell.contract.resources import GPUChoice, GPURequest
+from remotecell.contract.volumes import Mount
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,12 @@ class Pool:
     session: str = ""
     cpu: float = 0.0  # cores; 0: no limit asked
     memory_mb: int = 0  # MiB; 0: no limit asked
-    gpu: str = ""  # a runner's GPUs, e.g. "H100:2"; "" for none (a job's GPUs are its request)
-    #: The volumes mounted in its runners, as (mount path, name, volume id), by path:
-    #: mounts are fixed when a runner starts.
-    volumes: tuple[tuple[str, str, str], ...] = ()
+    #: A runner's GPUs, e.g. ``GPUChoice("H100", 2)``; None for none (a job's GPUs are
+    #: its request, not its pool).
+    gpu: GPUChoice | None = None
+    #: The volumes mounted in its runners (volume ids found), by path: mounts are fixed
+    #: when a runner starts.
+    volumes: tuple[Mount, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ Instruction = Assign | StartRunner | StopRunner | Waiting | Unplaceable
 @dataclass(frozen=True)
 class _Queued:
     job_id: str
-    pool: Pool  # gpu is "": the job's GPUs are ``gpu``
+    pool: Pool  # gpu is None: the job's GPUs are ``gpu``
     gpu: GPURequest | None = None
 
 
@@ -369,7 +372,7 @@ class Scheduler:
         if q.gpu is None:
             return [q.pool]
         return [
-            replace(q.pool, gpu=str(GPUChoice(t, c.count)))
+            replace(q.pool, gpu=GPUChoice(t, c.count))
             for c in q.gpu.choices
             for t in self._concrete(c)
         ]
@@ -429,7 +432,7 @@ class Scheduler:
                     free += list(r.gpus)
                 if not self._make_room(now, out):
                     return False
-                pool = replace(q.pool, gpu=str(GPUChoice(t, c.count)))
+                pool = replace(q.pool, gpu=GPUChoice(t, c.count))
                 gpus = tuple(free[: c.count])
                 runner_id = f"r-{self._new_id()}"
                 self._runners[runner_id] = _Runner(runner_id, pool, "starting", now, gpus=gpus)
@@ -439,7 +442,7 @@ class Scheduler:
         return False
 
     def _session_runner_busy(self, pool: Pool) -> bool:
-        return any(replace(r.pool, gpu="") == pool for r in self._runners.values())
+        return any(replace(r.pool, gpu=None) == pool for r in self._runners.values())
 
     def _wait(self, job_id: str, message: str, out: list[Instruction]) -> None:
         if job_id not in self._told_waiting:

@@ -1,8 +1,8 @@
 """What an executor tells a runner about its volumes, and how.
 
 The controller gives an executor one ``LaunchVolume`` per volume of the runner's pool:
-its name, id, mount path, and the store's directory when the volume lives in a
-directory on this machine. Every executor then provides a directory at the mount path:
+its ``Mount`` (``remotecell.contract.volumes``: mount path, name, id), and the store's
+directory when the volume lives in a directory on this machine. Every executor then provides a directory at the mount path:
 
 * a volume in a directory store: that directory itself (a bind mount), shared live
   with every other runner and with the control plane;
@@ -22,25 +22,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from remotecell._proto import pb
+from remotecell.contract.volumes import Mount
 
 
 @dataclass(frozen=True)
 class LaunchVolume:
-    name: str
-    volume_id: str
-    path: str
+    mount: Mount
     #: The store's directory for this volume; "" when the store is not a directory here.
     shared_dir: str = ""
 
 
 @dataclass(frozen=True)
 class RunnerMount:
-    name: str
-    volume_id: str
-    path: str
-    source: str = ""  # a directory the runner bind-mounts at ``path``; "": mounted already
+    mount: Mount
+    source: str = ""  # a directory the runner bind-mounts at the mount path; "": mounted already
     sync: bool = False  # a copy: pulled from the store and committed back
-
-    def to_pb(self) -> pb.VolumeMount:
-        return pb.VolumeMount(name=self.name, path=self.path, volume_id=self.volume_id)
