@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from remotecell._proto import pb
+from remotecell.backend.config import ServeConfig
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerLaunch
 from remotecell.backend.images.builder import BuiltImage, is_progress
 from remotecell.backend.jobs import admission
@@ -44,7 +45,6 @@ from remotecell.backend.secrets import refs as secret_refs
 from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.state.blobs import spec_refs, value_refs
 from remotecell.backend.state.store import Store
-from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL
 from remotecell.backend.volumes.store import VolumeStore
 from remotecell.contract.errors import ConfigError, ImageBuildError
 from remotecell.contract.events import is_end, is_sample
@@ -62,22 +62,10 @@ log = logging.getLogger("remotecell.controller")
 class ControllerConfig:
     control_url: str  # the address runners connect to
     token: str
-    scaledown_window: float = 60.0
-    session_idle_timeout: float = 1800.0
-    min_containers: int = 0
-    max_runners: int = 8
-    cancel_grace: float = 5.0
-    #: How long a job whose runner lost its connection (or that was running when the
-    #: control plane restarted) waits for that runner to come back.
-    reconnect_grace: float = 15.0
-    #: The backoff before a job's first retry; it doubles for each later one.
-    retry_delay: float = 1.0
+    #: What the control plane was started with (the runner policy, graces, retry delay,
+    #: GPU prices, telemetry interval): ``backend/config.py`` declares each setting.
+    settings: ServeConfig = field(default_factory=ServeConfig)
     tick: float = 1.0
-    prewarm: int = 0  # runners started with the control plane, before any job
-    #: Per GPU-second prices by canonical type, over the defaults (Modal's list prices).
-    gpu_prices: dict[str, float] = field(default_factory=dict)
-    #: Seconds of telemetry readings that one stored sample aggregates.
-    metrics_interval: float = DEFAULT_INTERVAL
 
 
 @dataclass
@@ -144,23 +132,21 @@ class Controller:
         self.secret_store = secret_store
         #: Images this control plane has in hand, by id, for starting runners in them.
         self.built: dict[str, BuiltImage] = {}
+        settings = config.settings
         self.lifecycle = lc.Lifecycle(
             lc.LifecycleConfig(
-                cancel_grace=config.cancel_grace,
-                reconnect_grace=config.reconnect_grace,
-                retry_delay=config.retry_delay,
+                cancel_grace=settings.cancel_grace,
+                reconnect_grace=settings.reconnect_grace,
+                retry_delay=settings.retry_delay,
                 queue=SchedulerConfig(
-                    scaledown_window=config.scaledown_window,
-                    session_idle_timeout=config.session_idle_timeout,
-                    min_containers=config.min_containers,
-                    max_runners=config.max_runners,
+                    runners=settings.runners,
                     id_prefix=secrets.token_hex(2) + "-",
                     default_image=default_image.id if default_image is not None else "",
                     gpus=gpus,
                 ),
             )
         )
-        self.log = JobLog(store, config.metrics_interval)
+        self.log = JobLog(store, settings.metrics_interval)
         self.sessions = RunnerSessions(executor, self)
         self.jobs: dict[str, _Job] = {}
         self.started = time.time()
@@ -218,8 +204,8 @@ class Controller:
                     continue
                 self._admit(job)
         self._ticker = asyncio.create_task(self._tick_forever())
-        if self.config.prewarm:
-            self._handle(Prewarm(self.config.prewarm, time.time()))
+        if self.config.settings.runners.prewarm:
+            self._handle(Prewarm(self.config.settings.runners.prewarm, time.time()))
 
     async def close(self) -> None:
         self._closing = True
@@ -342,7 +328,7 @@ class Controller:
         self._handle(lc.CancelRequested(job_id, reason, time.time()))
         # Answer with the job's end, not "running": the cell stops (or its runner is
         # killed) within the cancel grace.
-        deadline = time.monotonic() + min(self.config.cancel_grace + 3.0, 20.0)
+        deadline = time.monotonic() + min(self.config.settings.cancel_grace + 3.0, 20.0)
         while job_id in self.jobs and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         row = self.store.get_job(job_id)
@@ -570,7 +556,7 @@ class Controller:
         hardware the GPUs are the scarce, costly part."""
         if not count:
             return 0.0
-        return cost_usd(gpu_type, count, 1.0, self.config.gpu_prices)
+        return cost_usd(gpu_type, count, 1.0, self.config.settings.gpu_prices)
 
     def gpu_listing(self) -> pb.ListGPUsReply:
         """This machine's GPUs and who holds them, for ``%remote_gpus``."""

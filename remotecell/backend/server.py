@@ -19,7 +19,6 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -29,6 +28,7 @@ import remotecell
 from remotecell._proto import pb_grpc
 from remotecell.backend.auth import TokenAuth
 from remotecell.backend.blob_service import BlobServicer
+from remotecell.backend.config import ServeConfig, parse_http
 from remotecell.backend.controller import Controller, ControllerConfig
 from remotecell.backend.executors.base import Executor
 from remotecell.backend.executors.local import LocalExecutor
@@ -40,13 +40,13 @@ from remotecell.backend.scheduler.queue import MachineGPU
 from remotecell.backend.secrets.service import SecretServicer
 from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
-from remotecell.backend.state.blobs import BLOB_TTL, BlobStore
+from remotecell.backend.state.blobs import BlobStore
 from remotecell.backend.state.store import Store
 from remotecell.backend.state.volumes import VolumeRecords
-from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL
 from remotecell.backend.volumes.service import VolumeServicer
 from remotecell.backend.volumes.store import VolumeStore
 from remotecell.client.config import ENDPOINT_FILE, TOKEN_FILE
+from remotecell.client.config import data_dir as default_data_dir
 from remotecell.client.image import Image
 
 if TYPE_CHECKING:
@@ -60,38 +60,6 @@ GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
 ]
-
-
-@dataclass
-class ServerConfig:
-    data_dir: Path
-    #: gRPC addresses: ``unix:/path`` or ``host:port`` (port 0 picks a free one).
-    #: Empty: a Unix socket in the data directory.
-    listen: list[str] = field(default_factory=list)
-    token: str = ""  # empty: the data directory's token file, created when missing
-    blob_url: str = ""  # fsspec URL; empty: DATA_DIR/blobs
-    scaledown_window: float = 60.0
-    session_idle_timeout: float = 1800.0
-    min_containers: int = 0
-    max_runners: int = 8
-    cancel_grace: float = 5.0
-    reconnect_grace: float = 15.0
-    prewarm: int = 0
-    #: How runners start: "local" (processes; images are uv venvs) or "docker"
-    #: (containers; images are docker images built on ``docker_base_image``).
-    executor: str = "local"
-    docker_base_image: str = ""
-    #: Where volumes keep their files: a directory or an fsspec URL; empty: DATA_DIR/volumes.
-    volume_url: str = ""
-    #: The HTTP side (``/metrics``): ``host:port`` on loopback by default (port 0 picks
-    #: a free one), or "off".
-    http: str = "127.0.0.1:0"
-    #: Per GPU-second prices by canonical type, over the defaults.
-    gpu_prices: dict[str, float] = field(default_factory=dict)
-    #: Seconds of telemetry readings that one stored sample aggregates.
-    metrics_interval: float = DEFAULT_INTERVAL
-    #: Blobs unused for this many seconds are deleted (0: kept for ever); see state/blobs.py.
-    blob_ttl: float = BLOB_TTL
 
 
 def default_socket(data_dir: Path) -> str:
@@ -136,7 +104,7 @@ def _lock(data_dir: Path) -> IO[str]:
     return handle
 
 
-def _executor(config: ServerConfig, data_dir: Path, blobs: BlobStore) -> Executor:
+def _executor(config: ServeConfig, data_dir: Path, blobs: BlobStore) -> Executor:
     log_dir = data_dir / "logs" / "runners"
     volume_cache = data_dir / "volume-copies"
     if config.executor == "local":
@@ -148,16 +116,13 @@ def _executor(config: ServerConfig, data_dir: Path, blobs: BlobStore) -> Executo
     raise ValueError(f"unknown executor {config.executor!r}: use local or docker")
 
 
-async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = None) -> None:
+async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = None) -> None:
     """Runs the control plane until cancelled or signalled (SIGTERM/SIGINT)."""
-    data_dir = config.data_dir
+    data_dir = (config.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = _lock(data_dir)
-    token = config.token or ensure_token(data_dir)
+    token = ensure_token(data_dir)
     token_file = data_dir / TOKEN_FILE
-    if config.token and not token_file.exists():
-        token_file.write_text(config.token)
-        token_file.chmod(0o600)
     store = Store(data_dir / "state.sqlite3")
     secret_store = SecretStore(store.path)  # its key: secrets.key beside the database
     blobs = BlobStore(config.blob_url or str(data_dir / "blobs"))
@@ -186,23 +151,11 @@ async def run(config: ServerConfig, ready: Callable[[list[str]], None] | None = 
             addresses.append(f"{host}:{bound}")
 
     controller = Controller(
-        ControllerConfig(
-            control_url=addresses[0],
-            token=token,
-            scaledown_window=config.scaledown_window,
-            session_idle_timeout=config.session_idle_timeout,
-            min_containers=config.min_containers,
-            max_runners=config.max_runners,
-            cancel_grace=config.cancel_grace,
-            reconnect_grace=config.reconnect_grace,
-            prewarm=config.prewarm,
-            gpu_prices=dict(config.gpu_prices),
-            metrics_interval=config.metrics_interval,
-        ),
+        ControllerConfig(control_url=addresses[0], token=token, settings=config),
         store,
         executor,
         images=images,
-        builder="docker" if config.executor == "docker" else "venv",
+        builder=config.builder,
         default_image=Image.debian_slim().to_spec()[0] if config.executor == "docker" else None,
         fetch_blob=lambda digest: b"".join(blobs.read(digest)),
         gpus=machine_gpus,
@@ -294,20 +247,6 @@ async def _collect_blobs(blobs: BlobStore, controller: Controller, ttl: float) -
         except Exception:  # the next round tries again; serving goes on
             log.exception("collecting unused blobs failed")
         await asyncio.sleep(interval)
-
-
-def parse_http(address: str) -> tuple[str, int] | None:
-    """``--http``'s value as (host, port), or None for "off".
-
-    Raises:
-        ValueError: not HOST:PORT; the message says what is expected.
-    """
-    if address == "off":
-        return None
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{address!r}: expected HOST:PORT (port 0 picks a free one) or off")
-    return host.strip("[]"), int(port)
 
 
 def _http_server(address: str, token: str, controller: Controller) -> HTTPServer | None:

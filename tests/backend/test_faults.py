@@ -135,6 +135,38 @@ def test_runner_killed_mid_cell_is_retried_when_retries_allow(client, tmp_path):
     assert_contiguous(stored(client, end.job_id))
 
 
+def test_retry_delay_0_starts_a_failed_job_again_at_once(make_control_plane, tmp_path):
+    client = make_control_plane("--retry-delay", "0").client()
+    attempts = tmp_path / "attempts"
+    code = (
+        "import pathlib\n"
+        f"attempts = pathlib.Path({str(attempts)!r})\n"
+        "n = len(attempts.read_text()) if attempts.exists() else 0\n"
+        "attempts.write_text('x' * (n + 1))\n"
+        "if n < 2:\n"
+        "    raise RuntimeError(f'attempt {n + 1} fails')\n"
+        "print('third attempt')\n"
+    )
+    try:
+        stream = client.submit(pb.JobSpec(code=code, retries=2))
+        events: list[pb.JobEvent] = []
+        read_until(stream, lambda e: "retrying" in e.status.message, 60, events)
+        first_retry = time.monotonic()
+        end = read_until(stream, lambda e: kind(e) == "finished", 30, events)
+        took = time.monotonic() - first_retry
+        stream.close()
+    finally:
+        client.close()
+
+    assert end.finished.state == pb.SUCCEEDED, end
+    assert stdout_of(events) == "third attempt\n"
+    retrying = [e.status.message for e in events if "retrying" in e.status.message]
+    assert len(retrying) == 2
+    # The default (1 s, doubling) would say "retrying in 1 s", then "in 2 s", and wait 3 s.
+    assert all("retrying (attempt" in message for message in retrying), retrying
+    assert took < 2.0, took
+
+
 def test_control_plane_killed_while_a_job_runs_loses_nothing(control_plane):
     client = control_plane.client()
     code = (

@@ -33,6 +33,7 @@ from remotecell.backend.scheduler.lifecycle import (
     SendTask,
     TaskFinished,
 )
+from remotecell.backend.scheduler.policy import RunnerPolicy
 from remotecell.backend.scheduler.queue import (
     Pool,
     SchedulerConfig,
@@ -52,7 +53,9 @@ def lifecycle(**queue: object) -> Lifecycle:
             reconnect_grace=15.0,
             stop_grace=5.0,
             retry_delay=1.0,
-            queue=SchedulerConfig(**{"scaledown_window": 60.0, "max_runners": 2, **queue}),  # type: ignore[arg-type]
+            queue=SchedulerConfig(
+                RunnerPolicy(**{"scaledown_window": 60.0, "max_runners": 2, **queue})  # type: ignore[arg-type]
+            ),
         )
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from remotecell.backend.scheduler.policy import RunnerPolicy
 from remotecell.backend.scheduler.queue import (
     Assign,
     JobDequeued,
@@ -55,7 +56,7 @@ def test_a_warm_idle_runner_is_reused_without_starting_another():
 
 
 def test_jobs_of_one_pool_run_in_arrival_order():
-    s = Scheduler(SchedulerConfig(max_runners=1))
+    s = Scheduler(SchedulerConfig(RunnerPolicy(max_runners=1)))
     out = s.handle(JobQueued("j1", DEFAULT, 0.0))
     out += s.handle(JobQueued("j2", DEFAULT, 0.1))
     out += s.handle(JobQueued("j3", DEFAULT, 0.2))
@@ -68,7 +69,7 @@ def test_jobs_of_one_pool_run_in_arrival_order():
 
 
 def test_waiting_is_said_once_per_job_with_the_reason():
-    s = Scheduler(SchedulerConfig(max_runners=1))
+    s = Scheduler(SchedulerConfig(RunnerPolicy(max_runners=1)))
     out = s.handle(JobQueued("j1", DEFAULT, 0.0))
     connect_started(s, out)
     out = s.handle(JobQueued("j2", DEFAULT, 1.0))
@@ -79,7 +80,7 @@ def test_waiting_is_said_once_per_job_with_the_reason():
 
 
 def test_a_retried_job_goes_to_the_front():
-    s = Scheduler(SchedulerConfig(max_runners=1))
+    s = Scheduler(SchedulerConfig(RunnerPolicy(max_runners=1)))
     out = s.handle(JobQueued("j1", DEFAULT, 0.0))
     s.handle(JobQueued("j2", DEFAULT, 0.0))
     runner = kinds(out, StartRunner)[0].runner_id
@@ -95,7 +96,7 @@ def test_a_retried_job_goes_to_the_front():
 
 
 def test_a_cancelled_queued_job_leaves_the_queue():
-    s = Scheduler(SchedulerConfig(max_runners=1))
+    s = Scheduler(SchedulerConfig(RunnerPolicy(max_runners=1)))
     s.handle(JobQueued("j1", DEFAULT, 0.0))
     s.handle(JobQueued("j2", DEFAULT, 0.0))
     s.handle(JobDequeued("j2", 0.5))
@@ -130,7 +131,7 @@ def test_a_second_cell_of_a_busy_session_waits_for_it_instead_of_starting_anothe
 
 
 def test_idle_runners_scale_down_after_the_window_but_min_containers_stay():
-    s = Scheduler(SchedulerConfig(scaledown_window=60, min_containers=1))
+    s = Scheduler(SchedulerConfig(RunnerPolicy(scaledown_window=60, min_containers=1)))
     out = s.handle(JobQueued("j1", DEFAULT, 0.0)) + s.handle(JobQueued("j2", DEFAULT, 0.0))
     starts = kinds(out, StartRunner)
     assert len(starts) == 2
@@ -144,7 +145,7 @@ def test_idle_runners_scale_down_after_the_window_but_min_containers_stay():
 
 
 def test_min_containers_starts_runners_on_a_tick():
-    s = Scheduler(SchedulerConfig(min_containers=2))
+    s = Scheduler(SchedulerConfig(RunnerPolicy(min_containers=2)))
     out = s.handle(Tick(0.0))
     assert len(kinds(out, StartRunner)) == 2
     assert kinds(s.handle(Tick(1.0)), StartRunner) == []  # already starting
@@ -159,7 +160,7 @@ def test_prewarm_starts_runners_that_then_take_jobs():
 
 
 def test_at_max_runners_an_idle_runner_of_another_pool_makes_room():
-    s = Scheduler(SchedulerConfig(max_runners=1))
+    s = Scheduler(SchedulerConfig(RunnerPolicy(max_runners=1)))
     out = s.handle(JobQueued("j1", DEFAULT, 0.0))
     connect_started(s, out)
     old = kinds(out, StartRunner)[0].runner_id

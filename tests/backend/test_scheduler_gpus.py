@@ -4,6 +4,7 @@ The machine's GPUs are passed in as the scheduler's inventory; no NVML is involv
 
 from __future__ import annotations
 
+from remotecell.backend.scheduler.policy import RunnerPolicy
 from remotecell.backend.scheduler.queue import (
     Assign,
     JobQueued,
@@ -25,7 +26,7 @@ T4 = MachineGPU("GPU-t0", "T4", "Tesla T4")
 
 
 def scheduler(*gpus: MachineGPU, max_runners: int = 8) -> Scheduler:
-    return Scheduler(SchedulerConfig(gpus=gpus, max_runners=max_runners))
+    return Scheduler(SchedulerConfig(RunnerPolicy(max_runners=max_runners), gpus=gpus))
 
 
 def kinds(instructions, kind):

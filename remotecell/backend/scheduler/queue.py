@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from remotecell.backend.scheduler.policy import RunnerPolicy
 from remotecell.contract.resources import GPUChoice, GPURequest
 from remotecell.contract.volumes import Mount
 
@@ -183,10 +184,7 @@ class _Runner:
 
 @dataclass
 class SchedulerConfig:
-    scaledown_window: float = 60.0
-    session_idle_timeout: float = 1800.0
-    min_containers: int = 0
-    max_runners: int = 8
+    runners: RunnerPolicy = field(default_factory=RunnerPolicy)
     default_image: str = ""
     #: Runner ids are ``r-{prefix}{n}``; a control plane picks a fresh prefix per start so
     #: new runners never collide with runners that reconnect after a restart.
@@ -276,7 +274,7 @@ class Scheduler:
         elif isinstance(event, Prewarm):
             pool = Pool(self.config.default_image)
             for _ in range(event.count):
-                if len(self._runners) >= self.config.max_runners:
+                if len(self._runners) >= self.config.runners.max_runners:
                     break
                 runner_id = f"r-{self._new_id()}"
                 self._runners[runner_id] = _Runner(runner_id, pool, "starting", event.now)
@@ -347,7 +345,7 @@ class Scheduler:
                 away = sum(r.away for r in self._runners.values())
                 self._wait(
                     q.job_id,
-                    f"waiting for a free runner: all {self.config.max_runners} are busy "
+                    f"waiting for a free runner: all {self.config.runners.max_runners} are busy "
                     f"({busy} running" + (f", {away} reconnecting" if away else "") + "), "
                     f"{self.position(q.job_id)} ahead",
                     out,
@@ -450,7 +448,7 @@ class Scheduler:
             out.append(Waiting(job_id, message))
 
     def _make_room(self, now: float, out: list[Instruction]) -> bool:
-        if len(self._runners) < self.config.max_runners:
+        if len(self._runners) < self.config.runners.max_runners:
             return True
         idle = [r for r in self._runners.values() if r.free]
         if not idle:
@@ -468,21 +466,21 @@ class Scheduler:
             if not r.free:
                 continue
             if r.pool.session:
-                if now - r.since >= self.config.session_idle_timeout:
+                if now - r.since >= self.config.runners.session_idle_timeout:
                     del self._runners[r.id]
                     out.append(StopRunner(r.id, f"session idle for {now - r.since:.0f} s"))
                 continue
-            if now - r.since < self.config.scaledown_window:
+            if now - r.since < self.config.runners.scaledown_window:
                 continue
-            if r.pool == default and len(warm) <= self.config.min_containers:
+            if r.pool == default and len(warm) <= self.config.runners.min_containers:
                 continue
             del self._runners[r.id]
             if r in warm:
                 warm.remove(r)
             out.append(StopRunner(r.id, f"idle for {now - r.since:.0f} s"))
-        missing = self.config.min_containers - len(warm)
+        missing = self.config.runners.min_containers - len(warm)
         for _ in range(max(0, missing)):
-            if len(self._runners) >= self.config.max_runners:
+            if len(self._runners) >= self.config.runners.max_runners:
                 break
             runner_id = f"r-{self._new_id()}"
             self._runners[runner_id] = _Runner(runner_id, default, "starting", now)
