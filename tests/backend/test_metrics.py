@@ -3,10 +3,13 @@ runner's own GPUs where the machine has some (recorded cards: NVML is the only f
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from remotecell._proto import pb
 from remotecell.backend.gpus._recorded import machine
+from remotecell.backend.runner._sampler import Sampler
 from remotecell.client.metrics import MetricsSummary
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -36,6 +39,28 @@ def test_a_cpu_job_reports_cpu_and_ram_while_it_runs(client):
     assert {e.seq for e in events if e.HasField("metrics")} == {0}
     numbered = [e.seq for e in events if not e.HasField("metrics")]
     assert numbered == list(range(len(numbered)))
+
+
+def test_the_sampler_reads_from_one_interval_into_a_cell_until_it_stops() -> None:
+    readings: list[pb.Metrics] = []
+    sampler = Sampler(interval=30.0)
+    try:
+        sampler.watch(readings.append)
+        sampler.stop()
+        assert readings == []  # a cell shorter than the interval costs no reading
+        sampler.interval = 0.05
+        sampler.watch(readings.append)
+        deadline = time.monotonic() + 10
+        while len(readings) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sampler.stop()
+        taken = len(readings)
+        assert taken >= 2
+        assert all(0 < m.ram_used < m.ram_total for m in readings)
+        time.sleep(0.2)
+        assert len(readings) == taken, "a reading came after stop()"
+    finally:
+        sampler.close()
 
 
 def test_stored_samples_are_downsampled_and_replayed_in_place(make_control_plane):

@@ -11,6 +11,9 @@ masked too.
 
 At the end of a cell, ``drain()`` writes a marker through each pipe and waits for the
 reader to reach it, so everything written before the cell ended is in the cell's output.
+A pipe with nothing unread and nothing half-handled (the usual case: most cells write
+to ``sys.stdout``, not to fd 1) needs no marker: its reader handles what it reads while
+holding a lock, so ``drain()`` takes that lock and looks.
 """
 
 from __future__ import annotations
@@ -42,10 +45,19 @@ class FdCapture:
         #: Per fd, a log write's end held back because it could begin a secret value.
         self._log_pending = {1: b"", 2: b""}
         self._drained = {fd: threading.Event() for fd in (1, 2)}
+        #: Held by a reader while it handles what it read (see ``drain``).
+        self._handling = {fd: threading.Lock() for fd in (1, 2)}
+        self._read_ends: dict[int, int] = {}
+        self._decoders = {
+            fd: codecs.getincrementaldecoder("utf-8")(errors="replace") for fd in (1, 2)
+        }
+        #: Per fd, read bytes that could be the start of the marker.
+        self._partial = {1: b"", 2: b""}
         for fd in (1, 2):
             read_end, write_end = os.pipe()
             os.dup2(write_end, fd)
             os.close(write_end)
+            self._read_ends[fd] = read_end
             thread = threading.Thread(
                 target=self._pump, args=(fd, read_end), daemon=True, name=f"remotecell-fd{fd}"
             )
@@ -59,40 +71,49 @@ class FdCapture:
 
     def drain(self, timeout: float = 2.0) -> None:
         """Waits until what was written to fds 1 and 2 so far has been handed on."""
-        for fd in (1, 2):
+        busy = [fd for fd in (1, 2) if not self._idle(fd)]
+        for fd in busy:
             self._drained[fd].clear()
             os.write(fd, _MARKER)
-        for fd in (1, 2):
+        for fd in busy:
             self._drained[fd].wait(timeout)
 
+    def _idle(self, fd: int) -> bool:
+        """Whether everything written to ``fd`` so far has been handed on already."""
+        with self._handling[fd]:
+            unread, _, _ = select.select([self._read_ends[fd]], [], [], 0)
+            return not unread and not self._partial[fd] and not self._decoders[fd].getstate()[0]
+
     def _pump(self, fd: int, read_end: int) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = b""
+        decoder = self._decoders[fd]
         while True:
-            if self._log_pending[fd]:
-                # A held-back end goes out once no more output comes for a moment.
-                ready, _, _ = select.select([read_end], [], [], LOG_HOLD_BACK)
+            # A held-back end goes out once no more output comes for a moment.
+            hold = LOG_HOLD_BACK if self._log_pending[fd] else None
+            ready, _, _ = select.select([read_end], [], [], hold)
+            with self._handling[fd]:
                 if not ready:
                     self._flush_log(fd)
                     continue
-            chunk = os.read(read_end, 65536)
-            if not chunk:
-                self._flush_log(fd)
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    self._flush_log(fd)
+                    return
+                self._handle(fd, self._partial[fd] + chunk, decoder)
+
+    def _handle(self, fd: int, data: bytes, decoder: codecs.IncrementalDecoder) -> None:
+        self._partial[fd] = b""
+        while data:
+            at = data.find(_MARKER)
+            if at < 0:
+                # keep a possible start of the marker for the next read
+                keep = _partial_marker(data)
+                self._forward(fd, data[: len(data) - keep], decoder)
+                self._partial[fd] = data[len(data) - keep :]
                 return
-            data = pending + chunk
-            pending = b""
-            while data:
-                at = data.find(_MARKER)
-                if at < 0:
-                    # keep a possible start of the marker for the next read
-                    keep = _partial_marker(data)
-                    self._forward(fd, data[: len(data) - keep], decoder)
-                    pending = data[len(data) - keep :]
-                    break
-                self._forward(fd, data[:at], decoder)
-                data = data[at + len(_MARKER) :]
-                self._flush(fd, decoder)
-                self._drained[fd].set()
+            self._forward(fd, data[:at], decoder)
+            data = data[at + len(_MARKER) :]
+            self._flush(fd, decoder)
+            self._drained[fd].set()
 
     def _forward(self, fd: int, data: bytes, decoder: codecs.IncrementalDecoder) -> None:
         if not data:

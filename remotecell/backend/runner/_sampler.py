@@ -1,16 +1,21 @@
 """Telemetry while a cell runs: CPU and RAM (psutil) and the runner's GPUs (NVML).
 
-A sampler thread reads every ``interval`` seconds, from the cell's start to its end, and
-emits each reading as a ``metrics`` event. CPU and RAM are the runner process and its
-children (what the cell runs); RAM total is the machine's. GPUs are the ones the runner
-was started with, by UUID; without NVML a runner reports none, and a GPU NVML stops
-answering ends GPU readings for that cell while CPU and RAM go on.
+One sampler thread, for the runner's life, reads every ``interval`` seconds while a cell
+runs and emits each reading as a ``metrics`` event. The first reading comes one interval
+after the cell starts, so CPU use is measured over a whole interval, and a cell shorter
+than that costs no reading: starting a cell only wakes the thread (starting a thread
+and reading /proc at each cell's start cost a trivial cell ~0.5 ms on the runner).
+CPU and RAM are the runner process and its children (what the cell runs); RAM total is
+the machine's. GPUs are the ones the runner was started with, by UUID; without NVML a
+runner reports none, and a GPU NVML stops answering ends GPU readings for that cell
+while CPU and RAM go on.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 import psutil
@@ -47,7 +52,11 @@ class Sampler:
         self._inventory: inventory.Inventory | None = None
         self._handles: list[inventory.GPUHandle] = []
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        #: Guards the three below; notified when a cell starts or stops, or on close.
+        self._changed = threading.Condition()
+        self._emit: Emit | None = None  # where the current cell's readings go
+        self._cell = 0  # counts starts and stops: a reading is for the cell it began in
+        self._closed = False
         if gpu_uuids:
             try:
                 self._inventory = inventory.load()
@@ -59,23 +68,33 @@ class Sampler:
     def watch(self, emit: Emit) -> None:
         """Starts sampling into ``emit`` for a cell; ``stop()`` before its ``finished``
         event, so that no reading comes after it."""
-        self.stop()
-        self._stop = threading.Event()
-        self._process.cpu_percent()  # the first reading of a process is always 0: prime it
-        self._thread = threading.Thread(
-            target=self._run, args=(emit, self._stop), name="remotecell-sampler", daemon=True
-        )
-        self._thread.start()
+        with self._changed:
+            self._emit = emit
+            self._cell += 1
+            self._changed.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="remotecell-sampler", daemon=True
+            )
+            self._thread.start()
 
     def stop(self) -> None:
-        """Ends the current cell's sampling and waits for the thread (idempotent)."""
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        self._thread = None
+        """Ends the current cell's sampling: no reading is emitted once it returns
+        (idempotent; it does not wait for a reading under way)."""
+        with self._changed:
+            if self._emit is not None:
+                self._emit = None
+                self._cell += 1
+                self._changed.notify()
 
     def close(self) -> None:
-        self.stop()
+        with self._changed:
+            self._emit = None
+            self._closed = True
+            self._changed.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
         if self._inventory is not None:
             self._inventory.close()
 
@@ -91,17 +110,40 @@ class Sampler:
                     setattr(gpu, name, value)
         return metrics
 
-    def _run(self, emit: Emit, stop: threading.Event) -> None:
-        while not stop.is_set():
+    def _run(self) -> None:
+        failed = -1  # the cell whose sampling failed: no more readings for it
+        while True:
+            with self._changed:
+                while not self._closed and (self._emit is None or self._cell == failed):
+                    self._changed.wait()
+                if self._closed:
+                    return
+                cell = self._cell
+            self._process.cpu_percent()  # CPU use is measured from here
+            if not self._sample(cell):
+                failed = cell
+
+    def _sample(self, cell: int) -> bool:
+        """Reads every interval while ``cell`` runs; False when reading failed."""
+        while True:
+            with self._changed:
+                deadline = time.monotonic() + self.interval
+                while not self._closed and self._cell == cell:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._changed.wait(left)
+                if self._closed or self._cell != cell:
+                    return True
             try:
                 metrics = self.read()
             except Exception:  # telemetry must never take the cell down
                 log.exception("sampling failed; no more metrics for this cell")
-                return
-            if stop.is_set():
-                return
-            emit(metrics)
-            stop.wait(self.interval)
+                return False
+            with self._changed:
+                if self._cell != cell or self._emit is None:
+                    return True
+                self._emit(metrics)
 
     def _cpu_and_ram(self) -> tuple[float, int]:
         cpu = self._process.cpu_percent()
