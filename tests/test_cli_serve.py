@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,7 @@ def fields_of(config: type) -> list[tuple[str, ...]]:
 def options() -> dict[str, click.Option]:
     return {
         param.opts[0]: param
-        for param in serve.params
+        for param in serve.get_params(click.Context(serve))
         if isinstance(param, click.Option) and param.opts[0] not in ("--embedded", "--help")
     }
 
@@ -154,3 +156,12 @@ def test_a_bad_value_is_refused_in_one_sentence(option, value, says, tmp_path):
     errors = [line for line in said.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, said
     assert f"'{option}'" in errors[0] and says in errors[0], said
+
+
+def test_the_command_line_loads_the_back_end_only_for_serve():
+    code = (
+        "import sys, remotecell.cli\n"
+        "print(sorted(m for m in sys.modules if m.startswith('remotecell.backend')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

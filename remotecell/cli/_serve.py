@@ -11,30 +11,42 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from remotecell.backend.config import Setting, serve_config, settings
+if TYPE_CHECKING:
+    from remotecell.backend.config import Setting
 
 
-def _serve_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Adds an option for each of the control plane's settings (``backend/config.py``):
-    its flag, help and shown default come from the declaration; an option not given is
-    left out, so the declared default applies."""
-    for setting in reversed(settings()):
-        choices = setting.flag.choices
-        command = click.option(
-            setting.option,
-            setting.name,
-            type=click.Choice(choices) if choices else None,
-            multiple=setting.flag.multiple,
-            default=None,
-            metavar=setting.metavar or None,
-            help=setting.help,
-            callback=_parsed(setting),
-        )(command)
-    return command
+class _ServeCommand(click.Command):
+    """``serve``, whose options are the control plane's settings (``backend/config.py``),
+    added when the command is first parsed or shown, so that the other commands do not
+    import the back end: its flag, help and shown default come from the declaration, and
+    an option not given is left out, so the declared default applies."""
+
+    _with_settings = False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._with_settings:
+            from remotecell.backend.config import settings
+
+            self.params[:0] = [_option(setting) for setting in settings()]
+            self._with_settings = True
+        return super().get_params(ctx)
+
+
+def _option(setting: Setting) -> click.Option:
+    choices = setting.flag.choices
+    return click.Option(
+        [setting.option, setting.name],
+        type=click.Choice(choices) if choices else None,
+        multiple=setting.flag.multiple,
+        default=None,
+        metavar=setting.metavar or None,
+        help=setting.help,
+        callback=_parsed(setting),
+    )
 
 
 def _parsed(setting: Setting) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -49,8 +61,7 @@ def _parsed(setting: Setting) -> Callable[[click.Context, click.Parameter, Any],
     return parse
 
 
-@click.command()
-@_serve_options
+@click.command(cls=_ServeCommand)
 @click.option(
     "--embedded",
     is_flag=True,
@@ -59,6 +70,7 @@ def _parsed(setting: Setting) -> Callable[[click.Context, click.Parameter, Any],
 )
 def serve(embedded: bool, **options: Any) -> None:
     """Run the control plane in the foreground."""
+    from remotecell.backend.config import serve_config
     from remotecell.backend.server import AlreadyRunning, CannotServe, run
     from remotecell.client.config import data_dir as default_data_dir
 
