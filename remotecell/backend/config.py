@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from remotecell.backend.images.docker import DEFAULT_BASE_IMAGE
-from remotecell.backend.scheduler.lifecycle import LifecycleConfig
+from remotecell.backend.scheduler.lifecycle_events import LifecycleConfig
 from remotecell.backend.scheduler.policy import RunnerPolicy
 from remotecell.backend.state.blobs import BLOB_TTL
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL

@@ -29,7 +29,8 @@ from remotecell.backend.jobs import admission
 from remotecell.backend.jobs.log import Feed, JobLog, JobNotFound
 from remotecell.backend.jobs.pools import pool_of, runner_pool
 from remotecell.backend.jobs.sessions import RunnerSessions
-from remotecell.backend.scheduler import lifecycle as lc
+from remotecell.backend.scheduler import lifecycle_events as lc
+from remotecell.backend.scheduler.lifecycle import Lifecycle
 from remotecell.backend.scheduler.queue import (
     MachineGPU,
     Pool,
@@ -133,7 +134,7 @@ class Controller:
         #: Images this control plane has in hand, by id, for starting runners in them.
         self.built: dict[str, BuiltImage] = {}
         settings = config.settings
-        self.lifecycle = lc.Lifecycle(
+        self.lifecycle = Lifecycle(
             lc.LifecycleConfig(
                 cancel_grace=settings.cancel_grace,
                 reconnect_grace=settings.reconnect_grace,

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from remotecell._proto import pb
-from remotecell.backend.scheduler.lifecycle import (
+from remotecell.backend.scheduler.lifecycle import Lifecycle
+from remotecell.backend.scheduler.lifecycle_events import (
     CancelRequested,
     Failure,
     Interrupt,
@@ -23,7 +24,6 @@ from remotecell.backend.scheduler.lifecycle import (
     JobRestored,
     JobSubmitted,
     KillRunner,
-    Lifecycle,
     LifecycleConfig,
     Retrying,
     RunnerDown,

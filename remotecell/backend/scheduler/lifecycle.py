@@ -27,298 +27,42 @@ The rules it keeps:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from remotecell._proto import pb
 from remotecell.backend.scheduler import queue as q
+from remotecell.backend.scheduler._lifecycle_state import JobRecord, RunnerRecord
+from remotecell.backend.scheduler.lifecycle_events import (
+    RETRYABLE,
+    CancelRequested,
+    Closing,
+    Event,
+    Failure,
+    Instruction,
+    Interrupt,
+    JobEnded,
+    JobFailed,
+    JobReady,
+    JobRestored,
+    JobSubmitted,
+    KillRunner,
+    LifecycleConfig,
+    Retrying,
+    RunnerDown,
+    RunnerExited,
+    RunnerStartFailed,
+    RunnerUp,
+    SendTask,
+    TaskFinished,
+    TaskUndelivered,
+)
 from remotecell.backend.scheduler.queue import (
     Pool,
     Prewarm,
     Scheduler,
-    SchedulerConfig,
     StartRunner,
     StopRunner,
     Tick,
     Waiting,
 )
-from remotecell.contract.resources import GPURequest
-
-#: Failures of an attempt that ``retries`` may retry (not setup failures: those repeat).
-RETRYABLE = frozenset({pb.Error.USER_CODE, pb.Error.RUNNER_DIED, pb.Error.TIMEOUT})
-ACTIVE = (pb.QUEUED, pb.RUNNING)
-
-
-@dataclass(frozen=True)
-class LifecycleConfig:
-    cancel_grace: float = 5.0
-    #: How long a runner whose connection dropped (or that ran a job when the control
-    #: plane restarted) may take to come back.
-    reconnect_grace: float = 15.0
-    #: How long a runner asked to stop may take before it is killed.
-    stop_grace: float = 5.0
-    #: The first retry's backoff; each later one waits twice as long, up to the maximum.
-    retry_delay: float = 1.0
-    retry_max_delay: float = 60.0
-    queue: SchedulerConfig = field(default_factory=SchedulerConfig)
-
-    def backoff(self, attempt: int) -> float:
-        """How long a job waits before attempt ``attempt + 1``."""
-        if self.retry_delay <= 0:
-            return 0.0
-        return min(self.retry_delay * 2 ** max(0, attempt - 1), self.retry_max_delay)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a job failed, as its stored ``error`` event says it."""
-
-    kind: int  # pb.Error.Kind
-    type_name: str
-    message: str
-
-
-# ----------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class JobSubmitted:
-    """A job exists; it waits for ``JobReady`` (its image) before it is queued."""
-
-    job_id: str
-    pool: Pool
-    now: float
-    gpu: GPURequest | None = None
-    retries: int = 0
-    timeout_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class JobReady:
-    """A submitted job's image is in hand: it joins the queue."""
-
-    job_id: str
-    now: float
-
-
-@dataclass(frozen=True)
-class JobRestored:
-    """A job that was running when the control plane stopped: its runner may come back."""
-
-    job_id: str
-    pool: Pool
-    now: float
-    runner_id: str
-    attempt: int
-    started: float
-    gpu: GPURequest | None = None
-    retries: int = 0
-    timeout_s: float = 0.0
-    gpus: tuple[str, ...] = ()  # the UUIDs its runner holds
-
-
-@dataclass(frozen=True)
-class JobFailed:
-    """A job could not be prepared (its image) or its task not be made (its secrets,
-    just after ``SendTask``: then the runner never got the task and is free again)."""
-
-    job_id: str
-    failure: Failure
-    now: float
-    message: str = ""  # the job's end in a line; default: the failure's message
-
-
-@dataclass(frozen=True)
-class CancelRequested:
-    job_id: str
-    reason: str
-    now: float
-
-
-@dataclass(frozen=True)
-class TaskFinished:
-    """A runner's ``finished`` event for a job's task."""
-
-    runner_id: str
-    job_id: str
-    state: int  # pb.JobState
-    message: str
-    now: float
-    error_kind: int = -1  # the kind of the task's last ``error`` event; -1: none
-
-
-@dataclass(frozen=True)
-class TaskUndelivered:
-    """A task could not be written to its runner: the job goes back to the queue."""
-
-    job_id: str
-    runner_id: str
-    now: float
-
-
-@dataclass(frozen=True)
-class RunnerUp:
-    """A runner said hello: it is connected (for the first time, or again)."""
-
-    runner_id: str
-    pool: Pool
-    now: float
-    current_job: str = ""  # the job of its last task
-    busy: bool = False  # still running that task
-    gpus: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RunnerDown:
-    """A runner's connection ended; its process may live on and reconnect."""
-
-    runner_id: str
-    now: float
-
-
-@dataclass(frozen=True)
-class RunnerExited:
-    """A runner's process ended (or was given up on); ``how`` says how, in words."""
-
-    runner_id: str
-    now: float
-    how: str
-    log_tail: str = ""  # the end of its log, for a runner that never connected
-
-
-@dataclass(frozen=True)
-class RunnerStartFailed:
-    runner_id: str
-    now: float
-    message: str
-
-
-@dataclass(frozen=True)
-class Closing:
-    """The control plane is stopping: start no runner, wait for none to reconnect."""
-
-    now: float
-
-
-Event = (
-    JobSubmitted
-    | JobReady
-    | JobRestored
-    | JobFailed
-    | CancelRequested
-    | TaskFinished
-    | TaskUndelivered
-    | RunnerUp
-    | RunnerDown
-    | RunnerExited
-    | RunnerStartFailed
-    | Closing
-    | Tick
-    | Prewarm
-)
-
-# ----------------------------------------------------------------- instructions
-
-
-@dataclass(frozen=True)
-class SendTask:
-    """Give the job's task to the runner: attempt ``attempt`` starts now."""
-
-    job_id: str
-    runner_id: str
-    attempt: int
-
-
-@dataclass(frozen=True)
-class Interrupt:
-    """Ask the runner to interrupt the job's cell."""
-
-    job_id: str
-    runner_id: str
-    reason: str
-    timeout: bool = False
-
-
-@dataclass(frozen=True)
-class KillRunner:
-    runner_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Retrying:
-    """Attempt ``attempt`` failed; the job is queued again after ``delay`` seconds."""
-
-    job_id: str
-    attempt: int
-    message: str
-    delay: float
-
-
-@dataclass(frozen=True)
-class JobEnded:
-    """The job ended. ``by_runner``: the runner's own ``finished`` event says so."""
-
-    job_id: str
-    state: int  # pb.SUCCEEDED, pb.FAILED or pb.CANCELLED
-    message: str
-    failure: Failure | None = None
-    by_runner: bool = False
-
-
-Instruction = (
-    StartRunner | StopRunner | Waiting | SendTask | Interrupt | KillRunner | Retrying | JobEnded
-)
-
-
-# ----------------------------------------------------------------- state
-
-
-@dataclass
-class _Job:
-    id: str
-    pool: Pool
-    gpu: GPURequest | None
-    retries: int
-    timeout_s: float
-    state: int = pb.QUEUED
-    attempt: int = 0
-    runner_id: str = ""
-    cancel_reason: str = ""
-    timed_out: bool = False
-    queued: bool = False  # in the queue (not preparing, not backing off)
-    timeout_at: float | None = None
-    kill_at: float | None = None  # the cancel grace of an interrupted cell
-    orphan_at: float | None = None  # restored: its runner must be back by then
-    retry_at: float | None = None
-
-    def deadlines(self) -> list[float]:
-        return [
-            t
-            for t in (self.timeout_at, self.kill_at, self.orphan_at, self.retry_at)
-            if t is not None
-        ]
-
-    def clear_deadlines(self) -> None:
-        self.timeout_at = self.kill_at = self.orphan_at = self.retry_at = None
-
-
-@dataclass
-class _Runner:
-    id: str
-    pool: Pool
-    launched: bool = True  # started by this control plane (not one that came back)
-    expected: bool = False  # ran a job when the control plane restarted; not back yet
-    connected: bool = False
-    ever_connected: bool = False
-    stopping: bool = False
-    job: str = ""  # the job whose task it runs, as far as is known here
-    stale_job: str = ""  # a job that ended here while the runner still ran it
-    lost_at: float | None = None
-    kill_at: float | None = None
-    kill_reason: str = ""
-
-    def deadlines(self) -> list[float]:
-        return [t for t in (self.lost_at, self.kill_at) if t is not None]
 
 
 class Lifecycle:
@@ -327,8 +71,8 @@ class Lifecycle:
     def __init__(self, config: LifecycleConfig | None = None) -> None:
         self.config = config or LifecycleConfig()
         self.queue = Scheduler(self.config.queue)
-        self._jobs: dict[str, _Job] = {}
-        self._runners: dict[str, _Runner] = {}
+        self._jobs: dict[str, JobRecord] = {}
+        self._runners: dict[str, RunnerRecord] = {}
         self._closing = False
         self._out: list[Instruction] = []
 
@@ -374,7 +118,7 @@ class Lifecycle:
         self._out = []
         now = event.now
         if isinstance(event, JobSubmitted):
-            self._jobs[event.job_id] = _Job(
+            self._jobs[event.job_id] = JobRecord(
                 event.job_id, event.pool, event.gpu, event.retries, event.timeout_s
             )
         elif isinstance(event, JobReady):
@@ -413,12 +157,12 @@ class Lifecycle:
 
     # -- jobs -------------------------------------------------------------------------
 
-    def _enqueue(self, job: _Job, now: float, front: bool = False) -> None:
+    def _enqueue(self, job: JobRecord, now: float, front: bool = False) -> None:
         job.queued = True
         self._queue(q.JobQueued(job.id, job.pool, now, front=front, gpu=job.gpu))
 
     def _restore(self, event: JobRestored) -> None:
-        job = _Job(event.job_id, event.pool, event.gpu, event.retries, event.timeout_s)
+        job = JobRecord(event.job_id, event.pool, event.gpu, event.retries, event.timeout_s)
         job.state, job.attempt, job.runner_id = pb.RUNNING, event.attempt, event.runner_id
         job.orphan_at = event.now + self.config.reconnect_grace
         if job.timeout_s > 0:
@@ -426,7 +170,9 @@ class Lifecycle:
         self._jobs[job.id] = job
         if job.runner_id and job.runner_id not in self._runners:
             # Its runner still counts, and its GPUs stay taken, until it is back or given up.
-            runner = _Runner(job.runner_id, job.pool, launched=False, expected=True, job=job.id)
+            runner = RunnerRecord(
+                job.runner_id, job.pool, launched=False, expected=True, job=job.id
+            )
             self._runners[runner.id] = runner
             self._queue(
                 q.RunnerConnected(runner.id, job.pool, event.now, busy_with=job.id, gpus=event.gpus)
@@ -460,12 +206,14 @@ class Lifecycle:
         self._interrupt(job, runner, event.reason, event.now)
 
     def _interrupt(
-        self, job: _Job, runner: _Runner, reason: str, now: float, timeout: bool = False
+        self, job: JobRecord, runner: RunnerRecord, reason: str, now: float, timeout: bool = False
     ) -> None:
         self._out.append(Interrupt(job.id, runner.id, reason, timeout))
         job.kill_at = now + self.config.cancel_grace
 
-    def _retry_or_fail(self, job: _Job, message: str, failure: Failure | None, now: float) -> None:
+    def _retry_or_fail(
+        self, job: JobRecord, message: str, failure: Failure | None, now: float
+    ) -> None:
         """After a failed attempt: queue it again when ``retries`` allows, else fail the job."""
         if job.attempt <= job.retries and not job.cancel_reason:
             job.state, job.runner_id, job.timed_out = pb.QUEUED, "", False
@@ -481,7 +229,7 @@ class Lifecycle:
 
     def _end(
         self,
-        job: _Job,
+        job: JobRecord,
         state: int,
         message: str,
         failure: Failure | None = None,
@@ -524,14 +272,14 @@ class Lifecycle:
             self._enqueue(job, event.now, front=True)
         self._runner_down(event.runner_id, event.now)
 
-    def _free_runner_of(self, job: _Job, now: float) -> None:
+    def _free_runner_of(self, job: JobRecord, now: float) -> None:
         runner = self._runners.get(job.runner_id)
         if runner is not None and runner.job == job.id:
             self._runner_free(runner, now)
 
     # -- runners ------------------------------------------------------------------------
 
-    def _runner_free(self, runner: _Runner, now: float) -> None:
+    def _runner_free(self, runner: RunnerRecord, now: float) -> None:
         runner.job = ""
         if runner.stale_job:
             runner.stale_job, runner.kill_at = "", None
@@ -541,7 +289,7 @@ class Lifecycle:
         runner = self._runners.get(event.runner_id)
         if runner is None:
             # One this control plane did not start: it reconnects after a restart.
-            runner = _Runner(event.runner_id, event.pool, launched=False)
+            runner = RunnerRecord(event.runner_id, event.pool, launched=False)
             self._runners[runner.id] = runner
         runner.expected = False
         runner.lost_at = None
@@ -600,7 +348,7 @@ class Lifecycle:
             if job.runner_id == runner.id:
                 self._lost_runner(job, event.how, event.now)
 
-    def _lost_runner(self, job: _Job, how: str, now: float) -> None:
+    def _lost_runner(self, job: JobRecord, how: str, now: float) -> None:
         if job.cancel_reason and not job.timed_out:
             self._end(job, pb.CANCELLED, job.cancel_reason)
             return
@@ -615,7 +363,7 @@ class Lifecycle:
             failure = Failure(pb.Error.RUNNER_DIED, "RunnerDied", message)
         self._retry_or_fail(job, message, failure, now)
 
-    def _start_failed(self, runner: _Runner, message: str, now: float) -> None:
+    def _start_failed(self, runner: RunnerRecord, message: str, now: float) -> None:
         """A runner could not start: the jobs waiting for its pool fail, saying why."""
         waiting = self.queue.queued_in(runner.pool)
         for job_id in waiting:
@@ -628,7 +376,7 @@ class Lifecycle:
                     job, pb.FAILED, message, Failure(pb.Error.SETUP, "RunnerStartError", message)
                 )
 
-    def _forget_expected(self, runner: _Runner | None, now: float) -> None:
+    def _forget_expected(self, runner: RunnerRecord | None, now: float) -> None:
         """Stops holding a place for a runner that has not come back since the restart
         (should it still come back, it is told to stop its stale cell)."""
         if runner is not None and runner.expected:
@@ -687,7 +435,7 @@ class Lifecycle:
                     self._out.append(KillRunner(runner.id, runner.kill_reason))
 
     @staticmethod
-    def _timeout_reason(job: _Job) -> str:
+    def _timeout_reason(job: JobRecord) -> str:
         return f"the cell ran longer than its timeout of {job.timeout_s:g} s"
 
     # -- the queue --------------------------------------------------------------------------
@@ -701,7 +449,7 @@ class Lifecycle:
             elif isinstance(ins, StartRunner):
                 if self._closing:  # it would outlive the executor
                     continue
-                self._runners[ins.runner_id] = _Runner(ins.runner_id, ins.pool)
+                self._runners[ins.runner_id] = RunnerRecord(ins.runner_id, ins.pool)
                 self._out.append(ins)
             elif isinstance(ins, StopRunner):
                 runner = self._runners.get(ins.runner_id)
