@@ -18,16 +18,15 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from remotecell._proto import pb
-from remotecell.backend.config import ServeConfig
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerLaunch
 from remotecell.backend.images.builder import BuiltImage, is_progress
 from remotecell.backend.jobs import admission
-from remotecell.backend.jobs.log import Feed, JobLog, JobNotFound
-from remotecell.backend.jobs.pools import pool_of, runner_pool
+from remotecell.backend.jobs.active import ActiveJob, ControllerConfig, gpu_listing
+from remotecell.backend.jobs.log import JobLog, JobNotFound
+from remotecell.backend.jobs.pools import runner_pool
 from remotecell.backend.jobs.sessions import RunnerSessions
 from remotecell.backend.scheduler import lifecycle_events as lc
 from remotecell.backend.scheduler.lifecycle import Lifecycle
@@ -36,7 +35,6 @@ from remotecell.backend.scheduler.queue import (
     Pool,
     Prewarm,
     Scheduler,
-    SchedulerConfig,
     StartRunner,
     StopRunner,
     Tick,
@@ -57,45 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["Controller", "ControllerConfig", "JobNotFound"]
 
 log = logging.getLogger("remotecell.controller")
-
-
-@dataclass
-class ControllerConfig:
-    control_url: str  # the address runners connect to
-    token: str
-    #: What the control plane was started with (the runner policy, graces, retry delay,
-    #: GPU prices, telemetry interval): ``backend/config.py`` declares each setting.
-    settings: ServeConfig = field(default_factory=ServeConfig)
-    tick: float = 1.0
-
-
-@dataclass
-class _Job:
-    """An active job as the shell needs it: its spec and its attempt's facts."""
-
-    id: str
-    spec: pb.JobSpec
-    feed: Feed
-    state: int = pb.QUEUED
-    runner_id: str = ""
-    last_error_kind: int = -1
-    #: The values of its ad-hoc secrets, by index in ``spec.secrets``: in memory only.
-    adhoc_secrets: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
-    #: The current attempt's start, GPUs and price per second (None: unpriced).
-    started: float = 0.0
-    gpu_type: str = ""
-    gpu_count: int = 0
-    price: float | None = 0.0
-    #: The runner's ``finished`` event while the lifecycle decides what it means.
-    finished: pb.JobEvent | None = None
-
-    @property
-    def pool(self) -> Pool:
-        return pool_of(self.spec)
-
-    @property
-    def last_metrics(self) -> pb.JobEvent | None:
-        return self.feed.last_metrics
 
 
 class Controller:
@@ -133,23 +92,12 @@ class Controller:
         self.secret_store = secret_store
         #: Images this control plane has in hand, by id, for starting runners in them.
         self.built: dict[str, BuiltImage] = {}
-        settings = config.settings
         self.lifecycle = Lifecycle(
-            lc.LifecycleConfig(
-                cancel_grace=settings.cancel_grace,
-                reconnect_grace=settings.reconnect_grace,
-                retry_delay=settings.retry_delay,
-                queue=SchedulerConfig(
-                    runners=settings.runners,
-                    id_prefix=secrets.token_hex(2) + "-",
-                    default_image=default_image.id if default_image is not None else "",
-                    gpus=gpus,
-                ),
-            )
+            config.lifecycle(default_image.id if default_image is not None else "", gpus)
         )
-        self.log = JobLog(store, settings.metrics_interval)
+        self.log = JobLog(store, config.settings.metrics_interval)
         self.sessions = RunnerSessions(executor, self)
-        self.jobs: dict[str, _Job] = {}
+        self.jobs: dict[str, ActiveJob] = {}
         self.started = time.time()
         #: Where the control plane's HTTP side listens ("" when it is off), for Health.
         self.http_url = ""
@@ -228,8 +176,8 @@ class Controller:
                 continue  # an earlier deadline came up: sleep until it instead
             self._handle(Tick(time.time()))
 
-    def _track(self, job_id: str, spec: pb.JobSpec, next_seq: int) -> _Job:
-        job = _Job(job_id, spec, self.log.open(job_id, next_seq))
+    def _track(self, job_id: str, spec: pb.JobSpec, next_seq: int) -> ActiveJob:
+        job = ActiveJob(job_id, spec, self.log.open(job_id, next_seq))
         self.jobs[job_id] = job
         return job
 
@@ -263,7 +211,7 @@ class Controller:
         self._admit(job)
         return job_id
 
-    def _submitted(self, job: _Job, now: float) -> None:
+    def _submitted(self, job: ActiveJob, now: float) -> None:
         spec = job.spec
         self._handle(
             lc.JobSubmitted(
@@ -276,14 +224,14 @@ class Controller:
             )
         )
 
-    def _admit(self, job: _Job) -> None:
+    def _admit(self, job: ActiveJob) -> None:
         """Queues a job, once its image (if it names one) is built."""
         if not job.spec.image or job.spec.image in self.built:
             self._handle(lc.JobReady(job.id, time.time()))
         else:
             self.sessions.spawn(self._prepare_image(job))
 
-    async def _prepare_image(self, job: _Job) -> None:
+    async def _prepare_image(self, job: ActiveJob) -> None:
         image_id = job.spec.image
         loop = asyncio.get_running_loop()
 
@@ -363,7 +311,7 @@ class Controller:
         elif isinstance(ins, Waiting):
             job = self.jobs.get(ins.job_id)
             if job is not None:
-                self.log.emit(job.feed, body=pb.Status(state=pb.QUEUED, message=ins.message))
+                self.log.waiting(job.feed, ins.message)
         elif isinstance(ins, lc.Retrying):
             self._retrying(ins)
         elif isinstance(ins, lc.JobEnded):
@@ -381,33 +329,13 @@ class Controller:
         if not self.sessions.connected(ins.runner_id):
             self._handle(lc.TaskUndelivered(job.id, ins.runner_id, now))
             return
-        job.state, job.runner_id = pb.RUNNING, ins.runner_id
         held = (self.lifecycle.runner_pool(ins.runner_id) or Pool()).gpu
-        gpu_type, gpu_count = (held.type, held.count) if held else ("", 0)
-        price = self.price_per_second(gpu_type, gpu_count)
-        job.started, job.gpu_type, job.gpu_count, job.price = now, gpu_type, gpu_count, price
-        holders = self.scheduler.gpu_holders()
-        self.log.emit(
-            job.feed,
-            {
-                "state": pb.RUNNING,
-                "started": now,
-                "attempt": ins.attempt,
-                "runner_id": ins.runner_id,
-                "gpu_type": gpu_type,
-                "gpu_count": gpu_count,
-                "price": price,
-                "gpu_uuids": ",".join(u for u, r in holders.items() if r == ins.runner_id),
-            },
-            body=pb.Status(
-                state=pb.RUNNING,
-                message=f"running on {ins.runner_id}",
-                runner_id=ins.runner_id,
-                attempt=ins.attempt,
-                gpu_type=gpu_type,
-                gpu_count=gpu_count,
-                price_per_second=price,
-            ),
+        job.state, job.runner_id, job.started = pb.RUNNING, ins.runner_id, now
+        job.gpu_type, job.gpu_count = (held.type, held.count) if held else ("", 0)
+        job.price = self.price_per_second(job.gpu_type, job.gpu_count)
+        gpus = [u for u, r in self.scheduler.gpu_holders().items() if r == ins.runner_id]
+        self.log.running(
+            job.feed, ins.attempt, ins.runner_id, job.gpu_type, job.gpu_count, job.price, gpus, now
         )
         task = pb.Task(
             job_id=job.id,
@@ -420,36 +348,21 @@ class Controller:
 
     def _retrying(self, ins: lc.Retrying) -> None:
         job = self.jobs[ins.job_id]
-        self.log.end_samples(job.feed)
         job.state, job.runner_id, job.last_error_kind = pb.QUEUED, "", -1
-        wait = f" in {ins.delay:g} s" if ins.delay else ""
-        self.log.emit(
-            job.feed,
-            {"state": pb.QUEUED, "runner_id": ""},
-            body=pb.Status(
-                state=pb.QUEUED,
-                message=f"attempt {ins.attempt} failed ({ins.message}); retrying{wait} "
-                f"(attempt {ins.attempt + 1} of {job.spec.retries + 1})",
-                attempt=ins.attempt,
-            ),
-        )
+        self.log.retrying(job.feed, ins.attempt, ins.message, ins.delay, job.spec.retries)
 
     def _ended(self, ins: lc.JobEnded) -> None:
         job = self.jobs.pop(ins.job_id)
-        self.log.end_samples(job.feed)
         job.state = ins.state
         if ins.by_runner and job.finished is not None:
+            self.log.end_samples(job.feed)
             self.log.finish(job.feed, job.finished)
         else:
-            if ins.failure is not None:
-                f = ins.failure
+            f = ins.failure
+            error = None
+            if f is not None:
                 error = pb.Error(kind=f.kind, type_name=f.type_name, message=f.message)  # type: ignore[arg-type]
-                self.log.emit(job.feed, body=error)
-            self.log.emit(
-                job.feed,
-                {"state": ins.state, "finished": time.time(), "message": ins.message},
-                body=pb.Finished(state=ins.state, message=ins.message),  # type: ignore[arg-type]
-            )
+            self.log.ended(job.feed, ins.state, ins.message, error)
         self.log.close(job.feed)
 
     async def _launch(self, runner_id: str, pool: Pool, gpus: tuple[str, ...] = ()) -> None:
@@ -561,23 +474,9 @@ class Controller:
 
     def gpu_listing(self) -> pb.ListGPUsReply:
         """This machine's GPUs and who holds them, for ``%remote_gpus``."""
-        holders = self.scheduler.gpu_holders()
-        reply = pb.ListGPUsReply(note=self.gpu_note)
-        for gpu in self.scheduler.config.gpus:
-            runner_id = holders.get(gpu.uuid, "")
-            reply.gpus.append(
-                pb.GPUInfo(
-                    index=gpu.index,
-                    uuid=gpu.uuid,
-                    name=gpu.name,
-                    type=gpu.type,
-                    memory_total=gpu.memory_total,
-                    price_per_second=self.price_per_second(gpu.type, 1),
-                    runner_id=runner_id,
-                    job_id=self.lifecycle.runner_job(runner_id) if runner_id else "",
-                )
-            )
-        return reply
+        return gpu_listing(
+            self.scheduler, self.lifecycle.runner_job, self.gpu_note, self.price_per_second
+        )
 
     def active_blob_refs(self) -> set[str]:
         """The blobs that queued and running jobs name, which must not be collected."""

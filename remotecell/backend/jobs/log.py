@@ -13,6 +13,7 @@ downsampled, one aggregate per interval (``telemetry/downsample.py``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -84,6 +85,72 @@ class JobLog:
         message = event.finished.message
         self.store.update_job(feed.job_id, event, state=state, finished=event.time, message=message)
         self._publish(feed, event)
+
+    # -- the control plane's own events ---------------------------------------------------
+
+    def running(
+        self,
+        feed: Feed,
+        attempt: int,
+        runner_id: str,
+        gpu_type: str,
+        gpu_count: int,
+        price: float | None,
+        gpu_uuids: list[str],
+        started: float,
+    ) -> None:
+        """Attempt ``attempt`` started on ``runner_id`` (its GPUs, at ``price`` a second)."""
+        self.emit(
+            feed,
+            {
+                "state": pb.RUNNING,
+                "started": started,
+                "attempt": attempt,
+                "runner_id": runner_id,
+                "gpu_type": gpu_type,
+                "gpu_count": gpu_count,
+                "price": price,
+                "gpu_uuids": ",".join(gpu_uuids),
+            },
+            body=pb.Status(
+                state=pb.RUNNING,
+                message=f"running on {runner_id}",
+                runner_id=runner_id,
+                attempt=attempt,
+                gpu_type=gpu_type,
+                gpu_count=gpu_count,
+                price_per_second=price,
+            ),
+        )
+
+    def waiting(self, feed: Feed, message: str) -> None:
+        self.emit(feed, body=pb.Status(state=pb.QUEUED, message=message))
+
+    def retrying(self, feed: Feed, attempt: int, why: str, delay: float, retries: int) -> None:
+        """Attempt ``attempt`` failed (``why``); the job is queued again after ``delay``."""
+        self.end_samples(feed)
+        wait = f" in {delay:g} s" if delay else ""
+        self.emit(
+            feed,
+            {"state": pb.QUEUED, "runner_id": ""},
+            body=pb.Status(
+                state=pb.QUEUED,
+                message=f"attempt {attempt} failed ({why}); retrying{wait} "
+                f"(attempt {attempt + 1} of {retries + 1})",
+                attempt=attempt,
+            ),
+        )
+
+    def ended(self, feed: Feed, state: int, message: str, error: pb.Error | None = None) -> None:
+        """The job ended here (not by its runner's word): its error, then its end."""
+        self.end_samples(feed)
+        if error is not None:
+            self.emit(feed, body=error)
+        self.emit(
+            feed,
+            {"state": state, "finished": time.time(), "message": message},
+            body=pb.Finished(state=state, message=message),  # type: ignore[arg-type]
+        )
 
     def is_stored(self, feed: Feed, event: pb.JobEvent) -> bool:
         """Whether a runner's event with this number is stored already (a replay)."""
