@@ -193,10 +193,7 @@ class Controller:
         """
         GPURequest.from_proto(spec.resources.gpu)
         adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store)  # not to be stored
-        if not spec.image and not spec.image_spec.id and self.default_image is not None:
-            spec.image_spec.CopyFrom(self.default_image)
-        if spec.image_spec.id:
-            spec.image = spec.image_spec.id
+        admission.name_image(spec, self.default_image)
         admission.check_volumes(
             spec, self.volume_store, self.executor, self.lifecycle.runner_pools()
         )

@@ -94,6 +94,15 @@ def launch_volumes(pool: Pool, volume_store: VolumeStore | None) -> tuple[Launch
     return tuple(out)
 
 
+def name_image(spec: pb.JobSpec, default: pb.ImageSpec | None) -> None:
+    """Names the job's image by its id: the image it gives, or the executor's default
+    (``default``, where the executor needs one) for a job that gives none."""
+    if not spec.image and not spec.image_spec.id and default is not None:
+        spec.image_spec.CopyFrom(default)
+    if spec.image_spec.id:
+        spec.image = spec.image_spec.id
+
+
 async def prepare_image(
     spec: pb.JobSpec,
     images: ImageCache | None,
