@@ -264,18 +264,16 @@ class JobFollower:
         ns = self.user_ns if self.user_ns is not None else {}
         loaded: dict[str, Any] = {}
         for value in result.values:
+            failed: dict[str, Exception] = {}
             try:
-                loaded.update(values.unpack([value], self.client.fetch, namespace=ns))
-            except ModuleNotFoundError as err:
-                names = ", ".join(value.names) or value.name
-                print(
-                    f"remotecell: could not load {names} here: module {err.name!r} is not installed "
-                    "in this kernel",
-                    file=sys.stderr,
+                loaded.update(
+                    values.unpack([value], self.client.fetch, namespace=ns, errors=failed)
                 )
             except BlobNotFoundError as err:
                 names = ", ".join(n or "the cell's value" for n in value.names) or value.name
                 print(f"remotecell: could not load {names}: {err}", file=sys.stderr)
+            for name, error in failed.items():
+                print(f"remotecell: not brought back: {_unloadable(name, error)}", file=sys.stderr)
         if result.has_output:
             self.output = loaded.pop("", None)
         if self.user_ns is not None:
@@ -299,6 +297,17 @@ class JobFollower:
             kind=kind,
             job_id=self.job_id,
         )
+
+
+def _unloadable(name: str, error: Exception) -> str:
+    """Why a pulled name did not arrive, for the line naming it (the other names did)."""
+    label = "the cell's result" if name == "" else f"`{name}`"
+    if isinstance(error, ModuleNotFoundError):
+        return (
+            f"{label}: module {error.name!r} is not installed in this kernel; "
+            "install it here to bring the value back"
+        )
+    return f"{label}: it cannot be loaded in this kernel: {type(error).__name__}: {error}"
 
 
 def _render_display(display: pb.Display) -> None:
