@@ -26,7 +26,8 @@ from typing import IO, Any, TypeVar
 
 from remotecell._proto import pb
 from remotecell.client import transport
-from remotecell.client._async import AsyncClient, _Stream
+from remotecell.client._async import AsyncClient
+from remotecell.client._calls import _Stream
 from remotecell.client.config import Endpoint
 from remotecell.contract.values import Buffer
 
