@@ -406,6 +406,7 @@ class JobSpec(_message.Message):
     IMAGE_SPEC_FIELD_NUMBER: _builtins.int
     VOLUMES_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
+    WORKDIR_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """the cell body"""
     timeout_s: _builtins.float
@@ -443,6 +444,12 @@ class JobSpec(_message.Message):
         that an earlier one, or `env`, also sets).
         """
 
+    @_builtins.property
+    def workdir(self) -> Global___Workdir:
+        """The notebook's working directory, for relative paths (see `Workdir`); unset: the
+        runner's own directory.
+        """
+
     def __init__(
         self,
         *,
@@ -459,14 +466,82 @@ class JobSpec(_message.Message):
         image_spec: Global___ImageSpec | None = ...,
         volumes: _abc.Iterable[Global___VolumeMount] | None = ...,
         secrets: _abc.Iterable[Global___SecretRef] | None = ...,
+        workdir: Global___Workdir | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image_spec", b"image_spec", "resources", b"resources"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image_spec", b"image_spec", "resources", b"resources", "workdir", b"workdir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "session", b"session", "timeout_s", b"timeout_s", "volumes", b"volumes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "session", b"session", "timeout_s", b"timeout_s", "volumes", b"volumes", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
+
+@_typing.final
+class Workdir(_message.Message):
+    """Where a cell runs, so that relative paths resolve as they do in the notebook
+    (`remotecell.contract.workdir`). `path` is the kernel's cwd. Without `snapshot` the
+    runner shares the kernel's filesystem (the control plane said so in
+    `HealthReply.runners_share_filesystem`) and works in `path` itself; with it, the
+    runner works in a directory of its own holding `files`, a snapshot of the small files
+    below `path`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """absolute"""
+    snapshot: _builtins.bool
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkdirFile]:
+        """snapshot only"""
+
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        snapshot: _builtins.bool = ...,
+        files: _abc.Iterable[Global___WorkdirFile] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "path", b"path", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Workdir: _TypeAlias = Workdir  # noqa: Y015
+
+@_typing.final
+class WorkdirFile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    BLOB_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    EXECUTABLE_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """relative to the directory, "/"-separated"""
+    blob: _builtins.str
+    """the content's hash"""
+    size: _builtins.int
+    executable: _builtins.bool
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        blob: _builtins.str = ...,
+        size: _builtins.int = ...,
+        executable: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob", b"blob", "executable", b"executable", "path", b"path", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkdirFile: _TypeAlias = WorkdirFile  # noqa: Y015
 
 @_typing.final
 class JobEvent(_message.Message):
@@ -2229,6 +2304,7 @@ class HealthReply(_message.Message):
     JOBS_RUNNING_FIELD_NUMBER: _builtins.int
     JOBS_QUEUED_FIELD_NUMBER: _builtins.int
     HTTP_URL_FIELD_NUMBER: _builtins.int
+    RUNNERS_SHARE_FILESYSTEM_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     pid: _builtins.int
     started: _builtins.float
@@ -2243,6 +2319,10 @@ class HealthReply(_message.Message):
     jobs_queued: _builtins.int
     http_url: _builtins.str
     """the HTTP side (/metrics), "" when it is off"""
+    runners_share_filesystem: _builtins.bool
+    """Runners see this control plane's files at the same paths (the local executor): a
+    client that shares its blob directory (above) sends its cwd's path, not a snapshot.
+    """
     def __init__(
         self,
         *,
@@ -2255,10 +2335,11 @@ class HealthReply(_message.Message):
         jobs_running: _builtins.int = ...,
         jobs_queued: _builtins.int = ...,
         http_url: _builtins.str = ...,
+        runners_share_filesystem: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_dir", b"blob_dir", "blob_dir_id", b"blob_dir_id", "http_url", b"http_url", "jobs_queued", b"jobs_queued", "jobs_running", b"jobs_running", "pid", b"pid", "runners", b"runners", "started", b"started", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_dir", b"blob_dir", "blob_dir_id", b"blob_dir_id", "http_url", b"http_url", "jobs_queued", b"jobs_queued", "jobs_running", b"jobs_running", "pid", b"pid", "runners", b"runners", "runners_share_filesystem", b"runners_share_filesystem", "started", b"started", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

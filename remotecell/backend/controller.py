@@ -45,6 +45,7 @@ from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.state.blobs import spec_refs, value_refs
 from remotecell.backend.state.store import Store
 from remotecell.backend.volumes.store import VolumeStore
+from remotecell.contract import workdir
 from remotecell.contract.errors import ConfigError, ImageBuildError
 from remotecell.contract.events import is_end, is_sample
 from remotecell.contract.resources import GPURequest, cost_usd
@@ -192,6 +193,7 @@ class Controller:
                 mounts volumes that cannot be mounted.
         """
         GPURequest.from_proto(spec.resources.gpu)
+        workdir.check(spec.workdir)
         adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store)  # not to be stored
         admission.name_image(spec, self.default_image)
         admission.check_volumes(

@@ -43,6 +43,7 @@ class JobServicer:
             jobs_running=running,
             jobs_queued=queued,
             http_url=self.controller.http_url,
+            runners_share_filesystem=self.controller.executor.shares_host_filesystem,
         )
 
     async def Submit(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import traceback
 from concurrent.futures import Future
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Unicode
+from traitlets import Bool, Unicode
 
 from remotecell._proto import pb
 from remotecell.client import Client, connect
@@ -20,7 +21,7 @@ from remotecell.client.image_cell import parse_image_cell
 from remotecell.client.listing import state_name
 from remotecell.contract import values
 from remotecell.contract.errors import CellSyntaxError, ConfigError, RemoteCellError
-from remotecell.kernel_magics import _closure, _options
+from remotecell.kernel_magics import _closure, _options, _workdir
 from remotecell.kernel_magics._execution import JobFollower
 from remotecell.kernel_magics._job import RemoteJob
 
@@ -36,6 +37,12 @@ class RemoteMagics(Magics):
         "Empty: REMOTECELL_URL, else this user's embedded control plane.",
     )
     token = Unicode("", config=True, help="The control plane's token (with `url`).")
+    cwd_snapshot = Bool(
+        True,
+        config=True,
+        help="Copy the notebook's directory (its small files) to runners that do not see "
+        "it, so relative paths resolve as in the notebook (see .remotecellignore).",
+    )
 
     shell: Any
 
@@ -44,6 +51,7 @@ class RemoteMagics(Magics):
         self._client: Client | None = None
         self._connecting: Future[Client] | None = None
         self._lock = threading.Lock()
+        self._snapshots = _workdir.Snapshots()
 
     # -- the connection --------------------------------------------------------------
 
@@ -101,6 +109,9 @@ class RemoteMagics(Magics):
         client = self.client
         packed_blobs = spec[1]
         client.upload(packed_blobs)
+        notice = _workdir.offer(spec[0], client, self._snapshots, self.cwd_snapshot)
+        if notice:
+            sys.stderr.write(notice)
         events = client.submit(spec[0])
         if options.detach:
             first = next(events)

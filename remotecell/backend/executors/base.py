@@ -111,6 +111,9 @@ class Executor(ABC):
     """Starts and stops runner processes."""
 
     name: str = "base"
+    #: Its runners see the control plane's files at the same paths (a notebook's working
+    #: directory is then used in place; see ``remotecell.contract.workdir``).
+    shares_host_filesystem: bool = False
 
     @abstractmethod
     async def start(self, launch: RunnerLaunch) -> RunnerHandle:

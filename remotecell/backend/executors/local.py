@@ -60,6 +60,7 @@ class LocalExecutor(Executor):
     """
 
     name = "local"
+    shares_host_filesystem = True
     #: A template that died is replaced, but not sooner than this after it started.
     RESTART_AFTER = 5.0
 

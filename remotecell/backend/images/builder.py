@@ -171,7 +171,7 @@ def step_failed(spec: pb.ImageSpec, index: int, reason: str, output: str = "") -
 
 #: remotecell's own dependencies that a runner does not need (secrets are decrypted by
 #: the control plane only).
-NOT_FOR_RUNNERS = {"uv", "cryptography"}
+NOT_FOR_RUNNERS = {"uv", "cryptography", "pathspec"}  # pathspec: the kernel's snapshots only
 
 
 def runtime_requirements(python: str) -> list[str]:

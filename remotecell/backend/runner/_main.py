@@ -16,6 +16,7 @@ from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._link import Link
 from remotecell.backend.runner._sampler import Sampler
 from remotecell.backend.runner._volumes import RunnerVolumes
+from remotecell.backend.runner._workdir import RunnerWorkdir
 from remotecell.client import Client
 from remotecell.client.config import Endpoint
 
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for cancel in early:
         shell.interrupt(cancel)
     blobs = Client(endpoint)
+    workdir = RunnerWorkdir(blobs.fetch)
     volumes.connect(blobs)
     sampler = Sampler(hello.gpu_uuids)
     signal.signal(signal.SIGTERM, lambda *_: link.instructions.put(None))
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 sampler.watch(link.emit)
                 try:
-                    finished = volumes.run_task(emit, run)
+                    finished = volumes.run_task(emit, workdir.around(ins.task, run))
                 except KeyboardInterrupt:  # a cancel's interrupt, late, as the cell ended
                     finished = pb.Finished(state=pb.CANCELLED, message="cancelled as it ended")
                 finally:
@@ -114,4 +116,5 @@ def main(argv: list[str] | None = None) -> int:
         sampler.close()
         link.close()
         blobs.close()
+        workdir.close()
     return 0

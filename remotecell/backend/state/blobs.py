@@ -28,6 +28,7 @@ import fsspec
 import xxhash
 
 from remotecell._proto import pb
+from remotecell.contract import workdir
 from remotecell.contract.blobs import ID_FILE, blob_relpath
 
 CHUNK = 4 * 1024 * 1024
@@ -43,6 +44,7 @@ def spec_refs(spec: pb.JobSpec) -> list[str]:
     """The blobs a job's spec names: its closure's and its image's local files."""
     refs = value_refs(spec.closure)
     refs.extend(step.blob for step in spec.image_spec.steps if step.blob)
+    refs.extend(workdir.blob_refs(spec.workdir))
     return refs
 
 
