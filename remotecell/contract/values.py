@@ -18,6 +18,9 @@ others from arriving (``unpack(..., errors=)``):
   classes with ``__slots__`` arrive working. It is tagged with an id, so a class that
   comes back (with an instance made on the runner) is the notebook's own class again,
   and one made on the runner stays one class in the notebook, whatever it is sent with;
+* objects that stand for the process they are in (its IPython shell, display publisher
+  and hook, ``sys.stdout``/``sys.stderr``) travel by reference and load as the other
+  side's own, and a display handle travels as its display id (``_process``);
 * large buffers leave the pickle stream as out-of-band buffers and travel as
   content-addressed blobs, so a buffer the control plane already has is never sent
   again: NumPy arrays anywhere in a value (and so pandas frames), PyTorch tensors (so a
@@ -62,6 +65,12 @@ from remotecell.contract._by_value import (
     reduce_class,
     reduce_tensor,
 )
+from remotecell.contract._process import (  # ProcessStream: what a runner's streams pickle as
+    ProcessStream,  # noqa: F401
+    known_objects,
+    process_object,
+    type_reducers,
+)
 from remotecell.contract.errors import ClosureError
 
 #: A pickle stream larger than this is stored as a blob instead of inline in the spec.
@@ -94,14 +103,23 @@ def type_name(obj: Any) -> str:
 
 
 class _Pickler(pickle.Pickler):
-    """The C pickler, with notebook-defined code by value and modules by name."""
+    """The C pickler, with notebook-defined code by value, modules by name, and this
+    process's shell and streams by reference (``_process``)."""
+
+    def __init__(self, file: io.BytesIO, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._reducers = {**REDUCERS, **type_reducers()}
+        self._known = known_objects()
 
     def reducer_override(self, obj: Any) -> Any:
         # Called for nearly every object: one lookup by type settles most of them.
         cls = type(obj)
-        reduce = REDUCERS.get(cls)
+        reduce = self._reducers.get(cls)
         if reduce is not None:
-            return reduce(obj)
+            reduced = reduce(obj)
+            if reduced is NotImplemented and id(obj) in self._known:  # get_ipython, bound
+                return process_object, (self._known[id(obj)],)
+            return reduced
         if isinstance(obj, type):
             return reduce_class(obj) if obj.__module__ == "__main__" else NotImplemented
         module = cls.__module__
@@ -116,7 +134,8 @@ class _Pickler(pickle.Pickler):
             return importlib.import_module, (obj.__name__,)
         if isinstance(obj, (property, staticmethod, classmethod)):  # a subclass of one
             return REDUCERS[next(b for b in cls.__mro__ if b in REDUCERS)](obj)
-        return NotImplemented
+        name = self._known.get(id(obj))
+        return NotImplemented if name is None else (process_object, (name,))
 
 
 def _dumps(obj: Any, blobs: dict[str, memoryview], hashes: list[str]) -> bytes:

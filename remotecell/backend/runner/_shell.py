@@ -90,6 +90,10 @@ class _EventWriter:
     def closed(self) -> bool:
         return False
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A cell's sys.stdout (kept in a value, a default) is the other side's sys.stdout.
+        return values.ProcessStream, ("stdout" if self._name == pb.Stream.STDOUT else "stderr",)
+
 
 def _jsonable_bundle(data: dict[str, Any]) -> dict[str, Any]:
     # Binary MIME data (PNG from matplotlib) travels base64-encoded, as Jupyter expects.
