@@ -559,6 +559,7 @@ class JobEvent(_message.Message):
     FINISHED_FIELD_NUMBER: _builtins.int
     BUILD_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    INPUT_REQUEST_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     seq: _builtins.int
     """0, 1, 2, ... with no gaps, per job. `metrics` samples are the exception: they
@@ -585,6 +586,8 @@ class JobEvent(_message.Message):
     def build(self) -> Global___Build: ...
     @_builtins.property
     def metrics(self) -> Global___Metrics: ...
+    @_builtins.property
+    def input_request(self) -> Global___InputRequest: ...
     def __init__(
         self,
         *,
@@ -600,16 +603,106 @@ class JobEvent(_message.Message):
         finished: Global___Finished | None = ...,
         build: Global___Build | None = ...,
         metrics: Global___Metrics | None = ...,
+        input_request: Global___InputRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "metrics", b"metrics", "result", b"result", "status", b"status", "stream", b"stream"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "input_request", b"input_request", "metrics", b"metrics", "result", b"result", "status", b"status", "stream", b"stream"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "job_id", b"job_id", "metrics", b"metrics", "result", b"result", "seq", b"seq", "status", b"status", "stream", b"stream", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "input_request", b"input_request", "job_id", b"job_id", "metrics", b"metrics", "result", b"result", "seq", b"seq", "status", b"status", "stream", b"stream", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["accepted", "status", "stream", "display", "result", "error", "finished", "build", "metrics"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["accepted", "status", "stream", "display", "result", "error", "finished", "build", "metrics", "input_request"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class InputRequest(_message.Message):
+    """The cell called `input()` (or `getpass()`, `password`) and waits for the answer
+    (`AnswerInput`, with this event's seq). The job stays RUNNING.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPT_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    ANSWERED_FIELD_NUMBER: _builtins.int
+    prompt: _builtins.str
+    password: _builtins.bool
+    """ask without echo"""
+    answered: _builtins.bool
+    """Set by the control plane on a request that no longer waits (answered, or its job
+    ended) when it is sent again, as in a replay: a follower asks nothing.
+    """
+    def __init__(
+        self,
+        *,
+        prompt: _builtins.str = ...,
+        password: _builtins.bool = ...,
+        answered: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered", b"answered", "password", b"password", "prompt", b"prompt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputRequest: _TypeAlias = InputRequest  # noqa: Y015
+
+@_typing.final
+class InputAnswer(_message.Message):
+    """The answer to a cell's input request: from the notebook (`AnswerInput`), and from
+    the control plane on to the job's runner.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    EOF_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    seq: _builtins.int
+    """the `input_request` event's"""
+    text: _builtins.str
+    """what the user typed (may be a password: never stored)"""
+    refused: _builtins.str
+    """Where the notebook cannot ask: the message of the StdinNotImplementedError its own
+    `input()` raised (the front end allows no input), which the cell's raises too.
+    """
+    eof: _builtins.bool
+    """the notebook's `input()` met the end of its input: EOFError"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        text: _builtins.str = ...,
+        refused: _builtins.str = ...,
+        eof: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eof", b"eof", "job_id", b"job_id", "refused", b"refused", "seq", b"seq", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputAnswer: _TypeAlias = InputAnswer  # noqa: Y015
+
+@_typing.final
+class AnswerInputReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnswerInputReply: _TypeAlias = AnswerInputReply  # noqa: Y015
 
 @_typing.final
 class Metrics(_message.Message):
@@ -2544,24 +2637,30 @@ class RunnerInstruction(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
     SHUTDOWN_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def task(self) -> Global___Task: ...
     @_builtins.property
     def cancel(self) -> Global___CancelTask: ...
     @_builtins.property
     def shutdown(self) -> Global___Shutdown: ...
+    @_builtins.property
+    def answer(self) -> Global___InputAnswer:
+        """for the current task's waiting input request"""
+
     def __init__(
         self,
         *,
         task: Global___Task | None = ...,
         cancel: Global___CancelTask | None = ...,
         shutdown: Global___Shutdown | None = ...,
+        answer: Global___InputAnswer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "cancel", b"cancel", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "cancel", b"cancel", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["task", "cancel", "shutdown"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["task", "cancel", "shutdown", "answer"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -54,6 +54,11 @@ class ControlPlaneStub:
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.CancelRequest.SerializeToString,
                 response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.CancelReply.FromString,
                 _registered_method=True)
+        self.AnswerInput = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/AnswerInput',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.InputAnswer.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.AnswerInputReply.FromString,
+                _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/remotecell.v1.ControlPlane/ListJobs',
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.ListJobsRequest.SerializeToString,
@@ -194,6 +199,14 @@ class ControlPlaneServicer:
 
     def Cancel(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnswerInput(self, request, context):
+        """Answers a running cell's `input()` or `getpass()` (an `input_request` event):
+        the job must be waiting for it. The text is handed to the runner, never stored.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -372,6 +385,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.CancelRequest.FromString,
                     response_serializer=remotecell_dot___proto_dot_remotecell__pb2.CancelReply.SerializeToString,
+            ),
+            'AnswerInput': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnswerInput,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.InputAnswer.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.AnswerInputReply.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
@@ -592,6 +610,33 @@ class ControlPlane:
             '/remotecell.v1.ControlPlane/Cancel',
             remotecell_dot___proto_dot_remotecell__pb2.CancelRequest.SerializeToString,
             remotecell_dot___proto_dot_remotecell__pb2.CancelReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnswerInput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/AnswerInput',
+            remotecell_dot___proto_dot_remotecell__pb2.InputAnswer.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.AnswerInputReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from remotecell._proto import pb
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerLaunch
 from remotecell.backend.images.builder import BuiltImage, is_progress
-from remotecell.backend.jobs import admission
+from remotecell.backend.jobs import admission, stdin
 from remotecell.backend.jobs.active import ActiveJob, ControllerConfig, gpu_listing
 from remotecell.backend.jobs.log import JobLog, JobNotFound
 from remotecell.backend.jobs.pools import runner_pool
@@ -347,7 +347,7 @@ class Controller:
 
     def _retrying(self, ins: lc.Retrying) -> None:
         job = self.jobs[ins.job_id]
-        job.state, job.runner_id, job.last_error_kind = pb.QUEUED, "", -1
+        job.state, job.runner_id, job.last_error_kind, job.input_seq = pb.QUEUED, "", -1, None
         self.log.retrying(job.feed, ins.attempt, ins.message, ins.delay, job.spec.retries)
 
     def _ended(self, ins: lc.JobEnded) -> None:
@@ -429,6 +429,7 @@ class Controller:
             job.last_error_kind = event.error.kind
         if event.HasField("result"):
             self.touch_blobs(value_refs(event.result.values))
+        stdin.observe(job, event)
         self.log.record(job.feed, event)
 
     @staticmethod

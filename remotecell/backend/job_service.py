@@ -14,6 +14,7 @@ import grpc
 import remotecell
 from remotecell._proto import pb
 from remotecell.backend.controller import Controller, JobNotFound
+from remotecell.backend.jobs import stdin
 from remotecell.backend.state.blobs import BlobStore, spec_refs
 from remotecell.contract.errors import ConfigError
 
@@ -23,7 +24,8 @@ def _not_found(job_id: str) -> str:
 
 
 class JobServicer:
-    """Health, Submit, Attach, Cancel, ListJobs, GetJob, ListGPUs, RunnerSession."""
+    """Health, Submit, Attach, Cancel, AnswerInput, ListJobs, GetJob, ListGPUs,
+    RunnerSession."""
 
     def __init__(self, controller: Controller, blobs: BlobStore) -> None:
         self.controller = controller
@@ -63,14 +65,14 @@ class JobServicer:
         except ConfigError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         async for batch in self.controller.follow(job_id):
-            yield pb.JobEvents(events=batch)
+            yield pb.JobEvents(events=stdin.live(self.controller.jobs, batch))
 
     async def Attach(
         self, request: pb.AttachRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JobEvents]:
         try:
             async for batch in self.controller.follow(request.job_id, request.from_seq):
-                yield pb.JobEvents(events=batch)
+                yield pb.JobEvents(events=stdin.live(self.controller.jobs, batch))
         except JobNotFound:
             await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
 
@@ -82,6 +84,18 @@ class JobServicer:
         except JobNotFound:
             await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
         return pb.CancelReply(state=state, was_running=was_running)  # type: ignore[arg-type]
+
+    async def AnswerInput(
+        self, request: pb.InputAnswer, context: grpc.aio.ServicerContext
+    ) -> pb.AnswerInputReply:
+        job = self.controller.jobs.get(request.job_id)
+        if job is None and self.controller.store.get_job(request.job_id) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
+        try:
+            stdin.answer(job, request, self.controller.sessions.send)
+        except stdin.AnswerRefused as err:
+            await context.abort(getattr(grpc.StatusCode, err.code), str(err))
+        return pb.AnswerInputReply()
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext

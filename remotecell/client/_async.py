@@ -153,6 +153,13 @@ class AsyncClient:
     async def cancel(self, job_id: str, reason: str = "") -> pb.CancelReply:
         return await self._unary("Cancel", pb.CancelRequest(job_id=job_id, reason=reason))
 
+    async def answer_input(
+        self, job_id: str, seq: int, text: str = "", refused: str = "", eof: bool = False
+    ) -> None:
+        """Answers the cell's input request, the job's event ``seq`` (see ``pb.InputAnswer``)."""
+        answer = pb.InputAnswer(job_id=job_id, seq=seq, text=text, refused=refused, eof=eof)
+        await self._unary("AnswerInput", answer)
+
     def submit(self, spec: pb.JobSpec) -> AsyncIterator[pb.JobEvent]:
         """Submits a job and follows it: the first event names the job; the stream resumes
         by itself if the control plane restarts."""

@@ -243,6 +243,12 @@ class Client:
     def cancel(self, job_id: str, reason: str = "") -> pb.CancelReply:
         return _finish(self._core.cancel(job_id, reason))
 
+    def answer_input(
+        self, job_id: str, seq: int, text: str = "", refused: str = "", eof: bool = False
+    ) -> None:
+        """Answers the running cell's input request (see ``AsyncClient.answer_input``)."""
+        _finish(self._core.answer_input(job_id, seq, text, refused, eof))
+
     def submit(self, spec: pb.JobSpec) -> EventStream:
         """Submits a job and follows it: the first event names the job; the stream resumes
         by itself if the control plane restarts."""

@@ -24,6 +24,7 @@ Body: TypeAlias = (
     | pb.Finished
     | pb.Build
     | pb.Metrics
+    | pb.InputRequest
 )
 
 #: The oneof field of each body message, by the message's full name.

@@ -23,6 +23,7 @@ from remotecell.contract.errors import (
     RemoteError,
 )
 from remotecell.contract.events import is_end
+from remotecell.kernel_magics import _stdin
 from remotecell.widgets._monitor_state import MonitorState
 
 #: A job still queued after this long says why (starting a runner, waiting for one).
@@ -166,6 +167,8 @@ class JobFollower:
             self.error = event.error
         elif kind == "build":
             self._build_line(event.build)
+        elif kind == "input_request":
+            _stdin.answer(self.client, event)
         if kind not in ("build", "accepted", "metrics"):
             self._end_build_tail()
         return is_end(event)

@@ -60,6 +60,8 @@ class ActiveJob:
     price: float | None = 0.0
     #: The runner's ``finished`` event while the lifecycle decides what it means.
     finished: pb.JobEvent | None = None
+    #: The seq of the input request the running cell waits on (``jobs/stdin.py``).
+    input_seq: int | None = None
 
     @property
     def pool(self) -> Pool:

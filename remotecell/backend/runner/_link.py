@@ -38,10 +38,13 @@ class Link:
         hello: pb.RunnerHello,
         on_cancel: Callable[[pb.CancelTask], None],
         orphan_timeout: float = 120.0,
+        on_answer: Callable[[pb.InputAnswer], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.hello = hello
         self.on_cancel = on_cancel
+        #: Answers to the running cell's input requests (``_stdin.py``).
+        self.on_answer = on_answer
         self.orphan_timeout = orphan_timeout
         #: Tasks and shutdowns for the main thread; None means "stop".
         self.instructions: queue.SimpleQueue[pb.RunnerInstruction | None] = queue.SimpleQueue()
@@ -106,6 +109,9 @@ class Link:
                 async for ins in call:
                     if ins.HasField("cancel"):
                         self.on_cancel(ins.cancel)
+                    elif ins.HasField("answer"):
+                        if self.on_answer is not None:
+                            self.on_answer(ins.answer)
                     else:
                         self.instructions.put(ins)
                         if ins.HasField("shutdown"):

@@ -15,6 +15,7 @@ from remotecell.backend.runner import launch
 from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._link import Link
 from remotecell.backend.runner._sampler import Sampler
+from remotecell.backend.runner._stdin import RemoteStdin
 from remotecell.backend.runner._volumes import RunnerVolumes
 from remotecell.backend.runner._workdir import RunnerWorkdir
 from remotecell.client import Client
@@ -72,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         shell_box[0].interrupt(cancel)
 
     # Connect first, then import IPython while the hello travels: both take a while.
-    link = Link(endpoint, hello, on_cancel, orphan_timeout=args.orphan_timeout)
+    stdin = RemoteStdin()
+    link = Link(
+        endpoint, hello, on_cancel, orphan_timeout=args.orphan_timeout, on_answer=stdin.answer
+    )
     from remotecell.backend.runner._shell import CellShell
 
     shell = CellShell(capture)
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 sampler.watch(link.emit)
                 try:
-                    finished = volumes.run_task(emit, workdir.around(ins.task, run))
+                    with stdin.serving(ins.task.job_id, emit, _flush_output):
+                        finished = volumes.run_task(emit, workdir.around(ins.task, run))
                 except KeyboardInterrupt:  # a cancel's interrupt, late, as the cell ended
                     finished = pb.Finished(state=pb.CANCELLED, message="cancelled as it ended")
                 finally:
@@ -118,3 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         blobs.close()
         workdir.close()
     return 0
+
+
+def _flush_output() -> None:
+    # The cell's sys.stdout and sys.stderr while it runs: what it printed before a prompt.
+    sys.stdout.flush()
+    sys.stderr.flush()

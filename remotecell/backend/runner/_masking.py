@@ -82,6 +82,8 @@ class MaskedEmit:
             )
         if isinstance(part, pb.Finished):
             return pb.Finished(state=part.state, message=mask(part.message))
+        if isinstance(part, pb.InputRequest):
+            return pb.InputRequest(prompt=mask(part.prompt), password=part.password)
         if isinstance(part, pb.Result):
             masked = pb.Result()
             masked.CopyFrom(part)
