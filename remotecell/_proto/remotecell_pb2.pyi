@@ -1000,7 +1000,14 @@ class Result(_message.Message):
     VALUES_FIELD_NUMBER: _builtins.int
     HAS_OUTPUT_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
+    OUTPUT_DATA_JSON_FIELD_NUMBER: _builtins.int
+    OUTPUT_METADATA_JSON_FIELD_NUMBER: _builtins.int
     has_output: _builtins.bool
+    output_data_json: _builtins.str
+    """The cell's value as the runner's IPython formats it (MIME bundle and metadata, as
+    JSON), set with `has_output`: the notebook shows it as the cell's Out.
+    """
+    output_metadata_json: _builtins.str
     @_builtins.property
     def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___Value]:
         """The pulled names, in one NAMESPACE value (plus MODULE values); the cell's last
@@ -1017,10 +1024,12 @@ class Result(_message.Message):
         values: _abc.Iterable[Global___Value] | None = ...,
         has_output: _builtins.bool = ...,
         skipped: _abc.Iterable[_builtins.str] | None = ...,
+        output_data_json: _builtins.str = ...,
+        output_metadata_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_output", b"has_output", "skipped", b"skipped", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_output", b"has_output", "output_data_json", b"output_data_json", "output_metadata_json", b"output_metadata_json", "skipped", b"skipped", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

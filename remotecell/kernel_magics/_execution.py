@@ -24,6 +24,7 @@ from remotecell.contract.errors import (
 )
 from remotecell.contract.events import is_end
 from remotecell.kernel_magics import _stdin
+from remotecell.kernel_magics._monitor_view import MonitorView
 from remotecell.widgets._monitor_state import MonitorState
 
 #: A job still queued after this long says why (starting a runner, waiting for one).
@@ -45,21 +46,33 @@ _ERROR_KINDS = {
 
 
 class JobFollower:
-    """Renders one job's events into the current cell's output."""
+    """Renders one job's events into the current cell's output.
 
-    def __init__(self, client: Client, user_ns: dict[str, Any] | None) -> None:
+    With ``shell`` (the notebook's), the cell's value shows as the runner formatted it,
+    as the cell's Out (``output_shown``), at the place a local run shows it; ``monitor``
+    is the monitor mode (``_monitor_view.MODES``).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        user_ns: dict[str, Any] | None,
+        shell: Any = None,
+        monitor: str = "full",
+    ) -> None:
         self.client = client
         self.user_ns = user_ns
+        self.shell = shell
         self.job_id = ""
         self.output: Any = None
+        #: Whether the cell's value was shown as its Out already (the caller returns None).
+        self.output_shown = False
         self.error: pb.Error | None = None
         #: What the job monitor shows: where the job is, its readings, what it has cost.
         self.progress = MonitorState()
         #: The job's telemetry: the last reading and a summary (peak memory, mean use).
         self.metrics = self.progress.metrics
-        self._monitor: Any = None  # the JobMonitor widget, once shown
-        self._monitor_tried = False
-        self._monitor_id = f"remotecell-monitor-{id(self)}"
+        self._view = MonitorView(monitor, self.progress, f"remotecell-monitor-{id(self)}")
         self._named_gpus = False
         self._running = False
         self._pending_status = ""
@@ -76,7 +89,7 @@ class JobFollower:
         """
         try:
             if self.job_id:
-                self._show_monitor()
+                self._view.show()
             while True:
                 try:
                     event = events.next(timeout=0.25)
@@ -87,20 +100,20 @@ class JobFollower:
                     ) from None
                 if event is None:
                     self._maybe_show_status()
-                    if self._monitor is not None:
-                        self._monitor.tick()
+                    self._view.tick()
                     continue
                 if self._handle(event):
                     return self._finish(event.finished)
         except KeyboardInterrupt:
-            self._cancel(events)
+            if self._cancel(events):
+                raise _interrupted(self.job_id, self.progress.state) from None
             raise
         finally:
             events.close()
-            if self._monitor is not None:
-                self._monitor.flush()
+            self._view.flush()
 
-    def _cancel(self, events: EventStream) -> None:
+    def _cancel(self, events: EventStream) -> bool:
+        """Cancels the job; True once asked (the job's id is known)."""
         # Interrupted before the job's id came back: it is on its way (the control plane
         # sends it first), and the job must not run on unseen.
         deadline = time.monotonic() + CANCEL_WAIT
@@ -112,20 +125,21 @@ class JobFollower:
         except (StopIteration, KeyboardInterrupt, RemoteCellError):
             pass
         if not self.job_id:
-            return
+            return False
         try:
             self.client.cancel(self.job_id, "interrupted in the notebook")
         except RemoteCellError as err:
             print(f"remotecell: could not cancel {self.job_id}: {err}", file=sys.stderr)
-            return
+            return False
         deadline = time.monotonic() + CANCEL_WAIT
         try:
             while time.monotonic() < deadline:
                 event = events.next(timeout=0.25)
                 if event is not None and self._handle(event):
-                    return
+                    break
         except (StopIteration, KeyboardInterrupt, RemoteCellError):
-            return
+            pass
+        return True
 
     # -- events ----------------------------------------------------------------------
 
@@ -134,14 +148,14 @@ class JobFollower:
         self.progress.add(event)
         ended = self._render(event)
         if self.job_id:
-            self._show_monitor()
-        if self._monitor is not None:
+            self._view.show()
+        if self._view.shown is not None:
             if event.HasField("metrics"):
                 self._name_gpus()
             if ended:
-                self._end_monitor()
+                self._view.end()
             else:
-                self._monitor.tick()
+                self._view.tick()
         return ended
 
     def _render(self, event: pb.JobEvent) -> bool:
@@ -149,16 +163,18 @@ class JobFollower:
         if kind == "accepted":
             self.job_id = event.job_id
         elif kind == "stream":
+            self._view.before_output()
             out = sys.stdout if event.stream.name == pb.Stream.STDOUT else sys.stderr
             out.write(event.stream.text)
             out.flush()
         elif kind == "display":
-            _render_display(event.display)
-            if event.display.clear and self._monitor is not None:
-                # The cell cleared its output: the monitor comes back first.
-                from IPython.display import display
-
-                display(self._monitor, display_id=self._monitor_id)
+            if event.display.clear:
+                _render_display(event.display)
+                self._view.cleared(event.display.clear_wait)
+            else:
+                if not event.display.update:
+                    self._view.before_output()
+                _render_display(event.display)
         elif kind == "status":
             self._status(event.status)
         elif kind == "result":
@@ -175,33 +191,6 @@ class JobFollower:
 
     # -- the job monitor ---------------------------------------------------------------
 
-    def _show_monitor(self) -> None:
-        """Shows the job's monitor in the cell, where a front end can show widgets: in a
-        Jupyter kernel (a terminal IPython keeps the plain status lines)."""
-        if self._monitor_tried:
-            return
-        self._monitor_tried = True
-        from IPython import get_ipython
-
-        if getattr(get_ipython(), "kernel", None) is None:
-            return
-        from IPython.display import display
-
-        try:
-            from remotecell.widgets import JobMonitor
-        except ImportError:  # anywidget missing from this kernel: the status lines remain
-            return
-        self._monitor = JobMonitor(self.progress)
-        display(self._monitor, display_id=self._monitor_id)
-
-    def _end_monitor(self) -> None:
-        """The final sync, and the final text for front ends that keep only text (nbclient
-        records a display's text/plain as shown, and updates it on update_display)."""
-        from IPython.display import update_display
-
-        self._monitor.flush()
-        update_display(self._monitor, display_id=self._monitor_id)
-
     def _name_gpus(self) -> None:
         """Model names (and types, for the cost) of the job's GPUs from the inventory, once."""
         if self._named_gpus or not self.progress.unnamed_gpus():
@@ -216,6 +205,8 @@ class JobFollower:
     def _build_line(self, build: pb.Build) -> None:
         """Build progress lines stay in the output; the tools' output shows as a tail of
         the last few lines, updated in place, that goes away when the build ends."""
+        if self._view.mode == "off":
+            return
         if build.progress:
             print(f"remotecell: {build.line}", file=sys.stderr)
             return
@@ -245,15 +236,16 @@ class JobFollower:
         if status.state == pb.RUNNING:
             self._running = True
             self._pending_status = ""
-        elif status.attempt:  # a retry: always worth saying
-            print(f"remotecell: {status.message}", file=sys.stderr)
+        elif status.attempt:  # a retry: always worth saying (unless the monitor is off)
+            if self._view.mode != "off":
+                print(f"remotecell: {status.message}", file=sys.stderr)
         else:
             self._running = False
             self._pending_status = status.message
 
     def _maybe_show_status(self) -> None:
         if (
-            self._monitor is None  # the monitor says where the job is
+            not self._view.quiet  # the monitor says where the job is, or nothing should
             and self._pending_status
             and not self._running
             and time.monotonic() - self._since > STATUS_AFTER
@@ -277,10 +269,15 @@ class JobFollower:
                 print(f"remotecell: could not load {names}: {err}", file=sys.stderr)
             for name, error in failed.items():
                 print(f"remotecell: not brought back: {_unloadable(name, error)}", file=sys.stderr)
+        has_value = result.has_output and "" in loaded
         if result.has_output:
             self.output = loaded.pop("", None)
         if self.user_ns is not None:
             self.user_ns.update(loaded)
+        if result.output_data_json and self.shell is not None:
+            self._view.before_output()
+            _show_out(self.shell, result, self.output, has_value)
+            self.output_shown = True
 
     def _finish(self, finished: pb.Finished) -> Any:
         if finished.state == pb.SUCCEEDED:
@@ -300,6 +297,33 @@ class JobFollower:
             kind=kind,
             job_id=self.job_id,
         )
+
+
+def _show_out(shell: Any, result: pb.Result, value: Any, has_value: bool) -> None:
+    """Shows the cell's Out as the runner formatted it, through the notebook's display
+    hook (as ``DisplayHook.__call__`` does), so ``Out``, ``_`` and the execution's
+    result are the pulled value (where it could be loaded)."""
+    hook = shell.displayhook
+    hook.start_displayhook()
+    hook.write_output_prompt()
+    if has_value:
+        hook.update_user_ns(value)
+        hook.fill_exec_result(value)
+    data = json.loads(result.output_data_json)
+    hook.write_format_data(data, json.loads(result.output_metadata_json or "{}"))
+    hook.log_output(data)
+    hook.finish_displayhook()
+
+
+def _interrupted(job_id: str, state: str) -> KeyboardInterrupt:
+    """The KeyboardInterrupt of a cell interrupted in the notebook, shown as one line
+    (which job, and that it was cancelled) instead of remotecell's frames. It stays a
+    KeyboardInterrupt, as a local cell's is; IPython shows ``_render_traceback_``."""
+    said = "cancelled" if state == "cancelled" else "asked to cancel"
+    line = f"KeyboardInterrupt: job {job_id} {said} (interrupted in the notebook)"
+    err = KeyboardInterrupt(f"job {job_id} {said}")
+    err._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]
+    return err
 
 
 def _unloadable(name: str, error: Exception) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Bool, Unicode
+from traitlets import Bool, CaselessStrEnum, Unicode
 
 from remotecell._proto import pb
 from remotecell.client import Client, connect
@@ -21,7 +21,7 @@ from remotecell.client.image_cell import parse_image_cell
 from remotecell.client.listing import state_name
 from remotecell.contract import values
 from remotecell.contract.errors import CellSyntaxError, ConfigError, RemoteCellError
-from remotecell.kernel_magics import _closure, _options, _workdir
+from remotecell.kernel_magics import _closure, _monitor_view, _options, _workdir
 from remotecell.kernel_magics._execution import JobFollower
 from remotecell.kernel_magics._job import RemoteJob
 
@@ -37,6 +37,14 @@ class RemoteMagics(Magics):
         "Empty: REMOTECELL_URL, else this user's embedded control plane.",
     )
     token = Unicode("", config=True, help="The control plane's token (with `url`).")
+    monitor = CaselessStrEnum(
+        _monitor_view.MODES,
+        "full",
+        config=True,
+        help='The job monitor in each %%remote cell\'s output: "full" (a live widget), '
+        '"compact" (one line of text) or "off" (nothing: the saved outputs are those of a '
+        "local run). A cell's monitor= option overrides it.",
+    )
     cwd_snapshot = Bool(
         True,
         config=True,
@@ -117,7 +125,15 @@ class RemoteMagics(Magics):
             first = next(events)
             events.close()
             return RemoteJob(first.job_id, client, self.shell.user_ns)
-        return JobFollower(client, self.shell.user_ns).follow(events)
+        return self._follow(client, events, options.monitor or self.monitor)
+
+    def _follow(self, client: Client, events: Any, monitor: str, job_id: str = "") -> Any:
+        """Follows a job in this cell; its value is the cell's Out as the runner formatted
+        it (shown by the follower, so the magic returns None), else the value itself."""
+        follower = JobFollower(client, self.shell.user_ns, shell=self.shell, monitor=monitor)
+        follower.job_id = job_id
+        value = follower.follow(events)
+        return None if follower.output_shown else value
 
     def _spec(self, cell: str, options: _options.RemoteOptions) -> tuple[pb.JobSpec, dict]:
         source = _closure.python_source(cell, self.shell)
@@ -199,7 +215,8 @@ class RemoteMagics(Magics):
     def remote_attach(self, line: str) -> Any:
         """Replay a job's output and bring its results back: ``%remote_attach JOB``."""
         job_id = _job_arg(line, "%remote_attach JOB")
-        return RemoteJob(job_id, self.client, self.shell.user_ns).result()
+        client = self.client
+        return self._follow(client, client.attach(job_id), self.monitor, job_id)
 
     @line_magic
     def remote_cancel(self, line: str) -> None:

@@ -46,6 +46,7 @@ class RemoteOptions:
     secrets: list[Secret] = field(default_factory=list)
     #: Checked, by path; their volume ids are the control plane's to find.
     volumes: tuple[Mount, ...] = ()
+    monitor: str | None = None  # None: RemoteMagics.monitor
 
 
 #: More retries than this is a mistake (and the wire's uint32 has a limit too).
@@ -65,7 +66,11 @@ OPTIONS = {
     "gpu": 'GPUs: "H100", "H100:2", "any", or fallbacks in order such as ["H100", "A100-80GB"]',
     "secrets": "secrets for the cell's environment (a list of remotecell.Secret)",
     "volumes": 'volumes to mount: a dict of absolute paths to remotecell.Volume, such as {"/models": weights}',
+    "monitor": 'the job monitor in the output: "full", "compact" (one line) or "off" (none)',
 }
+
+#: The monitor modes (``_monitor_view.MODES``).
+MONITOR_MODES = ("full", "compact", "off")
 
 
 def valid_options() -> str:
@@ -237,6 +242,10 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
         options.secrets = _secrets(value, source)
     elif key == "volumes":
         options.volumes = _volumes(value, source)
+    elif key == "monitor":
+        if not isinstance(value, str) or value.lower() not in MONITOR_MODES:
+            raise _bad(key, source, value)
+        options.monitor = value.lower()
 
 
 def _is_name(value: Any) -> bool:

@@ -117,3 +117,27 @@ def test_a_gpu_job_reports_its_own_gpu(make_control_plane, monkeypatch):
     assert gpu.HasField("utilization") and gpu.HasField("temperature_c")
     assert summary.gpus[gpu.uuid].peak_memory_used == cards[1].memory_used
     assert summary.gpus[gpu.uuid].mean_utilization == pytest.approx(cards[1].utilization)
+
+
+def test_no_cpu_figure_exceeds_the_runners_cores_for_short_jobs(client):
+    """Short jobs once read 2647% on a 2-core machine: the first reading came right after
+    CPU use was primed, a division by a sliver of time."""
+    import psutil
+
+    from remotecell.widgets._monitor_state import MonitorState
+
+    bound = 100 * (psutil.cpu_count() or 1)
+    busy = "import time\nend = time.perf_counter() + {}\nwhile time.perf_counter() < end: pass"
+    readings: list[float] = []
+    for seconds in [0.05] * 40 + [0.7]:
+        state = MonitorState()
+        for event in client.submit(pb.JobSpec(code=busy.format(seconds))):
+            state.add(event)
+            if event.HasField("metrics"):
+                readings.append(event.metrics.cpu_percent)
+        summary = state.snapshot(time.time())["summary"]
+        assert summary["state"] == "succeeded"
+        if summary["samples"]:
+            assert summary["peak_cpu_percent"] <= bound, (summary, bound)
+            assert summary["mean_cpu_percent"] <= bound, (summary, bound)
+    assert readings and all(0 <= r <= bound for r in readings), (readings, bound)

@@ -71,6 +71,10 @@ def test_interrupting_the_kernel_cancels_the_job_and_the_runner_survives(kernel,
 
     assert run.reply["status"] == "error"
     assert run.error["ename"] == "KeyboardInterrupt"
+    # One line saying what became of the job, not remotecell's frames.
+    assert run.error["traceback"] == [
+        f"KeyboardInterrupt: job {job.job_id} cancelled (interrupted in the notebook)"
+    ]
     info = client.get_job(job.job_id)
     assert info.state == pb.CANCELLED, info
     assert "interrupted in the notebook" in info.message

@@ -48,6 +48,7 @@ class Sampler:
     def __init__(self, gpu_uuids: Sequence[str] = (), interval: float = INTERVAL) -> None:
         self.interval = interval
         self._process = psutil.Process()
+        self._cpu_bound = 100.0 * (psutil.cpu_count() or 1)  # 100 = one core, as psutil counts
         self._children: dict[int, psutil.Process] = {}
         self._inventory: inventory.Inventory | None = None
         self._handles: list[inventory.GPUHandle] = []
@@ -163,7 +164,9 @@ class Sampler:
                 continue
             alive[child.pid] = proc
         self._children = alive
-        return cpu, ram
+        # psutil divides by the wall time between two readings: a sliver of it (a reading
+        # right after another) can make any rate, so none may pass what the cores allow.
+        return min(cpu, self._cpu_bound), ram
 
     def _gpu_samples(self) -> list[inventory.GPUSample]:
         if not self._handles or self._inventory is None:

@@ -110,17 +110,37 @@ def _build_shell() -> Any:
     from traitlets.config import Config
 
     class ResultHook(DisplayHook):
-        """Keeps the last expression's value for the Result event instead of printing it."""
+        """Keeps the last expression's value for the Result event instead of printing it,
+        formatted as the notebook's Out (this shell's formatters, ``_repr_*_``).
+
+        What is displayed after it (matplotlib's figures, shown in ``post_execute``) is
+        held back until the Result is sent: a notebook shows the Out first.
+        """
 
         quiet_cell = False
+        bundle: tuple[dict[str, Any], dict[str, Any]] | None = None
 
         def __call__(self, result: Any = None) -> None:
             if result is not None and not self.quiet_cell:
                 self.fill_exec_result(result)
+                self.bundle = self.compute_format_data(result)
+                if self.shell is not None:
+                    self.shell.display_pub.held = []
 
     class Publisher(DisplayPublisher):
         emit: Emit | None = None
         before_publish: Callable[[], object] | None = None  # flushes buffered output first
+        held: list[pb.Display] | None = None  # displays after the Out, until the Result
+
+        def _send(self, display: pb.Display) -> None:
+            if self.held is not None:
+                self.held.append(display)
+            elif self.emit is not None:
+                self.emit(display)
+
+        def release(self) -> list[pb.Display]:
+            held, self.held = self.held or [], None
+            return held
 
         def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kw):  # type: ignore[no-untyped-def,override]
             if self.emit is None:
@@ -128,7 +148,7 @@ def _build_shell() -> Any:
             if self.before_publish is not None:
                 self.before_publish()
             display_id = (transient or {}).get("display_id", "")
-            self.emit(
+            self._send(
                 pb.Display(
                     data_json=json.dumps(_jsonable_bundle(data), default=str),
                     metadata_json=json.dumps(metadata or {}, default=str),
@@ -141,7 +161,7 @@ def _build_shell() -> Any:
             if self.before_publish is not None:
                 self.before_publish()
             if self.emit is not None:
-                self.emit(pb.Display(clear=True, clear_wait=wait))
+                self._send(pb.Display(clear=True, clear_wait=wait))
 
     class RunnerShell(InteractiveShell):
         displayhook_class = ResultHook
@@ -252,6 +272,7 @@ class CellShell:
             self._early.clear()  # any other is for a task that ended before it came
             self.shell.cancelling = self._cancel is not None
         self.shell.captured = None
+        self.shell.displayhook.bundle = None
         ns = self.shell.user_ns
         if not spec.session:
             ns.clear()
@@ -325,6 +346,10 @@ class CellShell:
                 pass
             finally:
                 self._in_cell = False
+        after_out = self.shell.display_pub.release()
+        if self._cancel is not None or result is None or not result.success:
+            for display in after_out:
+                emit(display)
         if self._cancel is not None:
             return self._finish_cancelled(emit)
         assert result is not None
@@ -360,9 +385,27 @@ class CellShell:
                 values=packed.values,
                 has_output=has_output and "" in _names(packed),
                 skipped=skipped,
+                **self._out_bundle(),
             )
         )
+        for display in after_out:
+            emit(display)
         return pb.Finished(state=pb.SUCCEEDED)
+
+    def _out_bundle(self) -> dict[str, str]:
+        """The Out as this shell formatted it, for the Result (none that shows a secret)."""
+        bundle = self.shell.displayhook.bundle
+        if bundle is None:
+            return {}
+        data, metadata = bundle
+        data_json = json.dumps(_jsonable_bundle(data), default=str)
+        metadata_json = json.dumps(metadata or {}, default=str)
+        if self._masker and (
+            self._masker.found_in(data_json.encode())
+            or self._masker.found_in(metadata_json.encode())
+        ):
+            return {}
+        return {"output_data_json": data_json, "output_metadata_json": metadata_json}
 
     @contextmanager
     def _captured_output(self, emit: Emit):  # type: ignore[no-untyped-def]
