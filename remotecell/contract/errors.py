@@ -2,6 +2,7 @@
 
 RemoteCellError
 ├── ConfigError          bad option or setting; says which and what is valid
+├── CellSyntaxError      the cell is not valid Python (also a SyntaxError)
 ├── ClosureError         a variable the cell needs cannot be sent
 ├── ConnectionError      no control plane answers at the configured address
 ├── AuthError            the control plane refused the token
@@ -36,15 +37,33 @@ class ConfigError(RemoteCellError, ValueError):
     """An option or setting is invalid."""
 
 
-class CellSyntaxError(RemoteCellError):
+class CellSyntaxError(RemoteCellError, SyntaxError):
     """The cell is not valid Python; found in the notebook, before anything is sent.
 
-    Not a SyntaxError subclass on purpose: IPython would then show remotecell's frames.
+    A SyntaxError, as the same cell run locally raises, with its ``msg``, ``lineno``,
+    ``offset`` and ``text`` at the notebook cell's lines (the ``%%remote`` line counts).
+    IPython shows every SyntaxError with the frames that raised it, remotecell's own
+    here; ``kernel_magics`` has it show ``lines`` instead, as Python shows the error.
     """
 
-    def __init__(self, message: str, lines: list[str]) -> None:
+    def __init__(self, message: str, lines: list[str], error: SyntaxError | None = None) -> None:
         super().__init__(message)
         self.lines = lines
+        if error is not None:
+            self.msg, self.filename, self.lineno, self.offset = (
+                error.msg,
+                error.filename,
+                error.lineno,
+                error.offset,
+            )
+            self.text, self.end_lineno, self.end_offset = (
+                error.text,
+                error.end_lineno,
+                error.end_offset,
+            )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
     def _render_traceback_(self) -> list[str]:
         return self.lines

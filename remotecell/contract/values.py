@@ -75,6 +75,9 @@ from remotecell.contract.errors import ClosureError
 
 #: A pickle stream larger than this is stored as a blob instead of inline in the spec.
 INLINE_PICKLE_MAX = 1024 * 1024
+#: In a spec's ``pull``: also every public name that the cell's star imports bind, which
+#: no reading of its source can list (``from pylab import *``).
+PULL_STAR = "*"
 
 Buffer = bytes | bytearray | memoryview
 

@@ -15,10 +15,11 @@ __all__ = ["RemoteJob", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from remotecell.kernel_magics._magics import RemoteMagics
+    from remotecell.kernel_magics._magics import RemoteMagics, show_cell_syntax_errors
 
     magics = RemoteMagics(ipython)
     ipython.register_magics(magics)
+    show_cell_syntax_errors(ipython)
     magics.start_connecting()
     # remotecell.Volume (and the like) in this kernel use the magics' connection.
     context.use(lambda: magics.client)

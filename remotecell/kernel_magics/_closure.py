@@ -50,6 +50,8 @@ _CODE_MAGICS = {"time": True, "prun": True, "timeit": False, "capture": True}
 class CellNames:
     free: tuple[str, ...]
     assigned: tuple[str, ...]
+    #: The cell has a star import: the names it binds are known only after it ran.
+    star: bool = False
 
 
 def python_source(cell: str, shell: Any | None) -> str:
@@ -81,26 +83,28 @@ def analyse(source: str) -> CellNames:
     tree = ast.parse(source)
     for name in _read_by_binding(tree):
         free.setdefault(name, None)
+    star = any(
+        isinstance(node, ast.ImportFrom) and node.names[0].name == "*" for node in ast.walk(tree)
+    )
     for inner in _embedded(tree):
         for name in inner.free:
             free.setdefault(name, None)
         for name in inner.assigned:
             assigned.setdefault(name, None)
-    return CellNames(tuple(free), tuple(assigned))
+        star = star or inner.star
+    return CellNames(tuple(free), tuple(assigned), star)
 
 
-def capture(
-    names: CellNames, user_ns: dict[str, Any], hidden: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The notebook's values for the cell's free names (builtins and IPython's own left out)."""
-    hidden = hidden or {}
+def capture(names: CellNames, user_ns: dict[str, Any]) -> dict[str, Any]:
+    """The notebook's values for the cell's free names (builtins and IPython's own left out).
+
+    Names hidden from ``%who`` travel too: ``%pylab`` hides ``np``, ``plt`` and the rest.
+    """
     out: dict[str, Any] = {}
     for name in names.free:
         if name not in user_ns or is_ipython_name(name):
             continue
         value = user_ns[name]
-        if name in hidden and hidden[name] is value:
-            continue
         if getattr(builtins, name, _MISSING) is value:
             continue
         out[name] = value

@@ -141,12 +141,13 @@ class RemoteMagics(Magics):
             names = _closure.analyse(source)
         except SyntaxError as err:
             raise _cell_syntax_error(err) from None
-        captured = _closure.capture(names, self.shell.user_ns, self.shell.user_ns_hidden)
+        captured = _closure.capture(names, self.shell.user_ns)
         packed = values.pack(captured)
         pull = (
             options.pull
             if options.pull is not None
             else [n for n in names.assigned if not _closure.is_ipython_name(n)]
+            + ([values.PULL_STAR] if names.star else [])
         )
         blobs: dict[str, Any] = dict(packed.blobs)
         image_spec = None
@@ -234,7 +235,25 @@ def _cell_syntax_error(err: SyntaxError) -> CellSyntaxError:
         err.msg, ("<cell>", lineno, err.offset, err.text, (err.end_lineno or 0) + 1, err.end_offset)
     )
     lines = [line.rstrip("\n") for line in traceback.format_exception_only(SyntaxError, shown)]
-    return CellSyntaxError(f"line {lineno} of the cell: {err.msg}; nothing was sent", lines)
+    return CellSyntaxError(f"line {lineno} of the cell: {err.msg}; nothing was sent", lines, shown)
+
+
+def show_cell_syntax_errors(shell: Any) -> None:
+    """Has ``shell`` show a CellSyntaxError as Python shows a syntax error: IPython shows
+    a SyntaxError raised while a cell runs with the frames that raised it (a magic's).
+    Handlers set before stay in charge of their exceptions."""
+    previous, previous_handler = shell.custom_exceptions, shell.CustomTB
+    if CellSyntaxError in previous:
+        return
+
+    def handler(shell: Any, etype: type, value: Any, tb: Any, tb_offset: Any = None) -> Any:
+        if not isinstance(value, CellSyntaxError):
+            return previous_handler(etype, value, tb, tb_offset=tb_offset)
+        stb = value._render_traceback_()
+        shell._showtraceback(etype, value, stb)
+        return stb
+
+    shell.set_custom_exc((CellSyntaxError, *previous), handler)
 
 
 def _job_arg(line: str, usage: str) -> str:

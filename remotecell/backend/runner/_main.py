@@ -37,13 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 3
     # From here on fds 1 and 2 are pipes whose output belongs to the running cell; the
-    # runner's own logging goes to their original target (its log) instead.
+    # runner's own logging goes to their original target (its log) instead, through the
+    # `remotecell` logger: the root logger is the cells' to configure, as in a kernel.
     capture = FdCapture()
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s {args.runner_id} %(levelname)s %(message)s",
-        stream=capture.log_stream(),
+    handler = logging.StreamHandler(capture.log_stream())
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s {args.runner_id} %(levelname)s %(message)s")
     )
+    own_log = logging.getLogger("remotecell")
+    own_log.addHandler(handler)
+    own_log.setLevel(logging.INFO)
+    own_log.propagate = False
     endpoint = Endpoint(args.control_url, args.token)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until a cell runs (see CellShell)
 

@@ -29,11 +29,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from remotecell._proto import pb
+from remotecell.backend.runner import _sendback
 from remotecell.backend.runner._fdcapture import FdCapture
+from remotecell.backend.runner._fresh import ProcessState
 from remotecell.backend.runner._masking import MaskedEmit
 from remotecell.backend.secrets.masking import Masker
 from remotecell.contract import values
-from remotecell.contract.errors import ClosureError
 from remotecell.contract.events import Body
 
 Emit = Callable[[Body], None]
@@ -51,7 +52,7 @@ class _EventWriter:
 
     def __init__(self, name: int, emit: Emit) -> None:
         self._name = name
-        self._emit = emit
+        self.emit = emit  # the running cell's
         self._buffer: list[str] = []
 
     def write(self, text: str) -> int:
@@ -75,7 +76,7 @@ class _EventWriter:
         if self._buffer:
             text = "".join(self._buffer)
             self._buffer.clear()
-            self._emit(pb.Stream(name=self._name, text=text))  # type: ignore[arg-type]
+            self.emit(pb.Stream(name=self._name, text=text))  # type: ignore[arg-type]
 
     def isatty(self) -> bool:
         return False
@@ -106,6 +107,7 @@ def _jsonable_bundle(data: dict[str, Any]) -> dict[str, Any]:
 def _build_shell() -> Any:
     from IPython.core.displayhook import DisplayHook
     from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.error import UsageError
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
@@ -168,9 +170,34 @@ def _build_shell() -> Any:
         display_pub_class = Publisher
         captured: tuple[Any, ...] | None = None
         cancelling = False
+        in_callback = False
 
         def _showtraceback(self, etype, evalue, stb):  # type: ignore[no-untyped-def]
+            if self.in_callback:  # the cell goes on: shown where it happened, as locally
+                print(self.InteractiveTB.stb2text(stb), file=sys.stderr)
+                return
             self.captured = (etype, evalue, stb)
+
+        def init_events(self) -> None:
+            super().init_events()
+            trigger = self.events.trigger
+
+            def trigger_in_callback(event: str, *args: Any, **kwargs: Any) -> None:
+                # A callback's error (matplotlib's figure flush in post_execute) is shown.
+                self.in_callback = True
+                try:
+                    trigger(event, *args, **kwargs)
+                finally:
+                    self.in_callback = False
+
+            self.events.trigger = trigger_in_callback  # type: ignore[method-assign]
+
+        def enable_gui(self, gui: str | None = None) -> None:
+            if gui not in (None, "inline"):
+                raise UsageError(
+                    f"the runner has no {gui} event loop to show windows in; "
+                    "use %matplotlib inline, which shows figures in the notebook"
+                )
 
         def showtraceback(self, *args, **kwargs):  # type: ignore[no-untyped-def]
             if self.cancelling and isinstance(sys.exc_info()[1], KeyboardInterrupt):
@@ -221,6 +248,11 @@ class CellShell:
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         self.shell = _build_shell()
         self._fresh_ns = dict(self.shell.user_ns)
+        self._fresh_process = ProcessState()
+        # One sys.stdout and sys.stderr for every cell, as in a kernel: a logging handler
+        # a session's cell made writes into whichever cell logs later.
+        self._stdout = _EventWriter(pb.Stream.STDOUT, _to_log)
+        self._stderr = _EventWriter(pb.Stream.STDERR, _to_log)
         self._main_thread = threading.main_thread().ident
         self._job = ""
         self._in_cell = False
@@ -277,6 +309,7 @@ class CellShell:
         if not spec.session:
             ns.clear()
             ns.update(self._fresh_ns)
+            self._fresh_process.restore()
         if not masked:
             emit = self.masked(task, emit)
         saved_env = {k: os.environ.get(k) for k in (*spec.env, *task.secret_env)}
@@ -335,6 +368,7 @@ class CellShell:
                 f"{type(err).__name__}: {err}",
             )
         result = None
+        before = dict(ns)
         with self._captured_output(emit):
             try:
                 self._in_cell = True
@@ -355,6 +389,10 @@ class CellShell:
         assert result is not None
         failure = result.error_before_exec or result.error_in_exec
         if failure is not None:
+            bound = _sendback.pulled(spec.pull, ns, before)
+            changed = {n: ns[n] for n in bound if n not in before or before[n] is not ns[n]}
+            if changed:  # as in a notebook, what the cell bound before it failed stays bound
+                emit(_sendback.result(changed, self._masker, upload))
             etype, evalue, stb = self.shell.captured or (type(failure), failure, [])
             name = (
                 etype.__name__
@@ -370,24 +408,11 @@ class CellShell:
                 )
             )
             return pb.Finished(state=pb.FAILED, message=f"{name}: {evalue}")
-        items: dict[str, Any] = {n: ns[n] for n in spec.pull if n in ns}
+        items = {n: ns[n] for n in _sendback.pulled(spec.pull, ns, before)}
         has_output = result.result is not None
         if has_output:
             items[""] = result.result
-        packed, skipped = _pack_what_can_be_sent(items)
-        if self._masker and _holds_secret(packed, self._masker):
-            items, withheld = _without_secrets(items, self._masker)
-            packed, skipped = _pack_what_can_be_sent(items)
-            skipped = withheld + skipped
-        upload(packed.blobs)
-        emit(
-            pb.Result(
-                values=packed.values,
-                has_output=has_output and "" in _names(packed),
-                skipped=skipped,
-                **self._out_bundle(),
-            )
-        )
+        emit(_sendback.result(items, self._masker, upload, has_output, **self._out_bundle()))
         for display in after_out:
             emit(display)
         return pb.Finished(state=pb.SUCCEEDED)
@@ -410,8 +435,8 @@ class CellShell:
     @contextmanager
     def _captured_output(self, emit: Emit):  # type: ignore[no-untyped-def]
         saved = sys.stdout, sys.stderr
-        out = _EventWriter(pb.Stream.STDOUT, emit)
-        err = _EventWriter(pb.Stream.STDERR, emit)
+        out, err = self._stdout, self._stderr
+        out.emit = err.emit = emit
         sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
         publisher = self.shell.display_pub
 
@@ -438,6 +463,7 @@ class CellShell:
                 capture.sink = None
             publisher.before_publish = None
             sys.stdout, sys.stderr = saved
+            out.emit = err.emit = _to_log
 
     # -- secrets -----------------------------------------------------------------------
 
@@ -466,57 +492,12 @@ class CellShell:
         return pb.Finished(state=pb.CANCELLED, message=cancel.reason)
 
 
+def _to_log(body: Body) -> None:
+    # What is written to a cell's stream after its end (by a thread it started).
+    stream = sys.__stdout__ if getattr(body, "name", 0) == pb.Stream.STDOUT else sys.__stderr__
+    if isinstance(body, pb.Stream) and stream is not None:
+        stream.write(body.text)
+
+
 def _numbered_like_notebook(code: str) -> str:
     return code if code.lstrip().startswith("%%") else "# %%remote\n" + code
-
-
-def _holds_secret(packed: values.Packed, masker: Masker) -> bool:
-    return any(masker.found_in(v.pickle) for v in packed.values) or any(
-        masker.found_in(blob, binary=True) for blob in packed.blobs.values()
-    )
-
-
-def _without_secrets(items: dict[str, Any], masker: Masker) -> tuple[dict[str, Any], list[str]]:
-    """The values to send back without those that hold a secret's value: a pulled
-    value would be stored with the job's events, and shown in the notebook."""
-    kept: dict[str, Any] = {}
-    withheld: list[str] = []
-    for name, obj in items.items():
-        try:
-            holds = _holds_secret(values.pack({name: obj}), masker)
-        except ClosureError:
-            holds = False  # _pack_what_can_be_sent names it
-        if holds:
-            label = "the cell's result" if name == "" else f"`{name}`"
-            withheld.append(
-                f"{label} ({values.type_name(obj)}): it holds a secret's value, and secret "
-                "values stay on the runner"
-            )
-        else:
-            kept[name] = obj
-    return kept, withheld
-
-
-def _names(packed: values.Packed) -> set[str]:
-    out: set[str] = set()
-    for value in packed.values:
-        out.update(value.names if value.kind == pb.Value.NAMESPACE else [value.name])
-    return out
-
-
-def _pack_what_can_be_sent(items: dict[str, Any]) -> tuple[values.Packed, list[str]]:
-    """Packs the values to send back; one that cannot be serialised is left out and named."""
-    try:
-        return values.pack(items), []
-    except ClosureError:
-        pass
-    skipped: list[str] = []
-    good: dict[str, Any] = {}
-    for name, obj in items.items():
-        try:
-            values.pack({name: obj})
-            good[name] = obj
-        except ClosureError as err:
-            label = "the cell's result" if name == "" else f"`{name}`"
-            skipped.append(f"{label} ({values.type_name(obj)}): {err.reason}")
-    return values.pack(good), skipped
