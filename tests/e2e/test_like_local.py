@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 from like_local import ROOT, differences, execute, notebooks, report
 from support import ControlPlane, short_tmpdir
@@ -29,15 +30,24 @@ def _name(path: Path) -> str:
     return str(path.relative_to(ROOT).with_suffix(""))
 
 
+def _kept(found: list[str], where: Path, **runs: object) -> list[str]:
+    """On a difference, keeps both executed notebooks for a look in Jupyter."""
+    if found:
+        for label, nb in runs.items():
+            nbformat.write(nb, where / f"{label}.ipynb")
+        found.append(f"executed notebooks: {where}/{{{','.join(runs)}}}.ipynb")
+    return found
+
+
 @pytest.mark.parametrize("path", notebooks(), ids=_name)
-def test_a_notebook_under_remote_saves_the_outputs_of_a_local_run(path, env):
+def test_a_notebook_under_remote_saves_the_outputs_of_a_local_run(path, env, tmp_path):
     local, _ = execute(path, env)
     remote, _ = execute(path, env, remote=lambda index: True)
-    found = differences(local, remote)
+    found = _kept(differences(local, remote), tmp_path, local=local, remote=remote)
     assert not found, report(_name(path), found)
 
 
-def test_input_answered_through_the_stdin_channel_saves_the_same_outputs(env):
+def test_input_answered_through_the_stdin_channel_saves_the_same_outputs(env, tmp_path):
     path = ROOT / "input.ipynb"
     answers = ["Ada", "hunter2", "shout"]
     local, asked_locally = execute(path, env, answers=answers)
@@ -48,17 +58,17 @@ def test_input_answered_through_the_stdin_channel_saves_the_same_outputs(env):
         {"prompt": "", "password": False},
     ]
     assert asked_remotely == asked_locally
-    found = differences(local, remote)
+    found = _kept(differences(local, remote), tmp_path, local=local, remote=remote)
     assert not found, report("input (answered)", found)
 
 
-def test_notebook_classes_work_between_local_and_remote_cells(env):
+def test_notebook_classes_work_between_local_and_remote_cells(env, tmp_path):
     """Every other cell remote: enums and dataclasses cross in both directions."""
     path = ROOT / "enums_dataclasses.ipynb"
     local, _ = execute(path, env)
     for parity in (0, 1):
         mixed, _ = execute(path, env, remote=lambda index, parity=parity: index % 2 == parity)
-        found = differences(local, mixed)
+        found = _kept(differences(local, mixed), tmp_path, local=local, mixed=mixed)
         assert not found, report(f"enums_dataclasses (remote cells {parity}::2)", found)
 
 
