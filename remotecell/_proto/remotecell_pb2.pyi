@@ -560,6 +560,7 @@ class JobEvent(_message.Message):
     BUILD_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     INPUT_REQUEST_FIELD_NUMBER: _builtins.int
+    COMM_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     seq: _builtins.int
     """0, 1, 2, ... with no gaps, per job. `metrics` samples are the exception: they
@@ -588,6 +589,8 @@ class JobEvent(_message.Message):
     def metrics(self) -> Global___Metrics: ...
     @_builtins.property
     def input_request(self) -> Global___InputRequest: ...
+    @_builtins.property
+    def comm(self) -> Global___CommMessage: ...
     def __init__(
         self,
         *,
@@ -604,16 +607,159 @@ class JobEvent(_message.Message):
         build: Global___Build | None = ...,
         metrics: Global___Metrics | None = ...,
         input_request: Global___InputRequest | None = ...,
+        comm: Global___CommMessage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "input_request", b"input_request", "metrics", b"metrics", "result", b"result", "status", b"status", "stream", b"stream"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "comm", b"comm", "display", b"display", "error", b"error", "finished", b"finished", "input_request", b"input_request", "metrics", b"metrics", "result", b"result", "status", b"status", "stream", b"stream"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "display", b"display", "error", b"error", "finished", b"finished", "input_request", b"input_request", "job_id", b"job_id", "metrics", b"metrics", "result", b"result", "seq", b"seq", "status", b"status", "stream", b"stream", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "body", b"body", "build", b"build", "comm", b"comm", "display", b"display", "error", b"error", "finished", b"finished", "input_request", b"input_request", "job_id", b"job_id", "metrics", b"metrics", "result", b"result", "seq", b"seq", "status", b"status", "stream", b"stream", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["accepted", "status", "stream", "display", "result", "error", "finished", "build", "metrics", "input_request"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["accepted", "status", "stream", "display", "result", "error", "finished", "build", "metrics", "input_request", "comm"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class CommMessage(_message.Message):
+    """A message on a comm (an ipywidgets widget's, or anything else on the `comm` package)
+    between a remote cell and the notebook's front end, with the Jupyter protocol's fields.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[CommMessage._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MSG: CommMessage._Kind.ValueType  # 0
+        OPEN: CommMessage._Kind.ValueType  # 1
+        CLOSE: CommMessage._Kind.ValueType  # 2
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    MSG: CommMessage.Kind.ValueType  # 0
+    OPEN: CommMessage.Kind.ValueType  # 1
+    CLOSE: CommMessage.Kind.ValueType  # 2
+
+    KIND_FIELD_NUMBER: _builtins.int
+    COMM_ID_FIELD_NUMBER: _builtins.int
+    TARGET_NAME_FIELD_NUMBER: _builtins.int
+    TARGET_MODULE_FIELD_NUMBER: _builtins.int
+    DATA_JSON_FIELD_NUMBER: _builtins.int
+    METADATA_JSON_FIELD_NUMBER: _builtins.int
+    BUFFERS_FIELD_NUMBER: _builtins.int
+    kind: Global___CommMessage.Kind.ValueType
+    comm_id: _builtins.str
+    target_name: _builtins.str
+    """an open's"""
+    target_module: _builtins.str
+    data_json: _builtins.str
+    metadata_json: _builtins.str
+    @_builtins.property
+    def buffers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """binary buffers (at most 4 MiB in all with the data)"""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___CommMessage.Kind.ValueType = ...,
+        comm_id: _builtins.str = ...,
+        target_name: _builtins.str = ...,
+        target_module: _builtins.str = ...,
+        data_json: _builtins.str = ...,
+        metadata_json: _builtins.str = ...,
+        buffers: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffers", b"buffers", "comm_id", b"comm_id", "data_json", b"data_json", "kind", b"kind", "metadata_json", b"metadata_json", "target_module", b"target_module", "target_name", b"target_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommMessage: _TypeAlias = CommMessage  # noqa: Y015
+
+@_typing.final
+class CommToRunner(_message.Message):
+    """A front end's message to a comm a job's cell opened: from the notebook (`SendComm`),
+    and from the control plane on to the runner, which answers with a `CommReply`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    request_id: _builtins.int
+    """set by the control plane"""
+    @_builtins.property
+    def message(self) -> Global___CommMessage: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        message: Global___CommMessage | None = ...,
+        request_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "message", b"message", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommToRunner: _TypeAlias = CommToRunner  # noqa: Y015
+
+@_typing.final
+class CommReply(_message.Message):
+    """What the widget did while it handled a `CommToRunner`: its comm messages and the
+    output of its callbacks (bodies of events numbered 0, never stored).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    refused: _builtins.str
+    """why it was not handled (no such comm on the runner)"""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobEvent]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        events: _abc.Iterable[Global___JobEvent] | None = ...,
+        refused: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "refused", b"refused", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommReply: _TypeAlias = CommReply  # noqa: Y015
+
+@_typing.final
+class SendCommReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___JobEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendCommReply: _TypeAlias = SendCommReply  # noqa: Y015
 
 @_typing.final
 class InputRequest(_message.Message):
@@ -2515,23 +2661,27 @@ class RunnerMessage(_message.Message):
 
     HELLO_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    COMM_REPLY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___RunnerHello: ...
     @_builtins.property
     def events(self) -> Global___JobEvents:
         """the current task's events, in order"""
 
+    @_builtins.property
+    def comm_reply(self) -> Global___CommReply: ...
     def __init__(
         self,
         *,
         hello: Global___RunnerHello | None = ...,
         events: Global___JobEvents | None = ...,
+        comm_reply: Global___CommReply | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "events", b"events", "hello", b"hello"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "comm_reply", b"comm_reply", "events", b"events", "hello", b"hello"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "events", b"events", "hello", b"hello"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "comm_reply", b"comm_reply", "events", b"events", "hello", b"hello"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "events"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "events", "comm_reply"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -2647,6 +2797,7 @@ class RunnerInstruction(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     SHUTDOWN_FIELD_NUMBER: _builtins.int
     ANSWER_FIELD_NUMBER: _builtins.int
+    COMM_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def task(self) -> Global___Task: ...
     @_builtins.property
@@ -2657,6 +2808,10 @@ class RunnerInstruction(_message.Message):
     def answer(self) -> Global___InputAnswer:
         """for the current task's waiting input request"""
 
+    @_builtins.property
+    def comm(self) -> Global___CommToRunner:
+        """for a widget of a cell this runner ran"""
+
     def __init__(
         self,
         *,
@@ -2664,12 +2819,13 @@ class RunnerInstruction(_message.Message):
         cancel: Global___CancelTask | None = ...,
         shutdown: Global___Shutdown | None = ...,
         answer: Global___InputAnswer | None = ...,
+        comm: Global___CommToRunner | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "cancel", b"cancel", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "cancel", b"cancel", "comm", b"comm", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "cancel", b"cancel", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "cancel", b"cancel", "comm", b"comm", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["task", "cancel", "shutdown", "answer"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["task", "cancel", "shutdown", "answer", "comm"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -59,6 +59,11 @@ class ControlPlaneStub:
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.InputAnswer.SerializeToString,
                 response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.AnswerInputReply.FromString,
                 _registered_method=True)
+        self.SendComm = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/SendComm',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.CommToRunner.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SendCommReply.FromString,
+                _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/remotecell.v1.ControlPlane/ListJobs',
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.ListJobsRequest.SerializeToString,
@@ -206,6 +211,14 @@ class ControlPlaneServicer:
     def AnswerInput(self, request, context):
         """Answers a running cell's `input()` or `getpass()` (an `input_request` event):
         the job must be waiting for it. The text is handed to the runner, never stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendComm(self, request, context):
+        """A front end's message to a widget a remote cell made (its comm): handed to the job's
+        runner, never stored. The reply holds what the widget sent back and printed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -390,6 +403,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.AnswerInput,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.InputAnswer.FromString,
                     response_serializer=remotecell_dot___proto_dot_remotecell__pb2.AnswerInputReply.SerializeToString,
+            ),
+            'SendComm': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendComm,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.CommToRunner.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.SendCommReply.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
@@ -637,6 +655,33 @@ class ControlPlane:
             '/remotecell.v1.ControlPlane/AnswerInput',
             remotecell_dot___proto_dot_remotecell__pb2.InputAnswer.SerializeToString,
             remotecell_dot___proto_dot_remotecell__pb2.AnswerInputReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendComm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/SendComm',
+            remotecell_dot___proto_dot_remotecell__pb2.CommToRunner.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.SendCommReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,7 +14,7 @@ import grpc
 import remotecell
 from remotecell._proto import pb
 from remotecell.backend.controller import Controller, JobNotFound
-from remotecell.backend.jobs import stdin
+from remotecell.backend.jobs import comms, stdin
 from remotecell.backend.state.blobs import BlobStore, spec_refs
 from remotecell.contract.errors import ConfigError
 
@@ -24,12 +24,13 @@ def _not_found(job_id: str) -> str:
 
 
 class JobServicer:
-    """Health, Submit, Attach, Cancel, AnswerInput, ListJobs, GetJob, ListGPUs,
+    """Health, Submit, Attach, Cancel, AnswerInput, SendComm, ListJobs, GetJob, ListGPUs,
     RunnerSession."""
 
     def __init__(self, controller: Controller, blobs: BlobStore) -> None:
         self.controller = controller
         self.blobs = blobs
+        self.comms = comms.CommRelay(controller)
 
     async def Health(
         self, request: pb.HealthRequest, context: grpc.aio.ServicerContext
@@ -96,6 +97,15 @@ class JobServicer:
         except stdin.AnswerRefused as err:
             await context.abort(getattr(grpc.StatusCode, err.code), str(err))
         return pb.AnswerInputReply()
+
+    async def SendComm(
+        self, request: pb.CommToRunner, context: grpc.aio.ServicerContext
+    ) -> pb.SendCommReply:
+        try:
+            return await self.comms.send(request)
+        except comms.CommRefused as err:
+            await context.abort(getattr(grpc.StatusCode, err.code), str(err))
+            raise  # not reached: abort raises
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext

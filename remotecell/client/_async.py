@@ -160,6 +160,13 @@ class AsyncClient:
         answer = pb.InputAnswer(job_id=job_id, seq=seq, text=text, refused=refused, eof=eof)
         await self._unary("AnswerInput", answer)
 
+    async def send_comm(self, job_id: str, message: pb.CommMessage) -> list[pb.JobEvent]:
+        """Sends the front end's ``message`` to a comm that job ``job_id``'s cell opened;
+        returns what the widget sent and printed in answer (``comm``, ``stream`` and
+        ``display`` events)."""
+        reply = await self._unary("SendComm", pb.CommToRunner(job_id=job_id, message=message))
+        return list(reply.events)
+
     def submit(self, spec: pb.JobSpec) -> AsyncIterator[pb.JobEvent]:
         """Submits a job and follows it: the first event names the job; the stream resumes
         by itself if the control plane restarts."""

@@ -249,6 +249,11 @@ class Client:
         """Answers the running cell's input request (see ``AsyncClient.answer_input``)."""
         _finish(self._core.answer_input(job_id, seq, text, refused, eof))
 
+    def send_comm(self, job_id: str, message: pb.CommMessage) -> list[pb.JobEvent]:
+        """Sends the front end's message to a remote cell's comm (see
+        ``AsyncClient.send_comm``)."""
+        return _finish(self._core.send_comm(job_id, message))
+
     def submit(self, spec: pb.JobSpec) -> EventStream:
         """Submits a job and follows it: the first event names the job; the stream resumes
         by itself if the control plane restarts."""

@@ -25,6 +25,7 @@ Body: TypeAlias = (
     | pb.Build
     | pb.Metrics
     | pb.InputRequest
+    | pb.CommMessage
 )
 
 #: The oneof field of each body message, by the message's full name.

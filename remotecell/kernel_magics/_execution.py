@@ -23,7 +23,7 @@ from remotecell.contract.errors import (
     RemoteError,
 )
 from remotecell.contract.events import is_end
-from remotecell.kernel_magics import _stdin
+from remotecell.kernel_magics import _comms, _stdin
 from remotecell.kernel_magics._monitor_view import MonitorView
 from remotecell.widgets._monitor_state import MonitorState
 
@@ -185,6 +185,8 @@ class JobFollower:
             self._build_line(event.build)
         elif kind == "input_request":
             _stdin.answer(self.client, event)
+        elif kind == "comm":
+            _comms.receive(self.client, event)
         if kind not in ("build", "accepted", "metrics"):
             self._end_build_tail()
         return is_end(event)

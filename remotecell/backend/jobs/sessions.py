@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +46,8 @@ class RunnerSessions:
         self.listener = listener
         self._runners: dict[str, _Process] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Takes the runners' replies to the front end's widget messages (``jobs/comms.py``).
+        self.on_comm_reply: Callable[[str, pb.CommReply], None] | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -158,6 +160,8 @@ class RunnerSessions:
                 if message.HasField("events"):
                     for event in message.events.events:
                         self.listener.runner_event(runner.id, event)
+                elif message.HasField("comm_reply") and self.on_comm_reply is not None:
+                    self.on_comm_reply(runner.id, message.comm_reply)
         except Exception as err:  # the stream broke: treated like a disconnect
             log.info("runner %s stream ended: %s", runner.id, err)
         finally:

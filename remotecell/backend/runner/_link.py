@@ -51,7 +51,7 @@ class Link:
         self.connected = threading.Event()
         self._thread = transport.LoopThread("remotecell-link")
         #: Tasks to begin and their events' bodies, in order.
-        self._pending: collections.deque[pb.Task | Body] = collections.deque()
+        self._pending: collections.deque[pb.Task | Body | pb.CommReply] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._job = ""
         self._seq = 0
@@ -72,6 +72,11 @@ class Link:
     def emit(self, body: Body) -> None:
         """Sends an event of the current task; a ``pb.Finished`` body ends the task."""
         self._pending.append(body)
+        self._wake_up()
+
+    def reply(self, reply: pb.CommReply) -> None:
+        """Sends what a widget did for the notebook's message (``_comms.py``)."""
+        self._pending.append(reply)
         self._wake_up()
 
     def _wake_up(self) -> None:
@@ -155,6 +160,12 @@ class Link:
             batch: list[pb.JobEvent] = []
             while self._pending and generation == self._generation:
                 item = self._pending.popleft()
+                if isinstance(item, pb.CommReply):  # between tasks: a message of its own
+                    if batch:
+                        self._pending.appendleft(item)
+                        break
+                    yield pb.RunnerMessage(comm_reply=item)
+                    continue
                 if isinstance(item, pb.Task):
                     if batch:  # the previous task's events travel on their own
                         self._pending.appendleft(item)

@@ -12,6 +12,7 @@ import threading
 
 from remotecell._proto import pb
 from remotecell.backend.runner import launch
+from remotecell.backend.runner._comms import RemoteComms, idle_output
 from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._link import Link
 from remotecell.backend.runner._sampler import Sampler
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from remotecell.backend.runner._shell import CellShell
 
     shell = CellShell(capture)
+    comms = RemoteComms()
+    comms.install()
     with lock:
         shell_box.append(shell)
     for cancel in early:
@@ -101,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if ins is None or ins.HasField("shutdown"):
                 break
+            if ins.HasField("comm"):  # a front end's message to a widget, between cells
+                link.reply(comms.handle(ins.comm, functools.partial(idle_output, shell)))
             if ins.HasField("task"):
                 link.begin(ins.task)
                 # Masked outside the volumes' sync too: its notes name the cell's files.
@@ -114,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 sampler.watch(link.emit)
                 try:
-                    with stdin.serving(ins.task.job_id, emit, _flush_output):
+                    with (
+                        stdin.serving(ins.task.job_id, emit, _flush_output),
+                        comms.serving(ins.task.job_id, emit, keep=bool(ins.task.spec.session)),
+                    ):
                         finished = volumes.run_task(emit, workdir.around(ins.task, run))
                 except KeyboardInterrupt:  # a cancel's interrupt, late, as the cell ended
                     finished = pb.Finished(state=pb.CANCELLED, message="cancelled as it ended")

@@ -84,6 +84,11 @@ class MaskedEmit:
             return pb.Finished(state=part.state, message=mask(part.message))
         if isinstance(part, pb.InputRequest):
             return pb.InputRequest(prompt=mask(part.prompt), password=part.password)
+        if isinstance(part, pb.CommMessage) and part.data_json:  # a widget's state, its text
+            masked_comm = pb.CommMessage()
+            masked_comm.CopyFrom(part)
+            masked_comm.data_json = json.dumps(_masked_json(json.loads(part.data_json), mask))
+            return masked_comm
         if isinstance(part, pb.Result):
             masked = pb.Result()
             masked.CopyFrom(part)
