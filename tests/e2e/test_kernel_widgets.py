@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from support import Execution
 
+from remotecell._proto import pb
+from remotecell.contract.errors import ConfigError, JobNotFoundError, RemoteCellError
+
 pytestmark = pytest.mark.kernel
 
 
@@ -153,3 +156,41 @@ def test_a_widget_of_a_job_without_session_says_once_it_is_static(kernel):
     said = "".join(m["content"]["text"] for m in first if m["msg_type"] == "stream")
     assert "static now" in said and "session=" in said, first
     assert not [m for m in second if m["msg_type"] == "stream"], second
+
+
+def _stored(client: Any, job_id: str) -> list[Any]:
+    stream = client.attach(job_id)
+    events = []
+    try:
+        while True:
+            event = stream.next(timeout=10)
+            assert event is not None, "the replay stalled"
+            events.append(event)
+            if event.HasField("finished"):
+                return events
+    finally:
+        stream.close()
+
+
+def test_the_front_ends_messages_are_checked_and_never_stored(kernel, client):
+    made = kernel.ok(
+        '%%remote session="checks"\nimport ipywidgets as w\ndisplay(w.IntSlider(value=1))',
+        120,
+    )
+    slider = _opened(made, "IntSliderModel")
+    job = next(j for j in client.list_jobs() if j.session == "checks")
+    before = _stored(client, job.job_id)
+    assert any(e.HasField("comm") for e in before)  # the widget's own messages are
+
+    front_end_sends(kernel, slider["comm_id"], _update(value=9))
+
+    assert len(_stored(client, job.job_id)) == len(before)
+    message = pb.CommMessage(comm_id=slider["comm_id"], data_json="{}")
+    with pytest.raises(JobNotFoundError, match="no job 'nope'"):
+        client.send_comm("nope", message)
+    with pytest.raises(ConfigError, match="cannot open a comm on a runner"):
+        client.send_comm(job.job_id, pb.CommMessage(kind=pb.CommMessage.OPEN, comm_id="x"))
+    with pytest.raises(ConfigError, match="at most 4 MiB"):
+        client.send_comm(job.job_id, pb.CommMessage(comm_id="x", buffers=[b"x" * (5 << 20)]))
+    with pytest.raises(RemoteCellError, match="no widget with comm unknown"):
+        client.send_comm(job.job_id, pb.CommMessage(comm_id="unknown", data_json="{}"))
