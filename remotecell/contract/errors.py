@@ -14,11 +14,16 @@ RemoteCellError
 ├── BlobNotFoundError    a value's stored bytes are gone (deleted after --blob-ttl unused)
 └── RemoteError          the cell ran and failed: raised, timed out, was cancelled,
                          or its runner died; carries the remote type name and traceback
+
+An exception the cell raised is raised in the notebook as a ``RemoteError`` of a class
+made for its type (``remote_error``): named as the remote type, and also a subclass of
+that type where the notebook has it, so ``except ValueError:`` catches it as locally.
 """
 
 from __future__ import annotations
 
 import builtins
+import sys
 from typing import Any
 
 import grpc
@@ -133,19 +138,109 @@ class RemoteError(RemoteCellError):
         kind: str = "user_code",
         job_id: str = "",
     ) -> None:
-        super().__init__(f"{type_name}: {message}" if type_name else message)
+        # Not super(): a class made for the remote type (``remote_error``) must not run
+        # that type's own __init__, whose arguments are the notebook's business.
+        text = message if self._as_remote_type or not type_name else f"{type_name}: {message}"
+        Exception.__init__(self, text)
         self.type_name = type_name
         self.message = message
         self.traceback = list(traceback or [])
         self.kind = kind
         self.job_id = job_id
 
+    #: True in the classes ``remote_error`` makes per remote type: the error reads as the
+    #: remote exception itself (``str()`` its message, its traceback the remote one).
+    _as_remote_type = False
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
     def _render_traceback_(self) -> list[str]:
         """IPython shows the remote traceback instead of the local frames."""
+        if self._as_remote_type:
+            return self.traceback or [f"{type(self).__name__}: {self.message}"]
         where = f" (job {self.job_id})" if self.job_id else ""
         if self.traceback:
             return [f"RemoteError: the remote cell raised {self.type_name}{where}", *self.traceback]
         return [f"RemoteError{where}: {self}"]
+
+
+def remote_error(
+    type_name: str,
+    message: str,
+    traceback: list[str] | None = None,
+    *,
+    job_id: str = "",
+    namespace: dict[str, Any] | None = None,
+) -> RemoteError:
+    """The error to raise in the notebook for an exception the remote cell raised.
+
+    Its class is named as the remote type (``ValueError``; ``__main__.NotebookError`` ->
+    ``NotebookError``) and is a ``RemoteError``; where the notebook has that type (a
+    builtin, a class of a module the kernel has imported, a class of the notebook's own
+    in ``namespace``), it is a subclass of it too, so the cell's ``except`` clauses match
+    as locally. Its ``str()`` is the remote message, and IPython shows the remote
+    traceback alone: the notebook saves the error a local run would.
+    """
+    base = _notebook_type(type_name, namespace)
+    short = type_name.rpartition(".")[2] or "RemoteError"
+    if base is not None:
+        try:
+            return _typed_class(short, base)(type_name, message, traceback, job_id=job_id)
+        except TypeError:  # a type that cannot be mixed in (its layout, its __new__)
+            pass
+    return _typed_class(short, None)(type_name, message, traceback, job_id=job_id)
+
+
+_TYPED: dict[tuple[str, type | None], type[RemoteError]] = {}
+
+
+def _typed_class(name: str, base: type | None) -> type[RemoteError]:
+    cls = _TYPED.get((name, base))
+    if cls is None:
+        if base is None:
+            cls = type(name, (RemoteError,), {"_as_remote_type": True})
+        else:
+            made: Any = base
+
+            def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
+                # The base's __new__ sees none of RemoteError's arguments (OSError's would
+                # read them as errno and strerror).
+                return made.__new__(cls)
+
+            namespace = {"_as_remote_type": True, "__new__": __new__}
+            cls = type(name, (RemoteError, base), namespace)
+        _TYPED[(name, base)] = cls
+    return cls
+
+
+def _notebook_type(type_name: str, namespace: dict[str, Any] | None) -> type | None:
+    """The exception class the notebook knows by ``type_name`` (None: it has none). A
+    module the kernel has not imported is not imported for this: an ``except`` clause
+    naming its class needs it imported already."""
+    module, _, qualname = type_name.rpartition(".")
+    found: Any = None
+    if not module:
+        found = getattr(builtins, type_name, None)
+    elif module == "__main__" and namespace is not None:
+        found = _attribute_path(namespace.get(qualname.split(".")[0]), qualname.split(".")[1:])
+    else:
+        # "package.module.Outer.Inner": the longest prefix the kernel has imported
+        parts = type_name.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            owner = sys.modules.get(".".join(parts[:cut]))
+            if owner is not None:
+                found = _attribute_path(owner, parts[cut:])
+                break
+    if isinstance(found, type) and issubclass(found, Exception):
+        return found
+    return None
+
+
+def _attribute_path(obj: Any, path: list[str]) -> Any:
+    for name in path:
+        obj = getattr(obj, name, None)
+    return obj
 
 
 def from_rpc_error(err: grpc.RpcError, target: str = "") -> RemoteCellError:

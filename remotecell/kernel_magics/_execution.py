@@ -21,6 +21,7 @@ from remotecell.contract.errors import (
     ImageBuildError,
     RemoteCellError,
     RemoteError,
+    remote_error,
 )
 from remotecell.contract.events import is_end
 from remotecell.kernel_magics import _comms, _stdin
@@ -292,6 +293,14 @@ class JobFollower:
         kind = _ERROR_KINDS.get(error.kind, "internal")
         if finished.state == pb.CANCELLED:
             kind = "cancelled"
+        if kind == "user_code" and error.type_name:
+            raise remote_error(
+                error.type_name,
+                error.message,
+                list(error.traceback),
+                job_id=self.job_id,
+                namespace=self.user_ns,
+            )
         raise RemoteError(
             error.type_name or ("Cancelled" if kind == "cancelled" else "RemoteFailure"),
             error.message or finished.message,

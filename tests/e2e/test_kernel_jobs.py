@@ -17,8 +17,8 @@ def test_session_keeps_the_remote_namespace_across_cells(kernel):
     # `weights` lives in the session, not in a fresh cell's namespace
     kernel.ok("del weights")
     run = kernel.execute("%%remote\nweights")
-    assert run.error["ename"] == "RemoteError"
-    assert "NameError" in run.error["evalue"]
+    assert run.error["ename"] == "NameError"
+    assert run.error["evalue"] == "name 'weights' is not defined"
     # a session name can come from a notebook variable
     kernel.ok("name = 'train'")
     run = kernel.ok("%%remote session=name pull=[]\nlen(weights)")

@@ -72,8 +72,8 @@ def test_a_stored_secret_is_an_environment_variable_masked_in_all_output(
     assert run.stderr == f"stderr {MASK}\nsubprocess {MASK}\n"
     displayed = [c["data"]["text/plain"] for c in run.of_type("display_data")]
     assert f"{{'token': '{MASK}'}}" in displayed
-    assert run.error["ename"] == "RemoteError"
-    assert f"ValueError: bad token {MASK}" in run.error["evalue"]
+    assert run.error["ename"] == "ValueError"
+    assert run.error["evalue"] == f"bad token {MASK}"
     assert f"bad token {MASK}" in "\n".join(run.error["traceback"])
     # the stored events say the same: a replay shows the masked output
     replay = kernel.execute("%remote_attach " + client.list_jobs(1)[0].job_id)

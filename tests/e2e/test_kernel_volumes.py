@@ -207,7 +207,7 @@ def test_commit_and_reload_between_two_running_runners(memory_kernel, mount_poin
     kernel.ok("vol.commit(); vol.reload()")
     # a cell that does not mount a volume cannot commit it
     run = kernel.execute(f'%%remote volumes={{"{mount_point}": vol}}\nsig.commit()')
-    assert run.error["ename"] == "RemoteError"
+    assert run.error["ename"] == "ConfigError"
     assert "volume 'signals' is not mounted in this cell" in run.error["evalue"]
 
 
