@@ -52,6 +52,8 @@ class CellNames:
     assigned: tuple[str, ...]
     #: The cell has a star import: the names it binds are known only after it ran.
     star: bool = False
+    #: The lines of the cell's ``%pylab`` magics.
+    pylab: tuple[str, ...] = ()
 
 
 def python_source(cell: str, shell: Any | None) -> str:
@@ -86,13 +88,15 @@ def analyse(source: str) -> CellNames:
     star = any(
         isinstance(node, ast.ImportFrom) and node.names[0].name == "*" for node in ast.walk(tree)
     )
+    pylab: tuple[str, ...] = ()
     for inner in _embedded(tree):
         for name in inner.free:
             free.setdefault(name, None)
         for name in inner.assigned:
             assigned.setdefault(name, None)
         star = star or inner.star
-    return CellNames(tuple(free), tuple(assigned), star)
+        pylab += inner.pylab
+    return CellNames(tuple(free), tuple(assigned), star, pylab)
 
 
 def capture(names: CellNames, user_ns: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +164,9 @@ def _embedded(tree: ast.Module) -> Iterator[CellNames]:
             yield _expanded(args[0])
         elif method == "run_line_magic" and len(args) == 2:
             magic, line = args
-            if magic in _CODE_MAGICS:
+            if magic == "pylab":  # the kernel binds its names itself (_pylab.py)
+                yield CellNames((), (), pylab=(line,))
+            elif magic in _CODE_MAGICS:
                 yield _code_names(_strip_options(line), _CODE_MAGICS[magic])
             else:
                 yield _expanded(line)

@@ -21,7 +21,7 @@ from remotecell.client.image_cell import parse_image_cell
 from remotecell.client.listing import state_name
 from remotecell.contract import values
 from remotecell.contract.errors import CellSyntaxError, ConfigError, RemoteCellError
-from remotecell.kernel_magics import _closure, _monitor_view, _options, _workdir
+from remotecell.kernel_magics import _closure, _monitor_view, _options, _pylab, _workdir
 from remotecell.kernel_magics._execution import JobFollower
 from remotecell.kernel_magics._job import RemoteJob
 
@@ -121,6 +121,9 @@ class RemoteMagics(Magics):
         if notice:
             sys.stderr.write(notice)
         events = client.submit(spec[0])
+        if "pylab" in cell:  # bound before the results come, which replace what they rebind
+            source = _closure.python_source(cell, self.shell)
+            _pylab.bind(self.shell, _closure.analyse(source).pylab)
         if options.detach:
             first = next(events)
             events.close()

@@ -148,3 +148,32 @@ def test_a_widget_that_cannot_come_back_is_a_warning_not_a_crash(kernel):
     # the job monitor's last word is that the job ended
     final = run.of_type("update_display_data")[-1]["data"]["text/plain"]
     assert "succeeded" in final, final
+
+
+def test_pylab_in_a_remote_cell_brings_its_names_back(kernel):
+    kernel.ok("%%remote\n%pylab inline")
+    assert kernel.value("float(linspace(0, 1, 5)[1])") == 0.25
+    assert kernel.value("int(np.sqrt(16)), plt.__name__") == (4, "matplotlib.pyplot")
+
+
+def test_a_closed_file_is_left_out_without_a_word(kernel, tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("name,count\napples,3\n")
+    run = kernel.ok(f"%%remote\nwith open({str(path)!r}) as f:\n    text = f.read()")
+    assert run.stderr == ""
+    assert kernel.value("text") == "name,count\napples,3\n"
+    # a file still open is of use, and cannot come back: that is said
+    run = kernel.ok(f"%%remote\nopened = open({str(path)!r})\nn = 1")
+    assert "not brought back: `opened` (_io.TextIOWrapper)" in run.stderr
+    assert kernel.value("n") == 1
+
+
+def test_pylab_names_from_a_remote_cell_are_hidden_as_locally(kernel):
+    kernel.ok("%%remote\n%pylab inline\nx = 3")
+    assert kernel.value("x") == 3  # what the cell bound after %pylab comes back
+    # hidden from %who, as a local %pylab hides them, and the kernel's own NumPy
+    hidden = (
+        "sorted(n for n in ('np', 'plt', 'linspace', 'x') if n in get_ipython().user_ns_hidden)"
+    )
+    assert kernel.value(hidden) == ["linspace", "np", "plt"]
+    assert kernel.value("np is __import__('numpy')")

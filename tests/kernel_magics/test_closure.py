@@ -371,6 +371,12 @@ def test_star_imports_are_noted_as_binding_names_known_only_after_the_run() -> N
     assert names("import math\nfrom math import pi").star is False
 
 
+def test_a_pylab_magic_is_noted_for_the_kernel_to_bind_its_names(shell: InteractiveShell) -> None:
+    assert ipython("%pylab inline\nx = 1", shell).pylab == ("inline",)
+    assert ipython("%pylab --no-import-all", shell).pylab == ("--no-import-all",)
+    assert ipython("%matplotlib inline\nx = 1", shell).pylab == ()
+
+
 def test_builtins_are_not_captured() -> None:
     ns = {"len": builtins.len, "print": builtins.print}
     assert capture(names("print(len(a))"), {**ns, "a": [1]}) == {"a": [1]}

@@ -3,6 +3,7 @@ cannot go named in one line (``Result.skipped``) while the others still arrive."
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,7 +39,9 @@ def result(
     **out: str,
 ) -> pb.Result:
     """The Result carrying ``items`` (``""``: the cell's value), its blobs uploaded;
-    values that cannot be sent, or that hold a secret's value, are named in ``skipped``."""
+    values that cannot be sent, or that hold a secret's value, are named in ``skipped``;
+    a closed file (``with open(...) as f``) is useless on either side and stays silently."""
+    items = {name: obj for name, obj in items.items() if not _closed_io(obj)}
     packed, skipped = _pack_what_can_be_sent(items)
     if masker and _holds_secret(packed, masker):
         items, withheld = _without_secrets(items, masker)
@@ -81,6 +84,10 @@ def _without_secrets(items: dict[str, Any], masker: Masker) -> tuple[dict[str, A
         else:
             kept[name] = obj
     return kept, withheld
+
+
+def _closed_io(obj: Any) -> bool:
+    return isinstance(obj, io.IOBase) and obj.closed
 
 
 def _names(packed: values.Packed) -> set[str]:
