@@ -407,6 +407,7 @@ class JobSpec(_message.Message):
     VOLUMES_FIELD_NUMBER: _builtins.int
     SECRETS_FIELD_NUMBER: _builtins.int
     WORKDIR_FIELD_NUMBER: _builtins.int
+    PROCESS_SETTINGS_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """the cell body"""
     timeout_s: _builtins.float
@@ -418,6 +419,11 @@ class JobSpec(_message.Message):
     """image id; empty = the control plane's default"""
     origin: _builtins.str
     """who submitted it, for listings ("kernel 1234@host")"""
+    process_settings: _builtins.str
+    """The notebook's process settings (logging, warning filters, %config InlineBackend)
+    as JSON (contract/process_settings.py): the runner applies them after its fresh
+    reset, so a cell sees what the notebook's earlier cells set, as in one kernel.
+    """
     @_builtins.property
     def closure(self) -> _containers.RepeatedCompositeFieldContainer[Global___Value]:
         """names the cell reads, bound in the notebook"""
@@ -467,10 +473,11 @@ class JobSpec(_message.Message):
         volumes: _abc.Iterable[Global___VolumeMount] | None = ...,
         secrets: _abc.Iterable[Global___SecretRef] | None = ...,
         workdir: Global___Workdir | None = ...,
+        process_settings: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["image_spec", b"image_spec", "resources", b"resources", "workdir", b"workdir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "session", b"session", "timeout_s", b"timeout_s", "volumes", b"volumes", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "process_settings", b"process_settings", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "session", b"session", "timeout_s", b"timeout_s", "volumes", b"volumes", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1148,12 +1155,17 @@ class Result(_message.Message):
     SKIPPED_FIELD_NUMBER: _builtins.int
     OUTPUT_DATA_JSON_FIELD_NUMBER: _builtins.int
     OUTPUT_METADATA_JSON_FIELD_NUMBER: _builtins.int
+    PROCESS_SETTINGS_FIELD_NUMBER: _builtins.int
     has_output: _builtins.bool
     output_data_json: _builtins.str
     """The cell's value as the runner's IPython formats it (MIME bundle and metadata, as
     JSON), set with `has_output`: the notebook shows it as the cell's Out.
     """
     output_metadata_json: _builtins.str
+    process_settings: _builtins.str
+    """The logging configuration and warning filters the cell left, as JSON
+    (contract/process_settings.py): the notebook sends them with its later jobs.
+    """
     @_builtins.property
     def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___Value]:
         """The pulled names, in one NAMESPACE value (plus MODULE values); the cell's last
@@ -1172,10 +1184,11 @@ class Result(_message.Message):
         skipped: _abc.Iterable[_builtins.str] | None = ...,
         output_data_json: _builtins.str = ...,
         output_metadata_json: _builtins.str = ...,
+        process_settings: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_output", b"has_output", "output_data_json", b"output_data_json", "output_metadata_json", b"output_metadata_json", "skipped", b"skipped", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_output", b"has_output", "output_data_json", b"output_data_json", "output_metadata_json", b"output_metadata_json", "process_settings", b"process_settings", "skipped", b"skipped", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
