@@ -71,6 +71,7 @@ from remotecell.contract._process import (  # ProcessStream: what a runner's str
     process_object,
     type_reducers,
 )
+from remotecell.contract._widgets import reduce_widget, widget_class
 from remotecell.contract.errors import ClosureError
 
 #: A pickle stream larger than this is stored as a blob instead of inline in the spec.
@@ -113,6 +114,7 @@ class _Pickler(pickle.Pickler):
         super().__init__(file, **kwargs)
         self._reducers = {**REDUCERS, **type_reducers()}
         self._known = known_objects()
+        self._widget = widget_class()  # ipywidgets travel by reference to their comm
 
     def reducer_override(self, obj: Any) -> Any:
         # Called for nearly every object: one lookup by type settles most of them.
@@ -138,7 +140,10 @@ class _Pickler(pickle.Pickler):
         if isinstance(obj, (property, staticmethod, classmethod)):  # a subclass of one
             return REDUCERS[next(b for b in cls.__mro__ if b in REDUCERS)](obj)
         name = self._known.get(id(obj))
-        return NotImplemented if name is None else (process_object, (name,))
+        if name is None:
+            widget = self._widget is not None and isinstance(obj, self._widget)
+            return reduce_widget(obj) if widget else NotImplemented
+        return process_object, (name,)
 
 
 def _dumps(obj: Any, blobs: dict[str, memoryview], hashes: list[str]) -> bytes:

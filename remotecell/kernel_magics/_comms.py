@@ -20,6 +20,7 @@ from remotecell._proto import pb
 from remotecell.client import Client
 from remotecell.contract import comms as rules
 from remotecell.contract.errors import RemoteCellError
+from remotecell.kernel_magics import _widgets
 
 #: The comms opened for remote cells, by id: (job id, the kernel's comm).
 _opened: dict[str, tuple[str, Any]] = {}
@@ -61,6 +62,7 @@ def receive(client: Client, event: pb.JobEvent) -> None:
         found[1].close(data=data, metadata=metadata, buffers=buffers)
     else:
         found[1].send(data=data, metadata=metadata, buffers=buffers)
+        _widgets.runner_sent(message.comm_id, data)
 
 
 def _to_runner(client: Client, job_id: str, comm_id: str, msg_type: str, msg: dict) -> None:
@@ -77,7 +79,8 @@ def _to_runner(client: Client, job_id: str, comm_id: str, msg_type: str, msg: di
         events = client.send_comm(job_id, message)
     except (RemoteCellError, rules.CommTooLarge) as err:
         _static.add(job_id)
-        print(f"remotecell: {err}", file=sys.stderr)
+        if comm_id not in _widgets.here:  # a widget bound here lives on in the notebook
+            print(f"remotecell: {err}", file=sys.stderr)
         return
     for event in events:
         _show(client, event)

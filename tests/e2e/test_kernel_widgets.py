@@ -194,3 +194,65 @@ def test_the_front_ends_messages_are_checked_and_never_stored(kernel, client):
         client.send_comm(job.job_id, pb.CommMessage(comm_id="x", buffers=[b"x" * (5 << 20)]))
     with pytest.raises(RemoteCellError, match="no widget with comm unknown"):
         client.send_comm(job.job_id, pb.CommMessage(comm_id="unknown", data_json="{}"))
+
+
+def _captured_by(execution: Execution, comm_id: str, text: str) -> None:
+    """Asserts that ``text`` was printed while the Output widget of ``comm_id`` named the
+    cell's request (the front end puts it into that widget), and released after."""
+    parent = execution.messages[0]["parent_header"]["msg_id"]
+    seen = [
+        ("stream", m["content"]["text"])
+        if m["msg_type"] == "stream"
+        else ("msg_id", m["content"]["data"].get("state", {}).get("msg_id"))
+        for m in execution.messages
+        if m["msg_type"] == "stream"
+        or (m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id)
+    ]
+    inside = seen.index(("stream", text))
+    assert seen[inside - 1] == ("msg_id", parent), seen
+    assert seen[inside + 1] == ("msg_id", ""), seen
+
+
+def test_a_remote_slider_comes_back_live_and_the_front_end_moves_it(kernel):
+    made = kernel.ok(
+        "%%remote\nimport ipywidgets as w\nslider = w.IntSlider(value=5, max=10)\ndisplay(slider)",
+        120,
+    )
+    assert "not brought back" not in made.stderr, made.stderr
+    comm_id = _opened(made, "IntSliderModel")["comm_id"]
+
+    front_end_sends(kernel, comm_id, _update(value=7))
+
+    read = kernel.ok("print(type(slider).__name__, slider.value, slider.model_id)")
+    assert read.stdout.split() == ["IntSlider", "7", comm_id], read.stdout + read.stderr
+
+
+def test_a_remote_output_widget_captures_later_local_and_remote_cells(kernel):
+    made = kernel.ok("%%remote\nimport ipywidgets as w\nout = w.Output()\ndisplay(out)", 120)
+    assert "not brought back" not in made.stderr, made.stderr
+    comm_id = _opened(made, "OutputModel")["comm_id"]
+
+    local = kernel.ok('with out:\n    print("from a later local cell")')
+    _captured_by(local, comm_id, "from a later local cell\n")
+    # No Output widget was opened anew (the job monitor is): the cell writes into the first.
+    remote = kernel.ok('%%remote\nwith out:\n    print("from a later remote cell")', 120)
+    models = [c["data"]["state"].get("_model_name") for c in remote.of_type("comm_open")]
+    assert "OutputModel" not in models, models
+    _captured_by(remote, comm_id, "from a later remote cell\n")
+    assert kernel.ok("print(out.model_id)").stdout.strip() == comm_id
+
+
+def test_a_remote_box_comes_back_with_its_children(kernel):
+    made = kernel.ok(
+        "%%remote\nimport ipywidgets as w\n"
+        'box = w.VBox([w.Label("a"), w.IntSlider(value=3)], layout=w.Layout(width="50%"))\n'
+        "display(box)",
+        120,
+    )
+    ids = {c["data"]["state"]["_model_name"]: c["comm_id"] for c in made.of_type("comm_open")}
+    read = kernel.ok(
+        "print(box.children[0].value, box.children[1].value, box.layout.width,"
+        " [c.model_id for c in box.children])"
+    )
+    expected = f"a 3 50% {[ids['LabelModel'], ids['IntSliderModel']]}"
+    assert read.stdout.strip() == expected, read.stdout + read.stderr

@@ -25,6 +25,7 @@ import comm
 from comm.base_comm import BaseComm, CommManager
 
 from remotecell._proto import pb
+from remotecell.contract import _widgets as widgets
 from remotecell.contract import comms as rules
 from remotecell.contract.events import Body, job_event
 
@@ -86,6 +87,19 @@ class RemoteComms:
 
         comm.create_comm = create_comm
         comm.get_comm_manager = lambda: self.manager
+        widgets.use(self)
+
+    def comm(self, model_id: str) -> BaseComm:
+        """A comm for a widget the notebook sent (made in an earlier cell), opened
+        already: its messages reach the notebook's comm of the same id."""
+        opened = RunnerComm(
+            comm_id=model_id, target_name="jupyter.widget", primary=False, comms=self
+        )
+        self.manager.register_comm(opened)
+        return opened
+
+    def bound(self, model_id: str, widget: Any) -> None:
+        pass
 
     def send(
         self,

@@ -4,7 +4,6 @@ cannot go named in one line (``Result.skipped``) while the others still arrive."
 from __future__ import annotations
 
 import io
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -97,25 +96,10 @@ def _names(packed: values.Packed) -> set[str]:
     return out
 
 
-def _widget(obj: Any) -> bool:
-    widgets = sys.modules.get("ipywidgets")
-    return widgets is not None and isinstance(obj, widgets.Widget)
-
-
 def _pack_what_can_be_sent(items: dict[str, Any]) -> tuple[values.Packed, list[str]]:
     """Packs the values to send back; one that cannot be serialised is left out and named.
-
-    A widget stays too: it pickles, but its copy in the notebook would have no comm to a
-    front end (ipywidgets fails on it), so it is named instead.
-    """
-    skipped = [
-        f"{_label(name)} ({values.type_name(obj)}): a widget made on the runner cannot "
-        "show in the notebook yet; make the widget in the notebook from its values"
-        for name, obj in items.items()
-        if _widget(obj)
-    ]
-    if skipped:
-        items = {name: obj for name, obj in items.items() if not _widget(obj)}
+    A widget goes by reference to its comm, and is the same live widget in the notebook."""
+    skipped: list[str] = []
     try:
         return values.pack(items), skipped
     except ClosureError:
