@@ -16,6 +16,7 @@ from remotecell._proto import pb
 from remotecell.backend.controller import Controller, JobNotFound
 from remotecell.backend.jobs import comms, stdin
 from remotecell.backend.state.blobs import BlobStore, spec_refs
+from remotecell.contract import process_settings
 from remotecell.contract.errors import ConfigError
 
 
@@ -62,6 +63,7 @@ class JobServicer:
             )
         self.blobs.touch(refs)  # used now: kept --blob-ttl from now
         try:
+            process_settings.check(request.spec.process_settings)
             job_id = self.controller.submit(request.spec)
         except ConfigError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))

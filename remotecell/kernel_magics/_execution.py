@@ -69,6 +69,8 @@ class JobFollower:
         #: Whether the cell's value was shown as its Out already (the caller returns None).
         self.output_shown = False
         self.error: pb.Error | None = None
+        #: The process settings the cell left (``Result.process_settings``; "": none said).
+        self.process_settings = ""
         #: What the job monitor shows: where the job is, its readings, what it has cost.
         self.progress = MonitorState()
         #: The job's telemetry: the last reading and a summary (peak memory, mean use).
@@ -257,6 +259,7 @@ class JobFollower:
             self._pending_status = ""
 
     def _take_result(self, result: pb.Result) -> None:
+        self.process_settings = result.process_settings or self.process_settings
         for line in result.skipped:
             print(f"remotecell: not brought back: {line}", file=sys.stderr)
         ns = self.user_ns if self.user_ns is not None else {}

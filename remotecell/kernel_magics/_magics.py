@@ -21,7 +21,15 @@ from remotecell.client.image_cell import parse_image_cell
 from remotecell.client.listing import state_name
 from remotecell.contract import values
 from remotecell.contract.errors import CellSyntaxError, ConfigError, RemoteCellError
-from remotecell.kernel_magics import _closure, _monitor_view, _options, _pylab, _workdir
+from remotecell.contract.process_settings import ProcessSettings
+from remotecell.kernel_magics import (
+    _closure,
+    _monitor_view,
+    _options,
+    _pylab,
+    _settings,
+    _workdir,
+)
 from remotecell.kernel_magics._execution import JobFollower
 from remotecell.kernel_magics._job import RemoteJob
 
@@ -60,6 +68,9 @@ class RemoteMagics(Magics):
         self._connecting: Future[Client] | None = None
         self._lock = threading.Lock()
         self._snapshots = _workdir.Snapshots()
+        #: The logging and warning settings the notebook's last remote cell left, sent
+        #: with every later job (``_settings.py``).
+        self.process_settings = ProcessSettings()
 
     # -- the connection --------------------------------------------------------------
 
@@ -135,7 +146,12 @@ class RemoteMagics(Magics):
         it (shown by the follower, so the magic returns None), else the value itself."""
         follower = JobFollower(client, self.shell.user_ns, shell=self.shell, monitor=monitor)
         follower.job_id = job_id
-        value = follower.follow(events)
+        try:
+            value = follower.follow(events)
+        finally:
+            self.process_settings = _settings.reported(
+                follower.process_settings, self.process_settings
+            )
         return None if follower.output_shown else value
 
     def _spec(self, cell: str, options: _options.RemoteOptions) -> tuple[pb.JobSpec, dict]:
@@ -173,6 +189,7 @@ class RemoteMagics(Magics):
             origin=f"kernel {os.getpid()}@{socket.gethostname()}",
             secrets=[secret.to_proto() for secret in options.secrets],
             volumes=[mount.to_proto() for mount in options.volumes],
+            process_settings=_settings.for_job(self.shell, self.process_settings),
         )
         if image_spec is not None:
             spec.image = image_spec.id

@@ -71,7 +71,7 @@ def test_matplotlib_inline_magic_works_remotely(kernel):
     assert _png(local)[:4] == _png(remote)[:4] == b"\x89PNG"
 
 
-def test_logging_configured_by_a_cell_shows_in_the_cell(kernel):
+def test_logging_configured_by_a_cell_shows_in_the_cell(kernel, make_kernel, control_plane):
     cell = (
         "import logging\nlogging.basicConfig(level=logging.INFO)\n"
         "logging.getLogger('nb').info('hello from logging')"
@@ -80,9 +80,18 @@ def test_logging_configured_by_a_cell_shows_in_the_cell(kernel):
     assert local.stderr == "INFO:nb:hello from logging\n"
     remote = kernel.ok(f"%%remote\n{cell}")
     assert remote.stderr == "INFO:nb:hello from logging\n"
-    # A job without session= starts as a fresh kernel would: the last job's logging
-    # configuration is gone (its records would have gone to a finished job's output).
-    fresh = kernel.ok("%%remote\nimport logging\nlogging.getLogger('nb').info('unseen')")
+    # The notebook's logging configuration travels with its later cells, as in one kernel,
+    # and prints in the cell that logs (format, level, logger levels).
+    kernel.ok("%%remote\nlogging.getLogger('nb.quiet').setLevel(logging.ERROR)")
+    later = kernel.ok(
+        "%%remote\nimport logging\nlogging.getLogger('nb').info('still configured')\n"
+        "logging.getLogger('nb.quiet').warning('unseen')"
+    )
+    assert later.stderr == "INFO:nb:still configured\n"
+    # Another notebook's job on the same warm runner starts as a fresh kernel would.
+    other = make_kernel(control_plane.env())
+    other.ok("%load_ext remotecell")
+    fresh = other.ok("%%remote\nimport logging\nlogging.getLogger('nb').info('unseen')")
     assert fresh.stderr == ""
     # A session is one kernel across cells: its configuration stays, and prints in the
     # cell that logs.
@@ -176,3 +185,23 @@ def test_pylab_names_from_a_remote_cell_are_hidden_as_locally(kernel):
     )
     assert kernel.value(hidden) == ["linspace", "np", "plt"]
     assert kernel.value("np is __import__('numpy')")
+
+
+def test_a_warning_filter_set_in_one_cell_holds_in_the_next(kernel):
+    kernel.ok("%%remote\nimport warnings\nwarnings.filterwarnings('ignore', message='hush')")
+    run = kernel.ok("%%remote\nimport warnings\nwarnings.warn('hush now')\nwarnings.warn('loud')")
+    assert "hush" not in run.stderr and "UserWarning: loud" in run.stderr
+
+
+def test_the_notebooks_inline_backend_config_reaches_the_runner(kernel, make_kernel, control_plane):
+    plot = "%%remote\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"
+
+    def formats(run) -> set[str]:
+        return {mime for c in run.of_type("display_data") for mime in c["data"] if "image" in mime}
+
+    kernel.ok("%config InlineBackend.figure_formats = ['svg']")
+    assert formats(kernel.ok(plot)) == {"image/svg+xml"}
+    # another notebook on the same warm runner keeps the default
+    other = make_kernel(control_plane.env())
+    other.ok("%load_ext remotecell")
+    assert formats(other.ok(plot)) == {"image/png"}

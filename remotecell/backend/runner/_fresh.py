@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class ProcessState:
         self._loggers = {name: _state(logger) for name, logger in _loggers().items()}
         self._disable = logging.root.manager.disable
         self._filters = list(warnings.filters)
+
+    @property
+    def filters(self) -> list[Any]:
+        """The warning filters of the snapshot."""
+        return self._filters
 
     def restore(self) -> None:
         """Puts the snapshot's logging and warnings back; loggers made since then are

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from remotecell._proto import pb
-from remotecell.backend.runner import _sendback
+from remotecell.backend.runner import _sendback, _settings
 from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._fresh import ProcessState
 from remotecell.backend.runner._ipython import EventWriter, build_shell, jsonable_bundle
@@ -105,10 +105,13 @@ class CellShell:
         self.shell.captured = None
         self.shell.displayhook.bundle = None
         ns = self.shell.user_ns
+        settings = _settings.parsed(spec.process_settings)
         if not spec.session:
             ns.clear()
             ns.update(self._fresh_ns)
             self._fresh_process.restore()
+            _settings.apply(settings, self._streams())
+        _settings.apply_inline(self.shell, settings.inline)
         if not masked:
             emit = self.masked(task, emit)
         saved_env = {k: os.environ.get(k) for k in (*spec.env, *task.secret_env)}
@@ -191,7 +194,8 @@ class CellShell:
             bound = _sendback.pulled(spec.pull, ns, before)
             changed = {n: ns[n] for n in bound if n not in before or before[n] is not ns[n]}
             if changed:  # as in a notebook, what the cell bound before it failed stays bound
-                emit(_sendback.result(changed, self._masker, upload))
+                settings = self._settings(spec)
+                emit(_sendback.result(changed, self._masker, upload, False, **settings))
             etype, evalue, stb = self.shell.captured or (type(failure), failure, [])
             name = (
                 etype.__name__
@@ -211,10 +215,22 @@ class CellShell:
         has_output = result.result is not None
         if has_output:
             items[""] = result.result
-        emit(_sendback.result(items, self._masker, upload, has_output, **self._out_bundle()))
+        out = {**self._out_bundle(), **self._settings(spec)}
+        emit(_sendback.result(items, self._masker, upload, has_output, **out))
         for display in after_out:
             emit(display)
         return pb.Finished(state=pb.SUCCEEDED)
+
+    def _streams(self) -> dict[str, Any]:
+        return {"stdout": self._stdout, "stderr": self._stderr}
+
+    def _settings(self, spec: pb.JobSpec) -> dict[str, str]:
+        """The process settings the cell left, for the notebook's later jobs (a session
+        keeps its own)."""
+        if spec.session:
+            return {}
+        settings = _settings.report(self._fresh_process.filters, self._streams())
+        return {"process_settings": settings.to_json()}
 
     def _out_bundle(self) -> dict[str, str]:
         """The Out as this shell formatted it, for the Result (none that shows a secret)."""
