@@ -30,7 +30,8 @@ def test_a_cell_runs_in_an_image_with_a_package_the_kernel_lacks(kernel):
 
 def test_remote_image_cell_defines_an_image(kernel):
     kernel.ok(
-        "%%remote_image small\n# a comment\npip tabulate==0.9.0\nenv MODE=test\nrun echo built > marker.txt"
+        "%%remote_image small\n# a comment\npip tabulate==0.9.0\nenv MODE=test\nworkdir app\n"
+        "run echo built > marker.txt"
     )
     assert kernel.value("type(small).__name__") == "Image"
     run = kernel.ok(

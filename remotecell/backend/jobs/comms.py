@@ -43,7 +43,6 @@ class CommRelay:
         self.controller = controller
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[pb.CommReply]] = {}
-        controller.sessions.on_comm_reply = self.reply
 
     def reply(self, runner_id: str, reply: pb.CommReply) -> None:
         waiter = self._waiting.pop(reply.request_id, None)
@@ -54,6 +53,9 @@ class CommRelay:
         """Hands ``request`` to its job's runner and returns the runner's reply; raises
         CommRefused, with a sentence saying why, for one that cannot go."""
         _check(request)
+        # Replies come only after a message went out: the relay hooks itself in then,
+        # so making it (as the jobs servicer does at start) touches nothing.
+        self.controller.sessions.on_comm_reply = self.reply
         runner_id = self._runner(request.job_id)
         forward = pb.CommToRunner()
         forward.CopyFrom(request)
