@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 from remotecell._proto import pb
 from remotecell.client import Client
@@ -22,8 +21,6 @@ from remotecell.contract import comms as rules
 from remotecell.contract.errors import RemoteCellError
 from remotecell.kernel_magics import _widgets
 
-#: The comms opened for remote cells, by id: (job id, the kernel's comm).
-_opened: dict[str, tuple[str, Any]] = {}
 #: Jobs whose widgets were said to be static.
 _static: set[str] = set()
 
@@ -52,13 +49,13 @@ def receive(client: Client, event: pb.JobEvent) -> None:
         job_id, comm_id = event.job_id, message.comm_id
         opened.on_msg(lambda msg: _to_runner(client, job_id, comm_id, "comm_msg", msg))
         opened.on_close(lambda msg: _to_runner(client, job_id, comm_id, "comm_close", msg))
-        _opened[comm_id] = (job_id, opened)
+        _widgets.opened[comm_id] = (job_id, opened)
         return
-    found = _opened.get(message.comm_id)
+    found = _widgets.opened.get(message.comm_id)
     if found is None:
         return
     if message.kind == pb.CommMessage.CLOSE:
-        del _opened[message.comm_id]
+        del _widgets.opened[message.comm_id]
         found[1].close(data=data, metadata=metadata, buffers=buffers)
     else:
         found[1].send(data=data, metadata=metadata, buffers=buffers)
@@ -68,7 +65,7 @@ def receive(client: Client, event: pb.JobEvent) -> None:
 def _to_runner(client: Client, job_id: str, comm_id: str, msg_type: str, msg: dict) -> None:
     """Sends the front end's message on ``comm_id`` to the runner and shows its answer."""
     if msg_type == "comm_close":
-        _opened.pop(comm_id, None)
+        _widgets.opened.pop(comm_id, None)
     if job_id in _static:
         return
     content = msg.get("content", {})

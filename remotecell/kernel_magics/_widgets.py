@@ -15,15 +15,16 @@ from remotecell.contract import _widgets as travel
 here: dict[str, Any] = {}
 #: What each such comm did with the front end's messages before its widget took them.
 _forward: dict[str, Any] = {}
+#: The comms opened for remote cells, by id: (job id, the kernel's comm); ``_comms``
+#: fills it, and it lives here so this module need not import that one.
+opened: dict[str, tuple[str, Any]] = {}
 
 
 class KernelComms:
     """Finds the comms this kernel opened for remote cells (``travel.CommSource``)."""
 
     def comm(self, model_id: str) -> Any | None:
-        from remotecell.kernel_magics._comms import _opened
-
-        found = _opened.get(model_id)
+        found = opened.get(model_id)
         if found is None:
             return None
         _forward[model_id] = found[1]._msg_callback
