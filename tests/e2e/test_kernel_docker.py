@@ -4,16 +4,8 @@ images built by the docker builder, runners in containers (host network, loopbac
 from __future__ import annotations
 
 import pytest
-from docker_engine import require_engine
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture
-def docker_control_plane(make_control_plane):
-    engine = require_engine()
-    engine.close()
-    return make_control_plane("--executor", "docker", "--cancel-grace", "2")
 
 
 def test_cells_run_in_containers_with_and_without_an_image(make_kernel, docker_control_plane):

@@ -7,17 +7,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-from docker_engine import require_engine
 from test_kernel_workdir import png
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture
-def docker_control_plane(make_control_plane):
-    engine = require_engine()
-    engine.close()
-    return make_control_plane("--executor", "docker", "--cancel-grace", "2")
 
 
 def test_a_container_gets_a_snapshot_of_the_notebooks_directory(
