@@ -333,6 +333,11 @@ def settings(of: type = ServeConfig, path: tuple[str, ...] = ()) -> list[Setting
     return found
 
 
+def runner_log_dir(data_dir: Path) -> Path:
+    """Where a control plane on ``data_dir`` keeps its runners' logs (and its template's)."""
+    return data_dir / "logs" / "runners"
+
+
 def serve_config(values: Mapping[str, Any]) -> ServeConfig:
     """The configuration with ``values`` (parsed, by setting name) over the defaults."""
     given = {s.path: values[s.name] for s in settings() if s.name in values}

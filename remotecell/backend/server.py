@@ -28,7 +28,7 @@ import remotecell
 from remotecell._proto import pb_grpc
 from remotecell.backend.auth import TokenAuth
 from remotecell.backend.blob_service import BlobServicer
-from remotecell.backend.config import ServeConfig, parse_http
+from remotecell.backend.config import ServeConfig, parse_http, runner_log_dir
 from remotecell.backend.controller import Controller, ControllerConfig
 from remotecell.backend.executors.base import Executor
 from remotecell.backend.executors.local import LocalExecutor
@@ -105,7 +105,7 @@ def _lock(data_dir: Path) -> IO[str]:
 
 
 def _executor(config: ServeConfig, data_dir: Path, blobs: BlobStore) -> Executor:
-    log_dir = data_dir / "logs" / "runners"
+    log_dir = runner_log_dir(data_dir)
     volume_cache = data_dir / "volume-copies"
     if config.executor == "local":
         return LocalExecutor(log_dir, volume_cache=volume_cache)

@@ -70,16 +70,29 @@ def _parsed(setting: Setting) -> Callable[[click.Context, click.Parameter, Any],
 )
 def serve(embedded: bool, **options: Any) -> None:
     """Run the control plane in the foreground."""
-    from remotecell.backend.config import serve_config
-    from remotecell.backend.server import AlreadyRunning, CannotServe, run
+    from remotecell.backend.config import runner_log_dir, serve_config
+    from remotecell.backend.executors import _forkserver
     from remotecell.client.config import data_dir as default_data_dir
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     given = {name: value for name, value in options.items() if value is not None}
     if embedded:
         given.setdefault("prewarm", 1)
     data_dir = (given.get("data_dir") or default_data_dir()).resolve()
     config = serve_config({**given, "data_dir": data_dir})
+    if config.executor == "local":
+        # The runner template imports while the control plane does (the first runner is
+        # ready sooner); the local executor takes it, and it is stopped if nobody does.
+        _forkserver.start_early(runner_log_dir(data_dir))
+    try:
+        _serve(config, data_dir, embedded)
+    finally:
+        _forkserver.discard_early()
+
+
+def _serve(config: Any, data_dir: Path, embedded: bool) -> None:
+    from remotecell.backend.server import AlreadyRunning, CannotServe, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     def ready(addresses: list[str]) -> None:
         if not embedded:

@@ -28,23 +28,21 @@ from pathlib import Path
 
 import psutil
 
-from remotecell.backend.executors import _cgroups
+from remotecell.backend.executors import _cgroups, _forkserver
 from remotecell.backend.executors._cgroups import RunnerGroups
-from remotecell.backend.executors._forkserver import ForkServer, TemplateUnavailable
+from remotecell.backend.executors._forkserver import (
+    FORK_ENV,
+    ForkServer,
+    TemplateUnavailable,
+    fork_available,
+)
+from remotecell.backend.executors._forkserver import base_env as _base_env
+from remotecell.backend.executors._forkserver import python_env as _python_env
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
 from remotecell.backend.runner import launch as runner_launch
 from remotecell.backend.volumes.mounts import RunnerMount
 
-#: ``0`` turns forking runners off (``fork=None`` reads it).
-FORK_ENV = "REMOTECELL_LOCAL_FORK"
-
 log = logging.getLogger("remotecell.executors.local")
-
-
-def fork_available() -> bool:
-    """Whether runners can be forked here: Linux (the template rewrites the runner's
-    command line in /proc, which tools and the executor itself use to recognise runners)."""
-    return hasattr(os, "fork") and sys.platform == "linux"
 
 
 class LocalExecutor(Executor):
@@ -93,6 +91,10 @@ class LocalExecutor(Executor):
 
     def _start_template(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        early = _forkserver.take_early(self.python, _base_env())
+        if early is not None:  # started with `remotecell serve`, importing meanwhile
+            self._template = early
+            return
         try:
             self._template = ForkServer(self.python, self.log_dir / "_template.log", _base_env())
         except OSError as err:
@@ -296,19 +298,6 @@ class LocalExecutor(Executor):
 
     def _drop_volume_copies(self, runner_id: str) -> None:
         shutil.rmtree(self._volume_copies(runner_id), ignore_errors=True)
-
-
-def _base_env() -> dict[str, str]:
-    """The control plane's environment without its own client settings."""
-    env = dict(os.environ)
-    env.pop("REMOTECELL_URL", None)
-    env.pop("REMOTECELL_TOKEN", None)
-    return env
-
-
-def _python_env(env: dict[str, str]) -> dict[str, str]:
-    # Read once, when an interpreter starts: a forked runner has its template's.
-    return {k: v for k, v in env.items() if k.startswith("PYTHON")}
 
 
 def _alive(pid: int) -> bool:
