@@ -24,7 +24,6 @@ from remotecell.contract.errors import (
     remote_error,
 )
 from remotecell.contract.events import is_end
-from remotecell.kernel_magics import _comms, _stdin
 from remotecell.kernel_magics._monitor_view import MonitorView
 from remotecell.widgets._monitor_state import MonitorState
 
@@ -187,8 +186,12 @@ class JobFollower:
         elif kind == "build":
             self._build_line(event.build)
         elif kind == "input_request":
+            from remotecell.kernel_magics import _stdin  # loaded when a cell asks
+
             _stdin.answer(self.client, event)
         elif kind == "comm":
+            from remotecell.kernel_magics import _comms  # loaded when a cell makes a widget
+
             _comms.receive(self.client, event)
         if kind not in ("build", "accepted", "metrics"):
             self._end_build_tail()

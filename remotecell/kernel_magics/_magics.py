@@ -26,7 +26,6 @@ from remotecell.kernel_magics import (
     _closure,
     _monitor_view,
     _options,
-    _pylab,
     _settings,
     _workdir,
 )
@@ -133,6 +132,8 @@ class RemoteMagics(Magics):
             sys.stderr.write(notice)
         events = client.submit(spec[0])
         if "pylab" in cell:  # bound before the results come, which replace what they rebind
+            from remotecell.kernel_magics import _pylab
+
             source = _closure.python_source(cell, self.shell)
             _pylab.bind(self.shell, _closure.analyse(source).pylab)
         if options.detach:

@@ -15,14 +15,15 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pathspec
+from typing import TYPE_CHECKING, Any
 
 from remotecell._proto import pb
 from remotecell.contract import workdir as rules
 from remotecell.contract.blobs import ID_FILE
 from remotecell.contract.values import content_hash
+
+if TYPE_CHECKING:
+    import pathspec
 
 #: How many entries a walk looks at before it gives up (a home directory, say).
 MAX_ENTRIES = 20 * rules.MAX_FILES
@@ -199,6 +200,8 @@ def _upload(client: Any, snap: Snapshot) -> None:
 
 
 def _ignore_spec(root: Path) -> pathspec.PathSpec:
+    import pathspec  # only for a snapshot (runners on another filesystem)
+
     lines = list(rules.DEFAULT_IGNORES)
     try:
         lines += (root / rules.IGNORE_FILE).read_text(errors="replace").splitlines()
