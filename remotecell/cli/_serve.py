@@ -127,11 +127,30 @@ def stop(data_dir: Path | None) -> None:
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the executed notebook here.",
+    help="Also write the executed notebook, outputs included, here.",
 )
-def run(notebook: Path, timeout: int, kernel: str, output: Path | None) -> None:
-    """Execute NOTEBOOK headlessly and print its outputs."""
+@click.option(
+    "--allow-errors",
+    is_flag=True,
+    help="Run every cell even when some raise, and exit 0 as `jupyter nbconvert "
+    "--allow-errors` does; the cells that failed are still listed.",
+)
+def run(notebook: Path, timeout: int, kernel: str, output: Path | None, allow_errors: bool) -> None:
+    """Execute NOTEBOOK headlessly and print its outputs.
+
+    Stops at the first cell that raises (a cell tagged raises-exception may raise), names it
+    and exits 1.
+    """
     from remotecell._notebook import execute
 
-    ok = execute(notebook, timeout=timeout, kernel=kernel, output=output, echo=click.echo)
-    sys.exit(0 if ok else 1)
+    done = execute(
+        notebook,
+        timeout=timeout,
+        kernel=kernel,
+        output=output,
+        allow_errors=allow_errors,
+        echo=click.echo,
+    )
+    if not done.ok:
+        click.echo(done.summary(), err=True)
+    sys.exit(0 if done.ok or allow_errors else 1)

@@ -86,27 +86,94 @@ def test_remotecell_run_executes_the_quickstart_on_the_embedded_default(data_dir
     assert "succeeded" in out
 
 
-def test_remotecell_run_fails_loudly_on_a_failing_notebook(data_dir, tmp_path):
+def write_notebook(path: Path, *sources: str, markdown_at: int | None = None) -> Path:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext remotecell"),
-        nbformat.v4.new_code_cell("%%remote\n1/0"),
-    ]
-    path = tmp_path / "broken.ipynb"
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    if markdown_at is not None:
+        nb.cells.insert(markdown_at, nbformat.v4.new_markdown_cell("# notes"))
     nbformat.write(nb, path)
-    env = {**os.environ, **embedded_env(data_dir)}
-    done = subprocess.run(
-        [sys.executable, "-m", "remotecell", "run", str(path)],
-        env=env,
+    return path
+
+
+def remotecell_run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "remotecell", "run", *args],
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=180,
         stdin=subprocess.DEVNULL,
     )
+
+
+def test_remotecell_run_fails_loudly_on_a_failing_notebook(data_dir, tmp_path):
+    path = write_notebook(
+        tmp_path / "broken.ipynb",
+        "%load_ext remotecell",
+        "%%remote\n1/0",
+        "print('after the failure')",
+        "print('and this')",
+        markdown_at=3,
+    )
+    done = remotecell_run(str(path), env=embedded_env(data_dir))
     assert done.returncode == 1
     assert "ZeroDivisionError" in done.stdout
+    assert "after the failure" not in done.stdout
+    assert done.stderr.splitlines()[-2:] == [
+        "cell [1] failed: %%remote",
+        "2 code cells after it were not run (--allow-errors runs every cell)",
+    ]
+
+
+def test_remotecell_run_allow_errors_runs_every_cell_and_writes_the_output(tmp_path):
+    path = write_notebook(
+        tmp_path / "broken.ipynb",
+        "print('before')",
+        "x = 1\n1/0",
+        "print('after the failure')",
+        "raise KeyError('again')",
+        "print('last')",
+    )
+    out = tmp_path / "executed.ipynb"
+    done = remotecell_run("--allow-errors", "--output", str(out), str(path), env={})
+    # like `jupyter nbconvert --allow-errors`: the run succeeds, the failures are still named
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "after the failure" in done.stdout and "last" in done.stdout
+    assert done.stderr.splitlines()[-1] == "2 cells failed: [1] x = 1; [3] raise KeyError('again')"
+
+    import nbformat
+
+    executed = nbformat.read(out, as_version=4)
+    assert executed.cells[1].outputs[0]["ename"] == "ZeroDivisionError"
+    assert executed.cells[4].outputs[0]["text"] == "last\n"
+    assert executed.cells[4].execution_count == 5
+
+
+def test_remotecell_run_writes_the_output_of_a_run_that_stopped(tmp_path):
+    path = write_notebook(tmp_path / "broken.ipynb", "print('before')", "1/0", "print('never')")
+    out = tmp_path / "executed.ipynb"
+    done = remotecell_run("--output", str(out), str(path), env={})
+    assert done.returncode == 1
+
+    import nbformat
+
+    executed = nbformat.read(out, as_version=4)
+    assert executed.cells[0].outputs[0]["text"] == "before\n"
+    assert executed.cells[1].outputs[0]["ename"] == "ZeroDivisionError"
+    assert executed.cells[2].outputs == []
+
+
+def test_remotecell_run_starts_its_kernel_over_ipc_without_a_tcp_warning(tmp_path):
+    path = write_notebook(
+        tmp_path / "where.ipynb",
+        "from ipykernel.kernelapp import IPKernelApp\nIPKernelApp.instance().transport",
+    )
+    done = remotecell_run(str(path), env={})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "'ipc'" in done.stdout
+    assert "without encryption" not in done.stderr
 
 
 def test_a_wrong_remotecell_url_is_one_clear_sentence(make_kernel, data_dir):
