@@ -13,10 +13,13 @@ from remotecell._proto import pb
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str], timeout: float = 60, unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
         [sys.executable, "-m", "remotecell", *args],
-        env={**os.environ, **env},
+        env={**environ, **env},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -112,3 +115,71 @@ def test_gpus_on_a_machine_without_nvml_says_so(control_plane):
     listing = cli("gpus", env=control_plane.env())
     assert listing.returncode == 0
     assert listing.stdout.startswith("no GPUs: no NVIDIA driver (NVML) on this machine")
+
+
+def test_logs_and_cancel_take_a_unique_prefix_of_a_job_id(control_plane, client):
+    first_events = list(client.submit(pb.JobSpec(code="print('first')")))
+    second_events = list(client.submit(pb.JobSpec(code="print('second')")))
+    first, second = first_events[0].job_id, second_events[0].job_id
+
+    by_prefix = cli("logs", first[:-1], env=control_plane.env())
+    assert by_prefix.returncode == 0, by_prefix.stderr
+    assert by_prefix.stdout == "first\n" and f"[{first} succeeded]" in by_prefix.stderr
+    without_job_dash = cli("logs", second.removeprefix("job-")[:6], env=control_plane.env())
+    assert without_job_dash.stdout == "second\n", without_job_dash.stderr
+
+    ambiguous = cli("logs", "job-", env=control_plane.env())
+    assert ambiguous.returncode == 1
+    lines = ambiguous.stderr.strip().splitlines()
+    assert len(lines) == 1 and "jobs start with 'job-'" in lines[0]
+    assert first in lines[0] and second in lines[0]
+
+    cancelled = cli("cancel", second[:-1], env=control_plane.env())
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.startswith(f"{second} had already finished")
+
+
+def test_cancel_says_a_finished_job_had_already_finished(control_plane, client):
+    events = list(client.submit(pb.JobSpec(code="raise ValueError('done')")))
+    job_id = events[0].job_id
+    cancelled = cli("cancel", job_id, env=control_plane.env())
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout == f"{job_id} had already finished (failed); nothing to cancel\n"
+
+
+def test_read_only_commands_do_not_start_a_control_plane(tmp_path):
+    from remotecell.client._embedded import stop
+
+    env = {"REMOTECELL_DATA_DIR": str(tmp_path)}
+    unset = ("REMOTECELL_URL", "REMOTECELL_TOKEN", "REMOTECELL_TOKEN_FILE")
+    try:
+        for args in (["jobs"], ["gpus"], ["logs", "job-nope"], ["cancel", "job-nope"]):
+            done = cli(*args, env=env, unset=unset, timeout=60)
+            assert done.returncode == 1, (args, done.stdout)
+            assert done.stderr.strip().splitlines() == [
+                "Error: no remotecell control plane is running: start one with "
+                "`remotecell serve` (or run a `%%remote` cell), or point --url / "
+                "REMOTECELL_URL at one"
+            ], args
+        assert not (tmp_path / "server.json").exists()
+    finally:
+        stop(tmp_path)
+
+
+def test_token_file_stands_in_for_the_token(control_plane, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(control_plane.endpoint.token + "\n")
+    env = {"REMOTECELL_URL": control_plane.endpoint.url, "REMOTECELL_TOKEN_FILE": str(token_file)}
+    listing = cli("jobs", env=env, unset=("REMOTECELL_TOKEN",))
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.startswith("JOB")
+
+
+def test_help_lists_every_command_in_whole_sentences():
+    for group in ([], ["image"], ["secret"], ["volume"]):
+        done = cli(*group, "--help", env={"COLUMNS": "80"})
+        assert done.returncode == 0, done.stderr
+        listed = done.stdout.split("Commands:")[1].splitlines()
+        for line in filter(None, listed):
+            assert not line.endswith("..."), line
+            assert line.count("(") == line.count(")"), line

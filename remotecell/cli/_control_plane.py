@@ -1,5 +1,6 @@
-"""How a command reaches the control plane: ``--url``/``--token``, and ``connected``,
-the one place where a remotecell error becomes the command's one-line error."""
+"""How a command reaches the control plane: ``--url``/``--token`` (or
+``REMOTECELL_TOKEN_FILE``), and ``connected``, the one place where a remotecell error
+becomes the command's one-line error."""
 
 from __future__ import annotations
 
@@ -35,18 +36,47 @@ def one_sentence() -> Iterator[None]:
         raise click.ClickException(str(err)) from None
 
 
+NOT_RUNNING = (
+    "no remotecell control plane is running: start one with `remotecell serve` "
+    "(or run a `%%remote` cell), or point --url / REMOTECELL_URL at one"
+)
+
+
 @contextlib.contextmanager
-def connected(url: str, token: str) -> Iterator[Client]:
+def connected(url: str, token: str, start: bool = True) -> Iterator[Client]:
     """A client of the control plane at ``url`` (empty: ``REMOTECELL_URL``, else the
-    embedded one) for the block, closed however the block ends. A remotecell error,
-    such as no control plane answering or a refused token, ends the command with its
-    sentence (see ``one_sentence``).
+    embedded one) for the block, closed however the block ends. Without ``start``, a
+    command that only reads or cancels ends with ``NOT_RUNNING`` instead of
+    starting the embedded control plane. An empty ``token`` is read from
+    ``REMOTECELL_TOKEN_FILE`` when that is set. A remotecell error, such as no control
+    plane answering or a refused token, ends the command with its sentence (see
+    ``one_sentence``).
     """
-    from remotecell.client import connect
+    import os
+    from pathlib import Path
+
+    from remotecell.client import config, connect
 
     with one_sentence():
-        client = connect(url, token)
+        if url and not token and os.environ.get(config.ENV_TOKEN_FILE):
+            token = config.read_token(Path(os.environ[config.ENV_TOKEN_FILE]))
+        client = connect(url, token) if url or start else _running_embedded()
         try:
             yield client
         finally:
             client.close()
+
+
+def _running_embedded() -> Client:
+    """A client of this user's embedded control plane if one runs (its advertised
+    address answers), else the command ends with ``NOT_RUNNING``."""
+    from remotecell.client import ConnectionError, config, connect
+
+    found = config.read_endpoint_file(config.data_dir())
+    if found is None:
+        raise click.ClickException(NOT_RUNNING)
+    endpoint = found[0]
+    try:
+        return connect(endpoint.url, endpoint.token)
+    except ConnectionError:  # a control plane that died without removing its file
+        raise click.ClickException(NOT_RUNNING) from None

@@ -61,7 +61,10 @@ def image_rm(image_ids: tuple[str, ...], url: str, token: str) -> None:
 @url_option
 @token_option
 def image_prune(days: float, url: str, token: str) -> None:
-    """Remove images not used for --days, failed builds and leftovers of interrupted builds."""
+    """Remove unused images and failed builds.
+
+    Unused: not used for --days. Leftovers of interrupted builds go too.
+    """
     with connected(url, token) as client:
         reply = client.prune_images(days)
     for line in reply.removed:

@@ -1,4 +1,8 @@
-"""`remotecell jobs`, `logs`, `cancel` and `gpus`: the control plane's jobs and GPUs."""
+"""`remotecell jobs`, `logs`, `cancel` and `gpus`: the control plane's jobs and GPUs.
+
+None of them starts the embedded control plane: with none running they say so. `logs`
+and `cancel` take a job id or a unique prefix of one (``job-`` may be left out).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ if TYPE_CHECKING:
     from remotecell._proto import pb
     from remotecell.client import Client
 
+_ALL_JOBS = 2**32 - 1  # ListJobsRequest.limit is a uint32, and 0 means "the default 50"
+
 
 @click.command()
 @click.option("--limit", type=int, default=20, show_default=True)
@@ -23,7 +29,7 @@ def jobs(limit: int, url: str, token: str) -> None:
     """List recent jobs."""
     from remotecell.client.listing import format_jobs
 
-    with connected(url, token) as client:
+    with connected(url, token, start=False) as client:
         click.echo(format_jobs(client.list_jobs(limit)))
 
 
@@ -34,7 +40,7 @@ def gpus(url: str, token: str) -> None:
     """List the control plane's GPUs and the jobs holding them."""
     from remotecell.client.listing import format_gpus
 
-    with connected(url, token) as client:
+    with connected(url, token, start=False) as client:
         click.echo(format_gpus(client.list_gpus()))
 
 
@@ -49,8 +55,9 @@ def logs(job_id: str, follow: bool, url: str, token: str) -> None:
 
     from remotecell._proto import pb
 
-    with connected(url, token) as client:
-        info = client.get_job(job_id)
+    with connected(url, token, start=False) as client:
+        info = _find_job(client, job_id)
+        job_id = info.job_id
         if not follow and info.state in (pb.QUEUED, pb.RUNNING):
             events: Any = _stored_events(client, job_id, info.events)
         else:
@@ -81,6 +88,33 @@ def logs(job_id: str, follow: bool, url: str, token: str) -> None:
                 )
 
 
+def _find_job(client: Client, job_id: str) -> pb.JobInfo:
+    """The one job whose id is ``job_id`` or starts with it (with or without ``job-``).
+    None: the control plane's not-found sentence; several: a sentence listing them."""
+    from remotecell.client import JobNotFoundError
+
+    try:
+        return client.get_job(job_id)
+    except JobNotFoundError as not_found:
+        prefix = job_id.strip()
+        matches = [
+            job
+            for job in client.list_jobs(_ALL_JOBS)
+            if prefix
+            and (
+                job.job_id.startswith(prefix) or job.job_id.removeprefix("job-").startswith(prefix)
+            )
+        ]
+        if len(matches) == 1:  # the listing's JobInfo does not count events; get_job does
+            return client.get_job(matches[0].job_id)
+        if not matches:
+            raise not_found from None
+        ids = ", ".join(sorted(job.job_id for job in matches))
+        raise click.ClickException(
+            f"{len(matches)} jobs start with {job_id!r} ({ids}); give more of the id"
+        ) from None
+
+
 def _stored_events(client: Client, job_id: str, count: int) -> Iterator[pb.JobEvent]:
     """The events stored so far, without waiting for new ones."""
     stream = client.attach(job_id)
@@ -99,9 +133,17 @@ def _stored_events(client: Client, job_id: str, count: int) -> Iterator[pb.JobEv
 @url_option
 @token_option
 def cancel(job_id: str, url: str, token: str) -> None:
-    """Cancel a job."""
+    """Cancel a job (a queued or running one)."""
+    from remotecell._proto import pb
     from remotecell.client.listing import state_name
 
-    with connected(url, token) as client:
+    with connected(url, token, start=False) as client:
+        info = _find_job(client, job_id)
+        job_id = info.job_id
+        if info.state not in (pb.QUEUED, pb.RUNNING):
+            click.echo(
+                f"{job_id} had already finished ({state_name(info.state)}); nothing to cancel"
+            )
+            return
         reply = client.cancel(job_id, "cancelled with `remotecell cancel`")
         click.echo(f"{job_id}: {state_name(reply.state)}")

@@ -12,7 +12,10 @@ from remotecell.cli._control_plane import connected, one_sentence, token_option,
 
 @click.group()
 def secret() -> None:
-    """Secrets: environment variables for the cells that name them, stored encrypted."""
+    """Secrets: encrypted environment variables for cells.
+
+    A cell that names a secret gets its variables.
+    """
 
 
 @secret.command("create")

@@ -12,7 +12,10 @@ from remotecell.cli._control_plane import connected, token_option, url_option
 
 @click.group()
 def volume() -> None:
-    """Volumes: file trees that cells mount (%%remote volumes={"/models": vol})."""
+    """Volumes: file trees that cells mount.
+
+    A cell mounts one with %%remote volumes={"/models": vol}.
+    """
 
 
 @volume.command("create")
@@ -50,9 +53,9 @@ def volume_ls(name: str | None, path: str, recursive: bool, url: str, token: str
 @url_option
 @token_option
 def volume_put(name: str, local: Path, remote: str | None, url: str, token: str) -> None:
-    """Copy LOCAL (a file, or a directory and what it holds) into volume NAME at REMOTE.
+    """Copy LOCAL into volume NAME at REMOTE.
 
-    REMOTE defaults to /LOCAL's name; a REMOTE ending in / is a directory to put it in.
+    LOCAL is a file, or a directory and what it holds. REMOTE defaults to /LOCAL's name; a REMOTE ending in / is a directory to put it in.
     """
     import os
 
@@ -83,9 +86,9 @@ def volume_put(name: str, local: Path, remote: str | None, url: str, token: str)
 @url_option
 @token_option
 def volume_get(name: str, remote: str, local: Path | None, url: str, token: str) -> None:
-    """Copy REMOTE (a file, or a directory and what it holds) out of volume NAME.
+    """Copy REMOTE out of volume NAME to LOCAL.
 
-    LOCAL defaults to REMOTE's name in the current directory; an existing directory
+    REMOTE is a file, or a directory and what it holds. LOCAL defaults to REMOTE's name in the current directory; an existing directory
     receives it; '-' writes a file to standard output.
     """
     from remotecell.contract.volumes import volume_path
