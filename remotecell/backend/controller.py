@@ -188,11 +188,13 @@ class Controller:
         """Accepts a job; returns its id.
 
         Raises:
-            ConfigError: the spec asks for GPUs in a way that is not valid, names a
-                secret that is missing, lacks a required key or cannot be read, or
-                mounts volumes that cannot be mounted.
+            ConfigError: the spec asks for GPUs in a way that is not valid or that this
+                machine can never serve, names a secret that is missing, lacks a required
+                key or cannot be read, or mounts volumes that cannot be mounted.
         """
-        GPURequest.from_proto(spec.resources.gpu)
+        never = self.lifecycle.queue.never_fits(GPURequest.from_proto(spec.resources.gpu))
+        if never:  # refused before a job exists: the client gets the one sentence
+            raise ConfigError(never)
         workdir.check(spec.workdir)
         adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store)  # not to be stored
         admission.name_image(spec, self.default_image)

@@ -10,12 +10,14 @@ is evaluated in the notebook's namespace (``session=name`` uses the variable).
 from __future__ import annotations
 
 import ast
+import difflib
 import io
 import keyword
 import math
 import numbers
 import re
 import reprlib
+import textwrap
 import tokenize
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +76,23 @@ MONITOR_MODES = ("full", "compact", "off")
 
 
 def valid_options() -> str:
-    return "; ".join(f"{k}= {v}" for k, v in OPTIONS.items())
+    """The options, one a line and long ones wrapped, to end an error message with."""
+    width = max(map(len, OPTIONS)) + 1
+    return "\n".join(
+        textwrap.fill(
+            what,
+            88,
+            initial_indent=f"  {key + '=':<{width}}  ",
+            subsequent_indent=" " * (width + 4),
+        )
+        for key, what in OPTIONS.items()
+    )
+
+
+def _unknown(key: str) -> ConfigError:
+    near = difflib.get_close_matches(key, OPTIONS, n=1)
+    hint = f"; did you mean {near[0]}?" if near else "."
+    return ConfigError(f"unknown %%remote option {key!r}{hint} Valid options:\n{valid_options()}")
 
 
 def parse(line: str, user_ns: dict[str, Any]) -> RemoteOptions:
@@ -93,19 +111,20 @@ def parse(line: str, user_ns: dict[str, Any]) -> RemoteOptions:
     except (SyntaxError, tokenize.TokenError):
         raise ConfigError(
             f"cannot parse the %%remote options {line!r}: write them as key=value, "
-            f"for example `%%remote timeout=60 retries=1`. Valid options: {valid_options()}"
+            f"for example `%%remote timeout=60 retries=1`. Valid options:\n{valid_options()}"
         ) from None
     assert isinstance(call, ast.Call)
     if call.args or any(k.arg is None for k in call.keywords):
         raise ConfigError(
-            f"%%remote takes only key=value options, got {line!r}. Valid options: {valid_options()}"
+            f"%%remote takes only key=value options, got {line!r}. Valid options:\n"
+            + valid_options()
         )
     seen: set[str] = set()
     for kw in call.keywords:
         key = kw.arg
         assert key is not None
         if key not in OPTIONS:
-            raise ConfigError(f"unknown %%remote option {key!r}. Valid options: {valid_options()}")
+            raise _unknown(key)
         if key in seen:
             raise ConfigError(f"%%remote option {key}= is given twice; give it once")
         seen.add(key)

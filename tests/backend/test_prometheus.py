@@ -113,7 +113,10 @@ def test_a_running_gpu_job_shows_in_parseable_exposition_text(gpu_control_plane)
         client.close()
 
 
-def test_a_cpu_job_costs_nothing_and_a_queued_gpu_job_says_what_it_asks_for(make_control_plane):
+def test_a_cpu_job_costs_nothing_and_a_gpu_job_says_what_it_asked_for_and_costs(
+    make_control_plane, monkeypatch
+):
+    monkeypatch.setenv("REMOTECELL_FAKE_NVML", "Tesla T4,Tesla T4")
     control_plane = make_control_plane()
     client = control_plane.client()
     try:
@@ -121,12 +124,12 @@ def test_a_cpu_job_costs_nothing_and_a_queued_gpu_job_says_what_it_asks_for(make
         running = next(e for e in events if e.status.state == pb.RUNNING)
         assert running.status.gpu_count == 0
         assert running.status.price_per_second == 0.0
-        # No GPU here: a GPU job fails at once, and its listing still names what it asked for.
+        # The GPU job's listing names what it asked for, and it is priced (by default).
         spec = pb.JobSpec(code="1", resources=pb.Resources(gpu=[pb.GPUChoice(type="T4", count=2)]))
-        failed = list(client.submit(spec))
-        info = client.get_job(failed[0].job_id)
+        events = list(client.submit(spec))
+        info = client.get_job(events[0].job_id)
         assert (info.gpu_type, info.gpu_count) == ("T4", 2)
-        assert not info.HasField("price_per_second") or info.price_per_second == 0
+        assert info.price_per_second > 0
     finally:
         client.close()
 

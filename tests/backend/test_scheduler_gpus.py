@@ -116,6 +116,18 @@ def test_a_job_that_can_never_fit_fails_at_once_saying_what_the_machine_has():
     assert s.queued == []
 
 
+def test_never_fits_is_a_query_the_control_plane_asks_before_it_records_a_job():
+    s = scheduler(*H100S)
+    assert s.never_fits(parse_gpu("T4")) == (
+        'gpu="T4" can never run here: this machine has 2 H100; ask for what it has, '
+        "or run on a machine with the GPUs you need"
+    )
+    assert "this machine has 2 H100" in s.never_fits(parse_gpu("H100:3"))
+    assert s.never_fits(parse_gpu("H100:2")) == ""
+    assert s.never_fits(None) == ""
+    assert s.queued == [] and s.gpu_holders() == {}  # asking changed nothing
+
+
 def test_no_gpus_means_gpu_jobs_fail_and_cpu_jobs_still_run():
     s = scheduler()
     (bad,) = queue(s, "j1", "any")

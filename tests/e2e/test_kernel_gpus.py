@@ -17,10 +17,14 @@ H100_UUID = machine(H100)[0].uuid
 
 
 @pytest.fixture
-def gpu_kernel(make_control_plane, make_kernel, monkeypatch):
+def gpu_plane(make_control_plane, monkeypatch):
     monkeypatch.setenv("REMOTECELL_FAKE_NVML", H100)
-    control_plane = make_control_plane()
-    k = make_kernel(control_plane.env())
+    return make_control_plane()
+
+
+@pytest.fixture
+def gpu_kernel(gpu_plane, make_kernel):
+    k = make_kernel(gpu_plane.env())
     k.ok("%load_ext remotecell")
     return k
 
@@ -30,11 +34,18 @@ def test_a_gpu_cell_runs_with_only_its_gpu_visible(gpu_kernel):
     assert run.result == {"text/plain": repr(H100_UUID)}
 
 
-def test_a_type_the_machine_lacks_fails_at_once_saying_what_there_is(gpu_kernel):
+def test_a_type_the_machine_lacks_is_refused_once_and_no_job_is_recorded(gpu_kernel, gpu_plane):
     run = gpu_kernel.execute('%%remote gpu="T4"\n1')
     assert run.reply["status"] == "error"
-    message = run.error["evalue"]
-    assert 'gpu="T4" can never run here: this machine has 1 H100' in message
+    assert run.error["ename"] == "ConfigError"
+    sentence = 'gpu="T4" can never run here: this machine has 1 H100'
+    shown = run.error["evalue"] + run.stdout + run.stderr + run.displayed
+    assert shown.count(sentence) == 1, shown
+    client = gpu_plane.client()
+    try:
+        assert list(client.list_jobs()) == []
+    finally:
+        client.close()
 
 
 def test_fallbacks_run_on_the_first_type_the_machine_has(gpu_kernel):

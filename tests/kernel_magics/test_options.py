@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from remotecell.contract.errors import ConfigError
-from remotecell.kernel_magics._options import MAX_RETRIES, OPTIONS, RemoteOptions, parse
+from remotecell.kernel_magics._options import (
+    MAX_RETRIES,
+    OPTIONS,
+    RemoteOptions,
+    parse,
+    valid_options,
+)
 
 
 def parse_in(line: str, **ns: Any) -> RemoteOptions:
@@ -19,7 +25,9 @@ def error(line: str, **ns: Any) -> str:
     with pytest.raises(ConfigError) as err:
         parse_in(line, **ns)
     message = str(err.value)
-    assert "\n" not in message, message  # one sentence, on one line
+    # one sentence on one line, then (where it helps) the valid options, one a line
+    listing = message.partition("\n")[2]
+    assert listing in ("", valid_options()), message
     return message
 
 
@@ -217,15 +225,21 @@ def test_env_invalid(value: str) -> None:
 # -- the line as a whole ---------------------------------------------------------------
 
 
-def test_unknown_option_lists_the_valid_ones() -> None:
-    message = error("gpus='H100'")
-    assert message.startswith("unknown %%remote option 'gpus'. Valid options: ")
-    for key in OPTIONS:
-        assert f"{key}=" in message
+def test_unknown_option_lists_the_valid_ones_one_a_line() -> None:
+    message = error("zzz=1")
+    first, *listing = message.splitlines()
+    assert first == "unknown %%remote option 'zzz'. Valid options:"
+    starts = [line.split()[0] for line in listing if not line.startswith("   ")]
+    assert starts == [f"{key}=" for key in OPTIONS]
+    assert max(map(len, listing)) <= 88
 
 
-def test_misspelt_option_among_good_ones() -> None:
-    assert "'timout'" in error("retries=1 timout=5")
+@pytest.mark.parametrize(("typed", "meant"), [("timout", "timeout"), ("gpus", "gpu")])
+def test_a_misspelt_option_suggests_the_nearest_one(typed: str, meant: str) -> None:
+    message = error(f"retries=1 {typed}=5")
+    assert message.startswith(
+        f"unknown %%remote option {typed!r}; did you mean {meant}? Valid options:\n"
+    )
 
 
 @pytest.mark.parametrize(

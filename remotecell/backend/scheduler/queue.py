@@ -235,13 +235,34 @@ class Scheduler:
         r = self._runners.get(runner_id)
         return r.state if r else "gone"
 
+    def never_fits(self, request: GPURequest | None) -> str:
+        """Why ``request`` can never run on this machine, or "" when it can.
+
+        A pure query: the control plane asks it before it records a job, so such a request
+        is refused at submit instead of recorded as a failed job.
+        """
+        if request is None:
+            return ""
+        have = [g.type for g in self.config.gpus]
+        if any(have.count(t) >= c.count for c in request.choices for t in self._concrete(c)):
+            return ""
+        if not have:
+            there = "this machine has no GPUs (NVML finds none)"
+        else:
+            counts = {t: have.count(t) for t in self._machine_types()}
+            there = "this machine has " + ", ".join(f"{n} {t}" for t, n in counts.items())
+        return (
+            f'gpu="{request}" can never run here: {there}; ask for what it has, '
+            "or run on a machine with the GPUs you need"
+        )
+
     # -- the one entry point --------------------------------------------------
 
     def handle(self, event: Event) -> list[Instruction]:
         out: list[Instruction] = []
         if isinstance(event, JobQueued):
             item = _Queued(event.job_id, event.pool, event.gpu)
-            never = self._never_fits(event.gpu)
+            never = self.never_fits(event.gpu)
             if never:
                 return [Unplaceable(event.job_id, never)]
             if event.front:
@@ -374,23 +395,6 @@ class Scheduler:
             for c in q.gpu.choices
             for t in self._concrete(c)
         ]
-
-    def _never_fits(self, request: GPURequest | None) -> str:
-        """Why ``request`` can never run on this machine, or "" when it can."""
-        if request is None:
-            return ""
-        have = [g.type for g in self.config.gpus]
-        if any(have.count(t) >= c.count for c in request.choices for t in self._concrete(c)):
-            return ""
-        if not have:
-            there = "this machine has no GPUs (NVML finds none)"
-        else:
-            counts = {t: have.count(t) for t in self._machine_types()}
-            there = "this machine has " + ", ".join(f"{n} {t}" for t, n in counts.items())
-        return (
-            f'gpu="{request}" can never run here: {there}; ask for what it has, '
-            "or run on a machine with the GPUs you need"
-        )
 
     def _start_gpu_runner(
         self,
