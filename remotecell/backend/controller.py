@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -104,6 +105,8 @@ class Controller:
         self.http_url = ""
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        #: When the ticker wakes next by itself; an earlier deadline wakes it sooner.
+        self._sleep_until = math.inf
         self._closing = False
 
     @property
@@ -172,6 +175,7 @@ class Controller:
             if deadline is not None:
                 delay = min(delay, max(0.0, deadline - time.time()))
             self._wake.clear()
+            self._sleep_until = time.time() + delay
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
                 continue  # an earlier deadline came up: sleep until it instead
@@ -287,11 +291,10 @@ class Controller:
     # ------------------------------------------------------------------ decisions carried out
 
     def _handle(self, event: lc.Event) -> None:
-        before = self.lifecycle.next_deadline()
         for instruction in self.lifecycle.handle(event):
             self._carry(instruction)
-        after = self.lifecycle.next_deadline()
-        if after is not None and (before is None or after < before):
+        deadline = self.lifecycle.next_deadline()
+        if deadline is not None and deadline < self._sleep_until:
             self._wake.set()
 
     def _carry(self, ins: lc.Instruction) -> None:

@@ -83,10 +83,6 @@ class Lifecycle:
         job = self._jobs.get(job_id)
         return job.state if job is not None else None
 
-    def job_runner(self, job_id: str) -> str:
-        job = self._jobs.get(job_id)
-        return job.runner_id if job is not None else ""
-
     def runner_ever_connected(self, runner_id: str) -> bool:
         runner = self._runners.get(runner_id)
         return runner is not None and runner.ever_connected
