@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import threading
@@ -249,3 +250,68 @@ def test_a_same_size_rewrite_within_one_clock_tick_is_still_committed(client, tm
     os.utime(pulled, ns=(then, then))
     assert b.commit().uploaded == ["weights.bin"]
     assert content(client, "weights.bin") == b"v3" * 500
+
+
+@pytest.mark.parametrize("stage", ["opening", "writing"])
+def test_an_upload_cancelled_while_its_file_is_opened_or_written_leaves_nothing(
+    tmp_path: Path, stage: str
+):
+    """The race behind a slow machine's leftover partial write: the client goes away
+    while a worker thread is still opening (or writing) the temporary file, so the
+    handler is cancelled before it holds the writer (or while the write runs)."""
+    from remotecell.backend.state.volumes import VolumeRecords
+    from remotecell.backend.volumes.service import VolumeServicer
+    from remotecell.backend.volumes.store import FileWriter, VolumeStore
+
+    records = VolumeRecords(tmp_path / "state.sqlite3")
+    store = VolumeStore(str(tmp_path / "volumes"), records)
+    store.create("shared")
+    entered, release = threading.Event(), threading.Event()
+    if stage == "opening":
+        made = store.writer
+
+        def slow_writer(name: str, path: str) -> FileWriter:
+            writer = made(name, path)
+            entered.set()
+            release.wait(10)
+            return writer
+
+        store.writer = slow_writer  # type: ignore[method-assign]
+    else:
+        wrote = FileWriter.write
+
+        def slow_write(self: FileWriter, data: bytes) -> None:
+            wrote(self, data)
+            entered.set()
+            release.wait(10)
+
+        FileWriter.write = slow_write  # type: ignore[method-assign]
+
+    async def upload() -> None:
+        async def chunks():
+            yield pb.VolumeChunk(name="shared", path="model.bin", size=10, data=b"v2")
+            await asyncio.sleep(30)
+
+        task = asyncio.ensure_future(
+            VolumeServicer(store, lambda name: []).VolumeWrite(
+                chunks(),
+                None,  # type: ignore[arg-type]
+            )
+        )
+        await asyncio.to_thread(entered.wait, 10)
+        task.cancel()  # the client has gone
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task  # its clean-up, if any, has run when it ends
+
+    try:
+        asyncio.run(upload())
+    finally:
+        release.set()
+        if stage == "writing":
+            FileWriter.write = wrote  # type: ignore[method-assign]
+        records.close()
+    tmp = tmp_path / "volumes" / "shared"
+    leftovers = [p for p in (tmp_path / "volumes").rglob("*") if p.is_file()]
+    assert leftovers == [], leftovers
+    assert not (tmp / "model.bin").exists()

@@ -25,6 +25,7 @@ import posixpath
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,7 +342,14 @@ class VolumeStore:
 
 
 class FileWriter:
-    """Writes one file to a temporary key and moves it into place on ``commit``."""
+    """Writes one file to a temporary key and moves it into place on ``commit``.
+
+    The temporary file is opened by the first write, not when the writer is made: an
+    upload whose client goes away while a worker thread makes the writer leaves
+    nothing behind. Writes, ``commit`` and ``abort`` take one lock, so an ``abort``
+    from a cancelled upload waits for a write still running in its thread, and no
+    write opens the file again after it.
+    """
 
     def __init__(self, store: VolumeStore, place: _Place, rel: str) -> None:
         self.store = store
@@ -350,46 +358,63 @@ class FileWriter:
         self.size = 0
         place.fs.makedirs(place.tmp_dir, exist_ok=True)
         self._tmp = f"{place.tmp_dir}/{place.record.name}.{secrets.token_hex(8)}"
-        self._file: Any = (
-            open(self._tmp, "wb")  # noqa: SIM115 - closed by commit or abort
-            if place.local is not None
-            else place.fs.open(self._tmp, "wb")
-        )
+        self._file: Any = None
         self._done = False
+        self._lock = threading.Lock()
+
+    def _open(self) -> Any:
+        if self._done:
+            raise ValueError("this upload was aborted")
+        if self._file is None:
+            self._file = (
+                open(self._tmp, "wb")  # noqa: SIM115 - closed by commit or abort
+                if self.place.local is not None
+                else self.place.fs.open(self._tmp, "wb")
+            )
+        return self._file
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
-        self.size += len(data)
+        with self._lock:
+            self._open().write(data)
+            self.size += len(data)
 
     def commit(self) -> pb.VolumeFile:
-        place = self.place
-        if place.local is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        self._file.close()
-        target = place.key(self.rel)
-        try:
+        with self._lock:
+            place = self.place
+            file = self._open()
             if place.local is not None:
-                with self.store._local_errors(place, self.rel, writing=True):
-                    entry = local_entry(self.rel, place.local.replace(self._tmp, self.rel))
-            else:
-                place.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-                place.fs.mv(self._tmp, target)
-                entry = store_entry(place.fs, place.root, place.fs.info(target))
-        except (NotADirectoryError, FileExistsError):
-            self.abort()
-            raise _file_in_the_way(place.record.name, self.rel) from None
-        except BaseException:
-            self.abort()
-            raise
-        self._done = True
-        return entry
+                file.flush()
+                os.fsync(file.fileno())
+            file.close()
+            target = place.key(self.rel)
+            try:
+                if place.local is not None:
+                    with self.store._local_errors(place, self.rel, writing=True):
+                        entry = local_entry(self.rel, place.local.replace(self._tmp, self.rel))
+                else:
+                    place.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+                    place.fs.mv(self._tmp, target)
+                    entry = store_entry(place.fs, place.root, place.fs.info(target))
+            except (NotADirectoryError, FileExistsError):
+                self._drop()
+                raise _file_in_the_way(place.record.name, self.rel) from None
+            except BaseException:
+                self._drop()
+                raise
+            self._done = True
+            return entry
 
     def abort(self) -> None:
         """Drops the temporary content; the previous version stays."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
         if self._done:
             return
         self._done = True
+        if self._file is None:
+            return
         with contextlib.suppress(Exception):
             self._file.close()
         with contextlib.suppress(Exception):
