@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from typing import Any
 
-import pytest
+from support import missing
 
 from remotecell.backend import _docker
 from remotecell.backend.images.builder import BuiltImage
 from remotecell.backend.images.docker import DEFAULT_BASE_IMAGE, DockerBuilder
 from remotecell.client.image import Image
-
-REQUIRE_ENV = "REMOTECELL_REQUIRE_ENGINES"
 
 
 def require_engine() -> Any:
@@ -26,22 +23,16 @@ def require_engine() -> Any:
     try:
         client = _docker.connect()
     except _docker.DockerUnavailable as err:
-        _missing(str(err))
+        missing(str(err))
     try:
         client.images.get(DEFAULT_BASE_IMAGE)
     except Exception as err:
         client.close()
-        _missing(
+        missing(
             f"the Docker engine has no base image {DEFAULT_BASE_IMAGE} ({err}); "
             "build it with scripts/docker_setup.sh"
         )
     return client
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV):
-        pytest.fail(f"{reason} [{REQUIRE_ENV} is set: docker tests must run]", pytrace=False)
-    pytest.skip(reason)
 
 
 def runtime_image() -> BuiltImage:

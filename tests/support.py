@@ -17,12 +17,39 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 
 from remotecell.client import Client, Endpoint
 from remotecell.client.config import read_endpoint_file
+
+#: Set by CI (.ci/run): a test whose engine or tool is missing fails instead of skipping.
+REQUIRE_ENV = "REMOTECELL_REQUIRE_ENGINES"
+
+
+def missing(reason: str, *, module: bool = False) -> NoReturn:
+    """Skips a test that needs something this machine lacks (an engine, a browser, a tool,
+    an optional package); where ``REMOTECELL_REQUIRE_ENGINES`` is set (CI), fails it.
+
+    ``reason`` says what is missing and how to get it. ``module``: skip the whole module
+    (called at import time).
+    """
+    import pytest
+
+    if os.environ.get(REQUIRE_ENV):
+        pytest.fail(f"{reason} [{REQUIRE_ENV} is set: this test must run]", pytrace=False)
+    pytest.skip(reason, allow_module_level=module)
+
+
+def optional_module(name: str, install: str) -> Any:
+    """The module ``name``, for a module of tests that need it; missing: see ``missing``."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"needs {name}: {install}", module=True)
 
 
 def short_tmpdir(prefix: str = "rc-") -> Path:

@@ -15,14 +15,12 @@ import subprocess
 import time
 
 import pytest
-from support import ControlPlane, kill_runners, short_tmpdir, wait_until
+from support import ControlPlane, kill_runners, missing, short_tmpdir, wait_until
 
 from remotecell._proto import pb
 
 if shutil.which("ss") is None:
-    if os.environ.get("REMOTECELL_REQUIRE_ENGINES"):
-        raise RuntimeError("ss (iproute2) is missing: .ci/run installs it")
-    pytest.skip("needs ss (iproute2: apt-get install iproute2)", allow_module_level=True)
+    missing("needs ss (iproute2: apt-get install iproute2)", module=True)
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import wait_until
+from support import missing, wait_until
 from test_executor_local import finished, read_until, stdout_of
 
 from remotecell._proto import pb
@@ -28,16 +28,11 @@ def cgroups_here() -> None:
     try:
         probe = _cgroups.confine("r-probe", os.getpid(), 0, 0)
     except _cgroups.Unavailable as err:
-        if os.environ.get("REMOTECELL_REQUIRE_ENGINES"):
-            raise AssertionError(f"local runner limits are unavailable: {err}") from None
-        pytest.skip(f"local runner limits are unavailable: {err}")
+        missing(f"local runner limits are unavailable: {err}")
     probe.remove()
     for controller in ("cpu", "memory"):
         if not os.access(_cgroups.ROOT / controller, os.W_OK):
-            message = f"{_cgroups.ROOT / controller} is not writable"
-            if os.environ.get("REMOTECELL_REQUIRE_ENGINES"):
-                raise AssertionError(message)
-            pytest.skip(message)
+            missing(f"{_cgroups.ROOT / controller} is not writable")
 
 
 def run(client, code: str, **resources) -> list[pb.JobEvent]:

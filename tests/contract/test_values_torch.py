@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
+from support import optional_module
 from test_values import round_trip
 
 from remotecell.contract.values import OUT_OF_BAND_MIN, pack
+
+# Not in the test extra (a bare requirement pulls the CUDA build); CI installs the CPU wheel.
+torch = optional_module("torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu")
 
 
 def test_a_large_tensor_travels_out_of_band_and_once() -> None:

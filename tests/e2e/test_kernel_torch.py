@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from support import optional_module
 
 pytestmark = pytest.mark.kernel
+
+# Not in the test extra (a bare requirement pulls the CUDA build); CI installs the CPU wheel.
+optional_module("torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu")
 
 
 def test_a_model_travels_to_the_runner_and_its_output_comes_back(kernel):

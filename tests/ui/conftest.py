@@ -25,9 +25,8 @@ from typing import Any
 
 import psutil
 import pytest
-from support import ControlPlane, short_tmpdir, wait_until
+from support import ControlPlane, missing, short_tmpdir, wait_until
 
-REQUIRE_ENV = "REMOTECELL_REQUIRE_ENGINES"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -42,22 +41,16 @@ CHROMIUM_ARGS = [
 FAKE_GPUS = "NVIDIA H100 80GB HBM3,NVIDIA H100 80GB HBM3"
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV):
-        pytest.fail(f"{reason} [{REQUIRE_ENV} is set: browser tests must run]", pytrace=False)
-    pytest.skip(reason)
-
-
 def _require_browser_stack() -> None:
     if not os.access(CHROMIUM, os.X_OK):
-        _missing(
+        missing(
             f"no Chromium at {CHROMIUM}: run scripts/browser_setup.sh (apt-get install chromium)"
         )
     for module, package in (("playwright", "playwright"), ("jupyterlab", "jupyterlab")):
         try:
             __import__(module)
         except ImportError:
-            _missing(f"{package} is not installed: pip install '.[test]'")
+            missing(f"{package} is not installed: pip install '.[test]'")
 
 
 def _free_port() -> int:
