@@ -165,11 +165,18 @@ class RemoteComms:
             )
             return reply
         job_id = request.job_id
+        try:
+            msg = _jupyter_message(message)
+        except ValueError as err:
+            reply.refused = (
+                f"the message for comm {message.comm_id} is not valid JSON ({err}); "
+                "the widget did not get it"
+            )
+            return reply
 
         def collect(body: Body) -> None:
             reply.events.append(job_event(job_id, body))
 
-        msg = _jupyter_message(message)
         with self._lock:
             self._emit, self._job = collect, job_id
         try:

@@ -47,7 +47,7 @@ class ProcessState:
             state = self._loggers.get(name)
             if state is None:
                 state = _LoggerState(logging.NOTSET, (), True, False)
-            logger.handlers[:] = list(state.handlers)
+            logger.handlers = list(state.handlers)  # a cell may have made it a tuple
             logger.setLevel(state.level)
             logger.propagate = state.propagate
             logger.disabled = state.disabled

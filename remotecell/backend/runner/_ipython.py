@@ -53,7 +53,8 @@ class EventWriter:
 
     def flush(self) -> None:
         if self._buffer:
-            text = "".join(self._buffer)
+            # Lone surrogates (``print(chr(0xD800))``) escaped: a protobuf string is UTF-8.
+            text = "".join(self._buffer).encode("utf-8", "backslashreplace").decode("utf-8")
             self._buffer.clear()
             self.emit(pb.Stream(name=self._name, text=text))  # type: ignore[arg-type]
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from remotecell._proto import pb
 from remotecell.backend.runner import launch
@@ -21,6 +22,9 @@ from remotecell.backend.runner._volumes import RunnerVolumes
 from remotecell.backend.runner._workdir import RunnerWorkdir
 from remotecell.client import Client
 from remotecell.client.config import Endpoint
+
+if TYPE_CHECKING:
+    from remotecell.backend.runner._shell import Emit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     link = Link(
         endpoint, hello, on_cancel, orphan_timeout=args.orphan_timeout, on_answer=stdin.answer
     )
-    from remotecell.backend.runner._shell import CellShell
+    from remotecell.backend.runner._shell import CellShell, runner_failure
 
     shell = CellShell(capture)
     comms = RemoteComms()
@@ -105,20 +109,28 @@ def main(argv: list[str] | None = None) -> int:
             if ins is None or ins.HasField("shutdown"):
                 break
             if ins.HasField("comm"):  # a front end's message to a widget, between cells
-                link.reply(comms.handle(ins.comm, functools.partial(idle_output, shell)))
+                try:
+                    reply = comms.handle(ins.comm, functools.partial(idle_output, shell))
+                except Exception as err:  # the runner stays for its session's next cell
+                    logging.getLogger("remotecell").exception("a widget message failed")
+                    refused = f"the runner could not hand it to the widget: {type(err).__name__}"
+                    reply = pb.CommReply(request_id=ins.comm.request_id, refused=refused)
+                link.reply(reply)
             if ins.HasField("task"):
                 link.begin(ins.task)
-                # Masked outside the volumes' sync too: its notes name the cell's files.
-                emit = shell.masked(ins.task, link.emit)
-                run = functools.partial(
-                    shell.run_task,
-                    ins.task,
-                    fetch=blobs.fetch,
-                    upload=blobs.upload,
-                    masked=True,
-                )
-                sampler.watch(link.emit)
+                emit: Emit = link.emit
+                # Whatever the task holds fails the task, never the runner (see run_task).
                 try:
+                    # Masked outside the volumes' sync too: its notes name the cell's files.
+                    emit = shell.masked(ins.task, link.emit)
+                    run = functools.partial(
+                        shell.run_task,
+                        ins.task,
+                        fetch=blobs.fetch,
+                        upload=blobs.upload,
+                        masked=True,
+                    )
+                    sampler.watch(link.emit)
                     with (
                         stdin.serving(ins.task.job_id, emit, _flush_output),
                         comms.serving(ins.task.job_id, emit, keep=bool(ins.task.spec.session)),
@@ -126,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                         finished = volumes.run_task(emit, workdir.around(ins.task, run))
                 except KeyboardInterrupt:  # a cancel's interrupt, late, as the cell ended
                     finished = pb.Finished(state=pb.CANCELLED, message="cancelled as it ended")
+                except Exception as err:
+                    finished = runner_failure(emit, err)
                 finally:
                     sampler.stop()
                 emit(finished)  # the task's last event: no reading or note comes after it

@@ -46,7 +46,8 @@ def apply(settings: ProcessSettings, streams: dict[str, Any]) -> None:
             handler.setLevel(spec.level)
             if spec.fmt is not None or spec.datefmt is not None:
                 handler.setFormatter(
-                    logging.Formatter(spec.fmt, spec.datefmt, style=spec.style)  # type: ignore[arg-type]
+                    # Unchecked, as the cell's own was (``validate=False``): it existed.
+                    logging.Formatter(spec.fmt, spec.datefmt, style=spec.style, validate=False)  # type: ignore[arg-type]
                 )
             logger.addHandler(handler)
     logging.disable(settings.disable)

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -102,37 +102,33 @@ class CellShell:
             self._cancel = self._early.pop(task.job_id, None)
             self._early.clear()  # any other is for a task that ended before it came
             self.shell.cancelling = self._cancel is not None
-        self.shell.captured = None
-        self.shell.displayhook.bundle = None
         ns = self.shell.user_ns
-        settings = _settings.parsed(spec.process_settings)
-        if not spec.session:
-            ns.clear()
-            ns.update(self._fresh_ns)
-            self._fresh_process.restore()
-            _settings.apply(settings, self._streams())
-        _settings.apply_inline(self.shell, settings.inline)
-        if not masked:
-            emit = self.masked(task, emit)
-        saved_env = {k: os.environ.get(k) for k in (*spec.env, *task.secret_env)}
-        os.environ.update(spec.env)
-        os.environ.update(task.secret_env)
-        self.shell.display_pub.emit = emit
-        self.shell.displayhook.quiet_cell = self.shell.displayhook.semicolon_at_end_of_expression(
-            spec.code
-        )
+        saved_env: dict[str, str | None] = {}
         try:
+            # Everything the task holds (its spec, env, settings, code) is read in here:
+            # nothing a cell or a spec contains may end the runner, only the task.
+            if not masked:
+                emit = self.masked(task, emit)
+            problem = env_problem(spec.env, "env") or env_problem(task.secret_env, "secret")
+            if problem is not None:
+                return self._fail_setup(emit, problem)
+            self.shell.captured = None
+            self.shell.displayhook.bundle = None
+            if not spec.session:
+                ns.clear()
+                ns.update(self._fresh_ns)
+                self._fresh_process.restore()
+            problem = self._apply_settings(spec)
+            if problem is not None:
+                return self._fail_setup(emit, problem)
+            saved_env.update((k, os.environ.get(k)) for k in (*spec.env, *task.secret_env))
+            os.environ.update(spec.env)
+            os.environ.update(task.secret_env)
+            self.shell.display_pub.emit = emit
+            self.shell.displayhook.quiet_cell = _quiet(self.shell, spec.code)
             return self._run(spec, ns, emit, fetch, upload)
         except Exception as err:  # a bug of ours, not the cell's: still end the task cleanly
-            emit(
-                pb.Error(
-                    kind=pb.Error.INTERNAL,
-                    type_name=type(err).__name__,
-                    message=str(err),
-                    traceback=traceback.format_exc().splitlines(),
-                )
-            )
-            return pb.Finished(state=pb.FAILED, message=f"the runner failed: {err}")
+            return runner_failure(emit, err)
         finally:
             self._in_cell = False
             with self._lock:
@@ -146,6 +142,22 @@ class CellShell:
             if not spec.session:
                 ns.clear()
                 ns.update(self._fresh_ns)
+
+    def _apply_settings(self, spec: pb.JobSpec) -> str | None:
+        """Applies the notebook's process settings (after a fresh job's reset); returns
+        why they could not be, in a sentence."""
+        try:
+            settings = _settings.parsed(spec.process_settings)
+            if not spec.session:
+                _settings.apply(settings, self._streams())
+            _settings.apply_inline(self.shell, settings.inline)
+        except Exception as err:
+            return (
+                "the notebook's logging, warning or inline figure settings could not be "
+                f"applied on the runner ({type(err).__name__}: {_text(err)}), so the cell "
+                "did not run; restart the notebook's kernel to clear them"
+            )
+        return None
 
     def _run(
         self,
@@ -202,15 +214,16 @@ class CellShell:
                 if etype.__module__ == "builtins"
                 else f"{etype.__module__}.{etype.__qualname__}"
             )
+            message = _text(evalue)
             emit(
                 pb.Error(
                     kind=pb.Error.USER_CODE,
                     type_name=name,
-                    message=str(evalue),
-                    traceback=list(stb),
+                    message=message,
+                    traceback=[_text(line) for line in stb],
                 )
             )
-            return pb.Finished(state=pb.FAILED, message=f"{name}: {evalue}")
+            return pb.Finished(state=pb.FAILED, message=f"{name}: {message}")
         items = {n: ns[n] for n in _sendback.pulled(spec.pull, ns, before)}
         has_output = result.result is not None
         if has_output:
@@ -305,6 +318,58 @@ class CellShell:
             return pb.Finished(state=pb.FAILED, message=cancel.reason)
         emit(pb.Error(kind=pb.Error.CANCELLED, type_name="Cancelled", message=cancel.reason))
         return pb.Finished(state=pb.CANCELLED, message=cancel.reason)
+
+
+def runner_failure(emit: Emit, err: Exception) -> pb.Finished:
+    """Ends a task that failed in the runner's own code (not the cell's): an internal
+    error, and the runner goes on to its next task."""
+    message = _text(err)
+    emit(
+        pb.Error(
+            kind=pb.Error.INTERNAL,
+            type_name=type(err).__name__,
+            message=message,
+            traceback=[_text(line) for line in traceback.format_exc().splitlines()],
+        )
+    )
+    return pb.Finished(state=pb.FAILED, message=f"the runner failed: {message}")
+
+
+def env_problem(env: Mapping[str, str], what: str) -> str | None:
+    """Why ``env`` cannot be set in this process's environment, in a sentence (naming
+    the key, never the value), or None. The control plane checks a job's env too."""
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key:
+            return (
+                f"{what} key {key[:80]!r} cannot be an environment variable's name, which "
+                "must not be empty or hold '=' or a NUL character; use letters, digits "
+                "and '_' (for example HF_TOKEN)"
+            )
+        if "\0" in value:
+            return (
+                f"the value of {what} key {key!r} holds a NUL character, which no "
+                "environment variable can hold; remove it"
+            )
+    return None
+
+
+def _quiet(shell: Any, code: str) -> bool:
+    """Whether the cell ends with a ';' (its Out is not shown), as IPython decides it, on
+    the transformed cell (``!cmd`` is Python then)."""
+    try:
+        return bool(shell.displayhook.semicolon_at_end_of_expression(shell.transform_cell(code)))
+    except Exception:  # code that does not tokenize: running it reports its SyntaxError
+        return False
+
+
+def _text(value: object) -> str:
+    """``str(value)`` fit for an event: whatever its ``__str__`` does, lone surrogates
+    escaped (a protobuf string holds UTF-8 only)."""
+    try:
+        text = str(value)
+    except Exception:
+        text = f"<{type(value).__name__} object whose str() failed>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _to_log(body: Body) -> None:

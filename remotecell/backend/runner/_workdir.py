@@ -48,7 +48,10 @@ class RunnerWorkdir:
             return run
 
         def in_workdir(emit: Emit) -> pb.Finished:
-            home = os.getcwd()
+            try:
+                home = os.getcwd()
+            except OSError:  # a cell removed the runner's own directory
+                home = tempfile.gettempdir()
             made: Path | None = None
             try:
                 if workdir.snapshot:
@@ -63,12 +66,13 @@ class RunnerWorkdir:
                 message = str(err)
                 emit(pb.Error(kind=pb.Error.SETUP, type_name="WorkdirError", message=message))
                 return pb.Finished(state=pb.FAILED, message=message)
-            except OSError as err:
+            except (OSError, ValueError) as err:  # ValueError: a NUL in the path
                 if made is not None:
                     shutil.rmtree(made, ignore_errors=True)
+                reason = getattr(err, "strerror", None) or err
                 message = (
                     f"the notebook's working directory {workdir.path} cannot be entered on "
-                    f"the runner's machine ({err.strerror or err}), so the cell did not run; "
+                    f"the runner's machine ({reason}), so the cell did not run; "
                     "run it from a notebook in a directory that the runner can read"
                 )
                 emit(pb.Error(kind=pb.Error.SETUP, type_name="WorkdirError", message=message))
