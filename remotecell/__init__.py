@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "BlobCorruptError",
     "BlobNotFoundError",
     "ClosureError",
     "ConnectionError",
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from remotecell.client.volume import Volume
     from remotecell.contract.errors import (
         AuthError,
+        BlobCorruptError,
         BlobNotFoundError,
         ClosureError,
         ConnectionError,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "AuthError": "remotecell.contract.errors",
+    "BlobCorruptError": "remotecell.contract.errors",
     "BlobNotFoundError": "remotecell.contract.errors",
     "ClosureError": "remotecell.contract.errors",
     "ConnectionError": "remotecell.contract.errors",

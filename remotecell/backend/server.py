@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import secrets
 import signal
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -40,6 +38,7 @@ from remotecell.backend.scheduler.queue import MachineGPU
 from remotecell.backend.secrets.service import SecretServicer
 from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
+from remotecell.backend.state import private
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.backend.state.store import Store
 from remotecell.backend.state.volumes import VolumeRecords
@@ -64,12 +63,11 @@ GRPC_OPTIONS = [
 
 def default_socket(data_dir: Path) -> str:
     # In a directory of its own: the docker executor mounts the socket's directory into
-    # runner containers, and the data directory holds the token and the state.
+    # runner containers, and the data directory holds the token and the state. Private
+    # either way (clients find it in server.json), never a guessable name in /tmp.
     path = data_dir / "run" / "cp.sock"
     if len(str(path)) > 100:  # AF_UNIX paths are limited to 108 bytes
-        # Stable per data directory, so runners find a restarted control plane again.
-        digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
-        path = Path(tempfile.gettempdir()) / f"remotecell-{os.getuid()}-{digest}.sock"
+        path = private.socket_dir(data_dir) / "cp.sock"
     return f"unix:{path}"
 
 
@@ -120,6 +118,10 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
     """Runs the control plane until cancelled or signalled (SIGTERM/SIGINT)."""
     data_dir = (config.data_dir or default_data_dir()).resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        private.tighten(data_dir)  # before anything in it is read or written
+    except private.NotPrivate as err:
+        raise CannotServe(str(err)) from None
     lock = _lock(data_dir)
     token = ensure_token(data_dir)
     token_file = data_dir / TOKEN_FILE
@@ -130,6 +132,7 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
         config.volume_url or str(data_dir / "volumes"), VolumeRecords(store.path)
     )
     images = open_cache(data_dir, docker_base_image=config.docker_base_image)
+    private.tighten(data_dir)  # the state files just made, too
     executor = _executor(config, data_dir, blobs)
     machine_gpus, gpu_note = _machine_gpus()
 
@@ -157,7 +160,7 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
         images=images,
         builder=config.builder,
         default_image=Image.debian_slim().to_spec()[0] if config.executor == "docker" else None,
-        fetch_blob=lambda digest: b"".join(blobs.read(digest)),
+        fetch_blob=blobs.get,
         gpus=machine_gpus,
         gpu_note=gpu_note,
         touch_blobs=blobs.touch,
@@ -198,6 +201,7 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
             }
         )
     )
+    tmp.chmod(0o600)
     os.replace(tmp, endpoint)
     log.info(
         "remotecell control plane %s listening on %s", remotecell.__version__, ", ".join(addresses)

@@ -23,7 +23,7 @@ from remotecell._proto import pb
 from remotecell.client import _blobs, transport
 from remotecell.client._calls import _AioCalls, _Calls, _Watch
 from remotecell.client.config import Endpoint
-from remotecell.contract.blobs import blob_gone
+from remotecell.contract.blobs import blob_gone, verify
 from remotecell.contract.errors import (
     BlobNotFoundError,
     ConfigError,
@@ -265,10 +265,11 @@ class AsyncClient:
         await self._stream_in("PutBlob", chunks(), timeout=600)
 
     async def get_blob(self, digest: str) -> bytearray:
-        """One blob's bytes over gRPC.
+        """One blob's bytes over gRPC, checked against ``digest``.
 
         Raises:
             BlobNotFoundError: the control plane does not have it (any more).
+            BlobCorruptError: its stored bytes do not match its hash.
         """
         self._check_open()
         out = bytearray()
@@ -281,6 +282,7 @@ class AsyncClient:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 raise BlobNotFoundError(err.details() or blob_gone(digest)) from None
             raise self._error(err) from None
+        verify(digest, out)
         return out
 
     async def _shared_dir(self) -> Path | None:
@@ -308,17 +310,21 @@ class AsyncClient:
         return sent
 
     async def fetch(self, digest: str) -> Buffer:
-        """A blob's bytes: mapped from the shared blob directory, else over gRPC.
+        """A blob's bytes: mapped from the shared blob directory, else over gRPC; checked
+        against ``digest`` either way.
 
         Raises:
             BlobNotFoundError: the control plane does not have it (any more).
+            BlobCorruptError: its stored bytes do not match its hash.
         """
         shared = await self._shared_dir()
         if shared is not None:
             try:
-                return _blobs.local_read(shared, digest)
+                data = _blobs.local_read(shared, digest)
             except FileNotFoundError:
                 raise BlobNotFoundError(blob_gone(digest)) from None
+            verify(digest, data)
+            return data
         return await self.get_blob(digest)
 
     # -- secrets ---------------------------------------------------------------

@@ -9,6 +9,7 @@ write on the way in and no copy on the way out.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import secrets
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from remotecell._proto import pb
 from remotecell.contract.blobs import ID_FILE, blob_relpath
+from remotecell.contract.errors import ConfigError
 
 
 def shared_blob_dir(health: pb.HealthReply) -> Path | None:
@@ -36,15 +38,29 @@ def local_has(root: Path, digest: str) -> bool:
 
 
 def local_write(root: Path, digest: str, data: bytes | bytearray | memoryview) -> None:
+    """Stores a blob in the shared directory ``root``.
+
+    Raises:
+        ConfigError: it cannot be written there (the sentence names the directory).
+    """
     path = root / blob_relpath(digest)
     if path.exists():
         return
-    path.parent.mkdir(exist_ok=True)
     tmp = root / "tmp" / f"{digest}.{secrets.token_hex(4)}"
-    tmp.parent.mkdir(exist_ok=True)
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp.parent.mkdir(exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise ConfigError(
+            f"cannot write the cell's values to the blob directory {root}: "
+            f"{err.strerror or err} ({err.filename}); make it and the directories in it "
+            f"writable by you (chmod -R u+rwX {root}), or free space on its disk"
+        ) from None
 
 
 def local_read(root: Path, digest: str) -> memoryview:

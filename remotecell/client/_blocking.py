@@ -274,7 +274,8 @@ class Client:
         _finish(self._core.put_blob(digest, data))
 
     def get_blob(self, digest: str) -> bytearray:
-        """One blob's bytes over gRPC (``BlobNotFoundError`` if it is not stored)."""
+        """One blob's bytes over gRPC (``BlobNotFoundError`` if it is not stored,
+        ``BlobCorruptError`` if they do not match ``digest``)."""
         return _finish(self._core.get_blob(digest))
 
     def upload(self, blobs: Mapping[str, Buffer]) -> int:
@@ -282,7 +283,8 @@ class Client:
         return _finish(self._core.upload(blobs))
 
     def fetch(self, digest: str) -> Buffer:
-        """A blob's bytes (``BlobNotFoundError`` if it is not stored)."""
+        """A blob's bytes (``BlobNotFoundError`` if it is not stored, ``BlobCorruptError``
+        if they do not match ``digest``)."""
         return _finish(self._core.fetch(digest))
 
     # -- secrets ---------------------------------------------------------------

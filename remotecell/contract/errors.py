@@ -12,6 +12,7 @@ RemoteCellError
 ├── VolumeNotFoundError  no volume of that name
 ├── VolumeFileNotFoundError  no file at that path in a volume (also a FileNotFoundError)
 ├── BlobNotFoundError    a value's stored bytes are gone (deleted after --blob-ttl unused)
+├── BlobCorruptError     a value's stored bytes no longer match their hash (also a ValueError)
 └── RemoteError          the cell ran and failed: raised, timed out, was cancelled,
                          or its runner died; carries the remote type name and traceback
 
@@ -116,6 +117,18 @@ class VolumeFileNotFoundError(RemoteCellError, FileNotFoundError):
 
 class BlobNotFoundError(RemoteCellError, LookupError):
     pass
+
+
+class BlobCorruptError(RemoteCellError, ValueError):
+    """A blob's bytes do not match its hash, so they are never used as a value.
+
+    Attributes:
+        digest: the blob's hash.
+    """
+
+    def __init__(self, message: str, digest: str) -> None:
+        super().__init__(message)
+        self.digest = digest
 
 
 class RemoteError(RemoteCellError):

@@ -15,7 +15,9 @@ from typing import Any
 from remotecell._proto import pb
 from remotecell.client import Client, EventStream
 from remotecell.contract import values
+from remotecell.contract.blobs import blob_corrupt
 from remotecell.contract.errors import (
+    BlobCorruptError,
     BlobNotFoundError,
     ConfigError,
     ImageBuildError,
@@ -273,9 +275,14 @@ class JobFollower:
                 loaded.update(
                     values.unpack([value], self.client.fetch, namespace=ns, errors=failed)
                 )
-            except BlobNotFoundError as err:
+            except (BlobNotFoundError, BlobCorruptError) as err:
                 names = ", ".join(n or "the cell's value" for n in value.names) or value.name
-                print(f"remotecell: could not load {names}: {err}", file=sys.stderr)
+                why = (
+                    blob_corrupt(err.digest, self.job_id)
+                    if isinstance(err, BlobCorruptError)
+                    else str(err)
+                )
+                print(f"remotecell: could not load {names}: {why}", file=sys.stderr)
             for name, error in failed.items():
                 print(f"remotecell: not brought back: {_unloadable(name, error)}", file=sys.stderr)
         has_value = result.has_output and "" in loaded

@@ -34,6 +34,8 @@ from remotecell.backend.runner._ipython import EventWriter, build_shell, jsonabl
 from remotecell.backend.runner._masking import MaskedEmit
 from remotecell.backend.secrets.masking import Masker
 from remotecell.contract import values
+from remotecell.contract.blobs import blob_corrupt
+from remotecell.contract.errors import BlobCorruptError
 from remotecell.contract.events import Body
 
 Emit = Callable[[Body], None]
@@ -169,6 +171,8 @@ class CellShell:
     ) -> pb.Finished:
         try:
             ns.update(values.unpack(spec.closure, fetch, namespace=ns))
+        except BlobCorruptError as err:
+            return self._fail_setup(emit, blob_corrupt(err.digest, self._job))
         except ModuleNotFoundError as err:
             return self._fail_setup(
                 emit,

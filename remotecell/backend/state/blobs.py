@@ -29,7 +29,7 @@ import xxhash
 
 from remotecell._proto import pb
 from remotecell.contract import workdir
-from remotecell.contract.blobs import ID_FILE, blob_relpath
+from remotecell.contract.blobs import ID_FILE, blob_relpath, verify
 
 CHUNK = 4 * 1024 * 1024
 #: Default ``--blob-ttl``: a blob unused for a week is deleted.
@@ -102,9 +102,21 @@ class BlobStore:
         return size
 
     def read(self, digest: str) -> Iterator[bytes]:
+        """A blob's chunks, unchecked: ``GetBlob`` streams them and its client checks the
+        whole (``remotecell.contract.blobs.verify``)."""
         with self.fs.open(self._path(digest), "rb") as f:
             while chunk := f.read(CHUNK):
                 yield chunk
+
+    def get(self, digest: str) -> bytes:
+        """A blob's bytes, checked against its hash.
+
+        Raises:
+            BlobCorruptError: the stored bytes do not match it.
+        """
+        data = b"".join(self.read(digest))
+        verify(digest, data)
+        return data
 
     # -- garbage collection (local directory stores) --------------------------
 
