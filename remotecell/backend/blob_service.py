@@ -1,6 +1,7 @@
 """The blob RPCs of the control plane: content-addressed values, over the blob store.
 
-The store checks hashes (a malformed one is a ``ValueError``, here INVALID_ARGUMENT).
+Every hash a request names is checked as a blob id (``contract.blobs.check_blob_id``)
+before the store sees it: a malformed one is INVALID_ARGUMENT, never a path.
 """
 
 from __future__ import annotations
@@ -11,7 +12,24 @@ import grpc
 
 from remotecell._proto import pb
 from remotecell.backend.state.blobs import BlobStore
-from remotecell.contract.blobs import blob_gone
+from remotecell.contract.blobs import blob_gone, check_blob_id
+from remotecell.contract.errors import ConfigError
+
+#: The most hashes one MissingBlobs may ask about.
+MAX_HASHES = 100_000
+
+
+async def _check_ids(context: grpc.aio.ServicerContext, hashes: list[str]) -> None:
+    if len(hashes) > MAX_HASHES:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"{len(hashes)} hashes in one request; ask about at most {MAX_HASHES} at a time",
+        )
+    try:
+        for digest in hashes:
+            check_blob_id(digest)
+    except ConfigError as err:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
 
 
 class BlobServicer:
@@ -23,11 +41,8 @@ class BlobServicer:
     async def MissingBlobs(
         self, request: pb.MissingBlobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.MissingBlobsReply:
-        try:
-            return pb.MissingBlobsReply(missing=self.blobs.missing(request.hashes))
-        except ValueError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        raise AssertionError("unreachable")
+        await _check_ids(context, list(request.hashes))
+        return pb.MissingBlobsReply(missing=self.blobs.missing(request.hashes))
 
     async def PutBlob(
         self, request_iterator: AsyncIterator[pb.BlobChunk], context: grpc.aio.ServicerContext
@@ -38,6 +53,7 @@ class BlobServicer:
                 grpc.StatusCode.INVALID_ARGUMENT, "a blob upload must start with its hash"
             )
         assert first is not None
+        await _check_ids(context, [first.hash])
         chunks = [first.data]
         async for chunk in request_iterator:
             chunks.append(chunk.data)
@@ -50,11 +66,9 @@ class BlobServicer:
     async def GetBlob(
         self, request: pb.GetBlobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.BlobChunk]:
-        try:
-            if not self.blobs.has(request.hash):
-                await context.abort(grpc.StatusCode.NOT_FOUND, blob_gone(request.hash))
-        except ValueError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        await _check_ids(context, [request.hash])
+        if not self.blobs.has(request.hash):
+            await context.abort(grpc.StatusCode.NOT_FOUND, blob_gone(request.hash))
         first = True
         for chunk in self.blobs.read(request.hash):
             yield pb.BlobChunk(hash=request.hash if first else "", data=chunk)

@@ -7,7 +7,8 @@ Submit also checks with the blob store that every blob the job names was uploade
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -16,8 +17,19 @@ from remotecell._proto import pb
 from remotecell.backend.controller import Controller, JobNotFound
 from remotecell.backend.jobs import comms, stdin
 from remotecell.backend.state.blobs import BlobStore, spec_refs
-from remotecell.contract import process_settings
+from remotecell.contract import jobs
 from remotecell.contract.errors import ConfigError
+
+
+async def _check(
+    context: grpc.aio.ServicerContext, rule: Callable[..., object], *args: Any
+) -> None:
+    """Applies a contract rule to a request's field; its ConfigError ends the call as
+    INVALID_ARGUMENT with the rule's sentence."""
+    try:
+        rule(*args)
+    except ConfigError as err:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
 
 
 def _not_found(job_id: str) -> str:
@@ -53,6 +65,10 @@ class JobServicer:
     async def Submit(
         self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JobEvents]:
+        try:
+            jobs.check_spec(request.spec)  # every field, before a blob id names a path
+        except ConfigError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         refs = spec_refs(request.spec)
         missing = self.blobs.missing(refs)
         if missing:
@@ -63,7 +79,6 @@ class JobServicer:
             )
         self.blobs.touch(refs)  # used now: kept --blob-ttl from now
         try:
-            process_settings.check(request.spec.process_settings)
             job_id = self.controller.submit(request.spec)
         except ConfigError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
@@ -73,6 +88,8 @@ class JobServicer:
     async def Attach(
         self, request: pb.AttachRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JobEvents]:
+        await _check(context, jobs.check_job_id, request.job_id)
+        await _check(context, jobs.check_seq, request.from_seq, "from_seq")
         try:
             async for batch in self.controller.follow(request.job_id, request.from_seq):
                 yield pb.JobEvents(events=stdin.live(self.controller.jobs, batch))
@@ -82,6 +99,8 @@ class JobServicer:
     async def Cancel(
         self, request: pb.CancelRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelReply:
+        await _check(context, jobs.check_job_id, request.job_id)
+        await _check(context, jobs.check_text, request.reason, "the cancel's reason")
         try:
             state, was_running = await self.controller.cancel(request.job_id, request.reason)
         except JobNotFound:
@@ -91,6 +110,10 @@ class JobServicer:
     async def AnswerInput(
         self, request: pb.InputAnswer, context: grpc.aio.ServicerContext
     ) -> pb.AnswerInputReply:
+        await _check(context, jobs.check_job_id, request.job_id)
+        await _check(context, jobs.check_seq, request.seq, "the input request's seq")
+        await _check(context, jobs.check_text, request.text, "the answer", jobs.MAX_ANSWER_CHARS)
+        await _check(context, jobs.check_text, request.refused, "the refusal", jobs.MAX_TEXT_CHARS)
         job = self.controller.jobs.get(request.job_id)
         if job is None and self.controller.store.get_job(request.job_id) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
@@ -103,6 +126,7 @@ class JobServicer:
     async def SendComm(
         self, request: pb.CommToRunner, context: grpc.aio.ServicerContext
     ) -> pb.SendCommReply:
+        await _check(context, jobs.check_job_id, request.job_id)
         try:
             return await self.comms.send(request)
         except comms.CommRefused as err:
@@ -112,12 +136,19 @@ class JobServicer:
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListJobsReply:
+        if request.limit > jobs.MAX_LIST_LIMIT:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"limit={request.limit} asks for too many jobs; ask for at most "
+                f"{jobs.MAX_LIST_LIMIT} (0: the latest 50)",
+            )
         rows = self.controller.store.list_jobs(request.limit or 50)
         return pb.ListJobsReply(jobs=[r.info() for r in rows])
 
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.JobInfo:
+        await _check(context, jobs.check_job_id, request.job_id)
         row = self.controller.store.get_job(request.job_id)
         if row is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))

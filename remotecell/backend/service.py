@@ -8,11 +8,32 @@ secrets (``secrets.service``). gRPC takes one object per proto service, so
 ``ControlPlaneService`` is that object, made of the parts: each RPC is the method of
 the same name of exactly one part, checked when it is made, so an RPC that no part (or
 two parts) serves stops the control plane at start instead of answering UNIMPLEMENTED.
+
+Each servicer checks every field of its requests (``remotecell.contract``) and ends a bad
+call with its own status and sentence. An exception no servicer expected is a bug: the
+last-resort guard around every RPC logs it and answers INTERNAL with a generic sentence,
+so that no traceback or server path reaches the client.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
 from remotecell._proto import pb, pb_grpc
+
+log = logging.getLogger("remotecell.server")
+
+#: What the client hears of an unexpected failure; the details are in the log.
+INTERNAL_MESSAGE = (
+    "the control plane failed unexpectedly handling this call; its log has the details, "
+    "please report them"
+)
 
 #: The RPCs of the proto's ControlPlane service.
 RPCS = tuple(m.name for m in pb.DESCRIPTOR.services_by_name["ControlPlane"].methods)
@@ -44,4 +65,39 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
             if len(owners) != 1:
                 names = ", ".join(type(p).__name__ for p in owners) or "none of the servicers"
                 raise TypeError(f"the {rpc} RPC must be served by one servicer, not by {names}")
-            setattr(self, rpc, getattr(owners[0], rpc))
+            setattr(self, rpc, guarded(rpc, getattr(owners[0], rpc)))
+
+
+async def _internal(rpc: str, context: grpc.aio.ServicerContext, err: Exception) -> None:
+    log.error("the %s RPC failed unexpectedly", rpc, exc_info=err)
+    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+def guarded(rpc: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` with a last-resort guard: an exception it raises, other than the abort
+    that ends a call with a status, is logged and becomes INTERNAL with a generic
+    sentence."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for reply in method(request, context):
+                    yield reply
+            except grpc.aio.AbortError:
+                raise
+            except Exception as err:
+                await _internal(rpc, context, err)
+
+        return stream
+
+    @functools.wraps(method)
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as err:
+            await _internal(rpc, context, err)
+
+    return unary

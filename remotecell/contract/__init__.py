@@ -9,6 +9,8 @@
   that tells a missing volume from a missing file.
 * ``secrets``: secret names, keys and values, and the shortest value that is masked.
 * ``images``: an image spec's id, and the deterministic tar local files travel as.
+* ``jobs``: every field of a job's spec, job ids, seq numbers and counts, checked by the
+  kernel where it can and again by the control plane before a job is recorded.
 * ``events``: a job event's typed body, which event ends a job, which are telemetry samples.
 
 This package imports the standard library, third-party libraries and ``remotecell._proto``

@@ -15,20 +15,40 @@ from __future__ import annotations
 
 import xxhash
 
-from remotecell.contract.errors import BlobCorruptError
+from remotecell.contract.errors import BlobCorruptError, ConfigError
+from remotecell.contract.values import HASH_CHARS, is_content_hash
 
 ID_FILE = ".remotecell-blob-dir-id"
+
+
+def check_blob_id(digest: object, what: str = "a blob id") -> str:
+    """``digest`` if it is a blob id (a ``content_hash``): the one check, made before a
+    blob id reaches a path, by the client and the control plane.
+
+    Raises:
+        ConfigError: (a ``ValueError``) it is not 32 lowercase hex digits.
+    """
+    if not is_content_hash(digest):
+        if isinstance(digest, str):
+            shown = repr(digest[:40]) + ("..." if len(digest) > 40 else "")
+        else:
+            shown = f"a {type(digest).__name__}"
+        raise ConfigError(
+            f"{what} {shown} is not a blob hash ({HASH_CHARS} lowercase hex digits, xxh3-128); "
+            "send the hash remotecell computed for the content"
+        )
+    assert isinstance(digest, str)
+    return digest
 
 
 def blob_relpath(digest: str) -> str:
     """Where the blob ``digest`` lives, relative to the store's root.
 
     Raises:
-        ValueError: ``digest`` is not a lowercase hex hash (so it never names a path
-            outside the store).
+        ConfigError: (a ``ValueError``) ``digest`` is not a blob id (so it never names
+            a path outside the store, or one too long for it).
     """
-    if len(digest) < 8 or not all(c in "0123456789abcdef" for c in digest):
-        raise ValueError(f"not a blob hash: {digest!r}")
+    check_blob_id(digest)
     return f"{digest[:2]}/{digest}"
 
 

@@ -18,6 +18,7 @@ checks a ``gpu=`` value and the control plane checks what arrives, both with
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -300,6 +301,47 @@ class Resources:
         )
 
 
+#: The most cores a job may ask for.
+MAX_CPU = 1024
+#: The most memory a job may ask for, in MiB (64 TiB).
+MAX_MEMORY_MB = 1 << 26
+#: The most fallbacks a GPU request may list, and the longest type name.
+MAX_GPU_CHOICES = 16
+MAX_GPU_TYPE_CHARS = 64
+
+
+def check_resources(resources: pb.Resources) -> GPURequest | None:
+    """The wire's resources of a job, checked by the control plane with the rules
+    :func:`parse_resources` applies in the kernel; returns its GPU request.
+
+    Raises:
+        ConfigError: cpu or memory out of range, or a GPU request that is not valid.
+    """
+    cpu = resources.cpu
+    if not (math.isfinite(cpu) and 0 <= cpu <= MAX_CPU):
+        raise ConfigError(
+            f"the job asks for {cpu} cores; ask for a number above 0, at most {MAX_CPU} "
+            "(0: no limit)"
+        )
+    if resources.memory_mb > MAX_MEMORY_MB:
+        raise ConfigError(
+            f"the job asks for {resources.memory_mb} MiB of memory; ask for at most "
+            f"{MAX_MEMORY_MB} MiB (0: no limit)"
+        )
+    if len(resources.gpu) > MAX_GPU_CHOICES:
+        raise ConfigError(
+            f"the job's GPU request lists {len(resources.gpu)} fallbacks; list at most "
+            f"{MAX_GPU_CHOICES}"
+        )
+    for choice in resources.gpu:
+        if len(choice.type) > MAX_GPU_TYPE_CHARS:
+            raise ConfigError(
+                f"the job's GPU request names a type of {len(choice.type)} characters; "
+                'write a type such as "H100", or "any"'
+            )
+    return GPURequest.from_proto(resources.gpu)
+
+
 def parse_resources(gpu: Any = None, cpu: Any = None, memory: Any = None) -> Resources:
     """Parses ``gpu=``, ``cpu=`` (cores, a positive number) and ``memory=`` (MiB, a positive int).
 
@@ -308,17 +350,24 @@ def parse_resources(gpu: Any = None, cpu: Any = None, memory: Any = None) -> Res
     """
     cores = 0.0
     if cpu is not None:
-        if isinstance(cpu, bool) or not isinstance(cpu, numbers.Real) or not 0 < float(cpu) <= 1024:
-            raise ConfigError(f"cpu={cpu!r}: expected a number of cores above 0, at most 1024")
+        if (
+            isinstance(cpu, bool)
+            or not isinstance(cpu, numbers.Real)
+            or not 0 < float(cpu) <= MAX_CPU
+        ):
+            raise ConfigError(f"cpu={cpu!r}: expected a number of cores above 0, at most {MAX_CPU}")
         cores = float(cpu)
     mib = 0
     if memory is not None:
         if (
             isinstance(memory, bool)
             or not isinstance(memory, numbers.Integral)
-            or not 0 < int(memory) < 2**40
+            or not 0 < int(memory) <= MAX_MEMORY_MB
         ):
-            raise ConfigError(f"memory={memory!r}: expected a whole number of MiB above 0")
+            raise ConfigError(
+                f"memory={memory!r}: expected a whole number of MiB above 0, "
+                f"at most {MAX_MEMORY_MB}"
+            )
         mib = int(memory)
     return Resources(parse_gpu(gpu), cores, mib)
 

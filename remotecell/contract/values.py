@@ -88,6 +88,19 @@ def content_hash(data: Buffer) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+#: A content hash's length: xxh3-128 as lowercase hex.
+HASH_CHARS = 32
+
+
+def is_content_hash(text: object) -> bool:
+    """Whether ``text`` has the form of a :func:`content_hash` (32 lowercase hex digits)."""
+    return (
+        isinstance(text, str)
+        and len(text) == HASH_CHARS
+        and all(c in "0123456789abcdef" for c in text)
+    )
+
+
 @dataclass
 class Packed:
     values: list[pb.Value]

@@ -53,6 +53,10 @@ SYSTEM_DIRS = (
     "/var",
 )
 
+#: The most volumes one cell mounts, and the longest path (in or of a volume).
+MAX_MOUNTS = 64
+MAX_PATH_CHARS = 4096
+
 VALID_NAME = "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
 
 
@@ -64,7 +68,7 @@ def check_name(name: object) -> str:
     """
     if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
         raise ConfigError(
-            f"{name!r} is not a valid volume name: use {VALID_NAME}, for example 'weights'"
+            f"{_shown(name)} is not a valid volume name: use {VALID_NAME}, for example 'weights'"
         )
     return name
 
@@ -82,15 +86,15 @@ def volume_path(path: object, volume: str = "") -> str:
             f"a path{where} must be a string such as '/models/config.json', "
             f"not {type(path).__name__}"
         )
-    if "\0" in path or "\\" in path:
+    if "\0" in path or "\\" in path or len(path) > MAX_PATH_CHARS:
         raise ConfigError(
-            f"{path!r} is not a valid path{where}: it holds a NUL or a backslash; "
-            "use '/'-separated names"
+            f"{_shown(path)} is not a valid path{where}: it holds a NUL or a backslash, or is "
+            f"over {MAX_PATH_CHARS} characters; use '/'-separated names"
         )
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise ConfigError(
-            f"{path!r} is not a valid path{where}: '..' would leave the volume; "
+            f"{_shown(path)} is not a valid path{where}: '..' would leave the volume; "
             "give a path from the volume's root, such as '/models/config.json'"
         )
     return "/".join(parts)
@@ -109,11 +113,16 @@ def mount_path(path: object, reserved: Iterable[str] = ()) -> str:
     """
     if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
         raise ConfigError(
-            f"volume mount path {path!r} is not an absolute path: give one such as '/models'"
+            f"volume mount path {_shown(path)} is not an absolute path: give one such as '/models'"
+        )
+    if len(path) > MAX_PATH_CHARS:
+        raise ConfigError(
+            f"volume mount path {_shown(path)} is over {MAX_PATH_CHARS} characters: "
+            "give a shorter one such as '/models'"
         )
     if ".." in path.split("/"):
         raise ConfigError(
-            f"volume mount path {path!r} holds '..': give it without, such as '/models'"
+            f"volume mount path {_shown(path)} holds '..': give it without, such as '/models'"
         )
     normal = posixpath.normpath(path)
     if normal.startswith("//"):
@@ -190,6 +199,12 @@ def check_mounts(mounts: Iterable[Mount], reserved: Iterable[str] = ()) -> tuple
         seen[normal] = Mount(normal, name, mount.volume_id)
         by_volume[name] = normal
     return tuple(sorted(seen.values()))
+
+
+def _shown(value: object) -> str:
+    """``value`` as a message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _within(path: str, parent: str) -> bool:

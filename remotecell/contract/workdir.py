@@ -29,6 +29,7 @@ import posixpath
 
 from remotecell._proto import pb
 from remotecell.contract.errors import ConfigError
+from remotecell.contract.values import is_content_hash
 
 #: The ignore file a directory may hold: gitignore patterns, relative to the directory.
 IGNORE_FILE = ".remotecellignore"
@@ -94,12 +95,14 @@ def check(workdir: pb.Workdir) -> None:
                 "must be relative, '/'-separated and stay inside the directory"
             )
         if f.path in seen:
-            raise ConfigError(f"the working directory's snapshot names {f.path!r} twice")
+            raise ConfigError(f"the working directory's snapshot names {f.path[:100]!r} twice")
         seen.add(f.path)
-        if not f.blob or len(f.blob) > 64 or any(c not in "0123456789abcdef" for c in f.blob):
-            raise ConfigError(f"the snapshot's file {f.path!r} names no valid blob")
+        if not is_content_hash(f.blob):
+            raise ConfigError(f"the snapshot's file {f.path[:100]!r} names no valid blob hash")
         if f.size > MAX_FILE_BYTES:
-            raise ConfigError(f"the snapshot's file {f.path!r} is over {size_text(MAX_FILE_BYTES)}")
+            raise ConfigError(
+                f"the snapshot's file {f.path[:100]!r} is over {size_text(MAX_FILE_BYTES)}"
+            )
         total += f.size
     if total > MAX_TOTAL_BYTES:
         raise ConfigError(f"the working directory's snapshot is over {size_text(MAX_TOTAL_BYTES)}")

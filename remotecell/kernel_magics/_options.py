@@ -13,9 +13,7 @@ import ast
 import difflib
 import io
 import keyword
-import math
 import numbers
-import re
 import reprlib
 import textwrap
 import tokenize
@@ -26,10 +24,9 @@ from remotecell.client.image import Image
 from remotecell.client.secret import Secret
 from remotecell.client.volume import Volume
 from remotecell.contract.errors import ConfigError
+from remotecell.contract.jobs import MAX_RETRIES, SESSION, env_problem, timeout_ok
 from remotecell.contract.resources import GPURequest, parse_gpu
 from remotecell.contract.volumes import Mount, check_mounts
-
-_SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -50,9 +47,6 @@ class RemoteOptions:
     volumes: tuple[Mount, ...] = ()
     monitor: str | None = None  # None: RemoteMagics.monitor
 
-
-#: More retries than this is a mistake (and the wire's uint32 has a limit too).
-MAX_RETRIES = 100
 
 OPTIONS = {
     "timeout": "seconds the cell may run (a positive number)",
@@ -190,7 +184,7 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
             seconds = float(value)
         except OverflowError:
             raise _bad(key, source, value) from None
-        if not (seconds > 0 and math.isfinite(seconds)):
+        if not timeout_ok(seconds):
             raise _bad(key, source, value)
         options.timeout = seconds
     elif key == "retries":
@@ -212,23 +206,14 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
             raise _bad(key, source, value)
         options.detach = value
     elif key == "session":
-        if not isinstance(value, str) or not _SESSION.match(value):
+        if not isinstance(value, str) or not SESSION.match(value):
             raise ConfigError(
                 f"bad value for %%remote option session={source} ({_shown(value)}): expected a name of "
                 "letters, digits, '_', '.' or '-' (at most 64), for example session=\"train\""
             )
         options.session = value
     elif key == "env":
-        # the OS takes no '=' in a name and no NUL anywhere
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str)
-            and k
-            and "=" not in k
-            and "\0" not in k
-            and isinstance(v, str)
-            and "\0" not in v
-            for k, v in value.items()
-        ):
+        if not isinstance(value, dict) or env_problem(value):
             raise _bad(key, source, value)
         options.env = dict(value)
     elif key == "image":

@@ -114,6 +114,11 @@ def _check(request: pb.CommToRunner) -> None:
         raise CommRefused(
             "INVALID_ARGUMENT", f"a comm message needs a comm_id of 1 to {MAX_COMM_ID} characters"
         )
+    if message.kind not in pb.CommMessage.Kind.values():
+        raise CommRefused(
+            "INVALID_ARGUMENT",
+            f"a comm message of unknown kind {message.kind}; send a MSG or a CLOSE",
+        )
     if message.kind == pb.CommMessage.OPEN:
         raise CommRefused(
             "INVALID_ARGUMENT",

@@ -11,6 +11,7 @@ volume ALREADY_EXISTS, a volume that jobs still use FAILED_PRECONDITION.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -22,6 +23,8 @@ from remotecell.contract.errors import ConfigError
 from remotecell.contract.volumes import MISSING_KEY
 
 T = TypeVar("T")
+
+log = logging.getLogger("remotecell.volumes")
 
 
 class VolumeServicer:
@@ -170,7 +173,11 @@ async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> NoReturn:
     if isinstance(err, VolumeExists):
         await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
     if isinstance(err, OSError):
+        # its text names the store's paths: the log keeps it, the client gets a sentence
+        log.error("the volume store failed", exc_info=err)
         await context.abort(
-            grpc.StatusCode.INTERNAL, f"the volume store failed: {type(err).__name__}: {err}"
+            grpc.StatusCode.INTERNAL,
+            f"the volume store failed ({type(err).__name__}); the control plane's log "
+            "says why, try again once it is fixed",
         )
     raise err
