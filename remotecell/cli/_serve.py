@@ -142,15 +142,19 @@ def run(notebook: Path, timeout: int, kernel: str, output: Path | None, allow_er
     and exits 1.
     """
     from remotecell._notebook import execute
+    from remotecell.contract.errors import ConfigError
 
-    done = execute(
-        notebook,
-        timeout=timeout,
-        kernel=kernel,
-        output=output,
-        allow_errors=allow_errors,
-        echo=click.echo,
-    )
+    try:
+        done = execute(
+            notebook,
+            timeout=timeout,
+            kernel=kernel,
+            output=output,
+            allow_errors=allow_errors,
+            echo=click.echo,
+        )
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
     if not done.ok:
         click.echo(done.summary(), err=True)
     sys.exit(0 if done.ok or allow_errors else 1)

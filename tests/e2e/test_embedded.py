@@ -176,6 +176,40 @@ def test_remotecell_run_starts_its_kernel_over_ipc_without_a_tcp_warning(tmp_pat
     assert "without encryption" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        (
+            "import time\ntime.sleep(60)",
+            "cell [1] did not finish within 2 s (--timeout sets the seconds a cell may run): "
+            "import time",
+        ),
+        ("import os\nos._exit(3)", "cell [1] killed the kernel: import os"),
+    ],
+    ids=["timeout", "dead-kernel"],
+)
+def test_remotecell_run_names_the_cell_that_timed_out_or_killed_its_kernel(tmp_path, source, says):
+    path = write_notebook(tmp_path / "stops.ipynb", "print('before')", source, "print('never')")
+    out = tmp_path / "executed.ipynb"
+    done = remotecell_run("--timeout", "2", "--output", str(out), str(path), env={})
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-2:][0] == says
+    assert done.stderr.splitlines()[-1].startswith("1 code cell after it was not run")
+    assert "before" in done.stdout and "never" not in done.stdout
+    assert out.exists()
+
+
+def test_remotecell_run_with_an_unknown_kernel_says_which_exist(tmp_path):
+    path = write_notebook(tmp_path / "k.ipynb", "1")
+    done = remotecell_run("--kernel", "nope", str(path), env={})
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("Error: no Jupyter kernel named 'nope'; installed: ")
+    assert "python3" in line
+
+
 def test_a_wrong_remotecell_url_is_one_clear_sentence(make_kernel, data_dir):
     kernel = make_kernel(
         {"REMOTECELL_URL": f"unix:{data_dir}/nothing.sock", "REMOTECELL_TOKEN": "t"}
