@@ -79,3 +79,45 @@ def test_the_test_extra_pulls_no_cuda_build_of_pytorch() -> None:
     }
     assert not named & {"torch", "torchvision", "torchaudio", "triton"}
     assert not [n for n in named if n.startswith("nvidia-") and n != "nvidia-ml-py"]
+
+
+def test_the_test_extra_holds_every_third_party_module_the_tests_import() -> None:
+    """A fresh venv with only the package and its test extra can collect every test."""
+    import ast
+    import importlib.metadata as metadata
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {
+        _name(n) for n in project["dependencies"] + project["optional-dependencies"]["test"]
+    }
+    provided: dict[str, set[str]] = {}  # top-level module -> distributions
+    for module, dists in metadata.packages_distributions().items():
+        provided[module] = {_name(d) for d in dists}
+    local = {p.stem for p in (ROOT / "tests").rglob("*.py")} | {"remotecell", "support"}
+    optional = {"torch", "ray", "ipyparallel", "docker"}  # skip without them (support.missing)
+    undeclared = set()
+    for path in (ROOT / "tests").rglob("*.py"):
+        if "notebooks" in path.parts:
+            continue
+        for node in ast.parse(path.read_text()).body:  # what collecting the module imports
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                else []
+            )
+            for name in names:
+                top = name.split(".")[0]
+                if top in local or top in optional or top in sys.stdlib_module_names:
+                    continue
+                if not provided.get(top, set()) & declared:
+                    undeclared.add(f"{top} ({path.relative_to(ROOT)})")
+    assert not undeclared, sorted(undeclared)
+
+
+def _name(requirement: str) -> str:
+    import re
+
+    return re.split(r"[\s\[;<>=!~]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
