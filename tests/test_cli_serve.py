@@ -41,6 +41,7 @@ EXAMPLES: dict[str, tuple[list[str], Any]] = {
     "--metrics-interval": (["1"], 1.0),
     "--blob-store": (["memory://blobs"], "memory://blobs"),
     "--blob-ttl": (["12h"], 43200.0),
+    "--max-blob-size": (["512M"], 512 << 20),
     "--volume-store": (["memory://volumes"], "memory://volumes"),
 }
 
@@ -91,6 +92,7 @@ def test_the_defaults_help_shows_are_the_declared_defaults():
         else:
             assert setting.parse(shown[option]) == setting.default, option
     assert shown["--blob-ttl"] == "7d"
+    assert shown["--max-blob-size"] == "64G"
     assert shown["--metrics-interval"] == "5"  # telemetry.downsample.DEFAULT_INTERVAL
     assert shown["--docker-base-image"] == "remotecell-base:bookworm"
     assert shown["--retry-delay"] == "1"

@@ -1,11 +1,14 @@
 """The blob RPCs of the control plane: content-addressed values, over the blob store.
 
 Every hash a request names is checked as a blob id (``contract.blobs.check_blob_id``)
-before the store sees it: a malformed one is INVALID_ARGUMENT, never a path.
+before the store sees it: a malformed one is INVALID_ARGUMENT, never a path. An upload
+streams to a temporary file, hashed as it comes, and is kept only if it matches its hash
+and stays within ``--max-blob-size``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,6 +17,7 @@ from remotecell._proto import pb
 from remotecell.backend.state.blobs import BlobStore
 from remotecell.contract.blobs import blob_gone, check_blob_id
 from remotecell.contract.errors import ConfigError
+from remotecell.contract.wire import MAX_BLOB_BYTES
 
 #: The most hashes one MissingBlobs may ask about.
 MAX_HASHES = 100_000
@@ -35,8 +39,10 @@ async def _check_ids(context: grpc.aio.ServicerContext, hashes: list[str]) -> No
 class BlobServicer:
     """MissingBlobs, PutBlob, GetBlob over the blob store."""
 
-    def __init__(self, blobs: BlobStore) -> None:
+    def __init__(self, blobs: BlobStore, max_size: int = MAX_BLOB_BYTES) -> None:
         self.blobs = blobs
+        #: The most bytes one upload may store (``--max-blob-size``).
+        self.max_size = max_size
 
     async def MissingBlobs(
         self, request: pb.MissingBlobsRequest, context: grpc.aio.ServicerContext
@@ -54,13 +60,25 @@ class BlobServicer:
             )
         assert first is not None
         await _check_ids(context, [first.hash])
-        chunks = [first.data]
-        async for chunk in request_iterator:
-            chunks.append(chunk.data)
+        if first.size > self.max_size:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"blob {first.hash} is {first.size} bytes, more than the {self.max_size} one "
+                "upload may store (`remotecell serve --max-blob-size`)",
+            )
+        # Each chunk goes to a temporary file as it comes, hashed on the way: an upload
+        # is never whole in memory, and one that fails or breaks leaves nothing behind.
+        upload = self.blobs.upload(first.hash, self.max_size)
         try:
-            size = self.blobs.put(first.hash, chunks)
-        except ValueError as err:
+            await asyncio.to_thread(upload.write, first.data)
+            async for chunk in request_iterator:
+                await asyncio.to_thread(upload.write, chunk.data)
+            size = await asyncio.to_thread(upload.commit)
+        except ValueError as err:  # the wrong content, or too much of it
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        finally:
+            # A cancelled upload too: the lock makes this wait for a write still running.
+            await asyncio.to_thread(upload.abort)
         return pb.PutBlobReply(hash=first.hash, size=size)
 
     async def GetBlob(

@@ -24,6 +24,7 @@ from remotecell.backend.state.blobs import BLOB_TTL
 from remotecell.backend.telemetry.downsample import DEFAULT_INTERVAL
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.resources import ANY, parse_gpu
+from remotecell.contract.wire import MAX_BLOB_BYTES
 
 __all__ = [
     "EXECUTORS",
@@ -86,6 +87,30 @@ def show_duration(value: float) -> str:
         if value and value % size == 0:
             return f"{value / size:g}{unit}"
     return f"{value:g}"
+
+
+_SIZES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """Bytes in "64G", "512M", "100K", "1T" (binary units) or "1048576" (bytes)."""
+    lowered = text.strip().lower().removesuffix("ib").removesuffix("b")
+    number, unit = (lowered[:-1], lowered[-1]) if lowered[-1:] in _SIZES else (lowered, "")
+    try:
+        value = float(number) * _SIZES.get(unit, 1)
+    except ValueError:
+        value = math.nan
+    if not 1 <= value < math.inf:
+        raise ValueError(f"{text!r}: expected a size such as 64G, 512M or 1048576 (bytes)")
+    return int(value)
+
+
+def show_size(value: int) -> str:
+    """``value`` bytes as ``byte_size`` reads them, in the largest whole unit."""
+    for unit, size in reversed(_SIZES.items()):
+        if value % size == 0:
+            return f"{value // size}{unit.upper()}"
+    return str(value)
 
 
 def parse_http(address: str) -> tuple[str, int] | None:
@@ -252,6 +277,16 @@ class ServeConfig:
             parse=duration,
             show=show_duration,
             metavar="DURATION",
+        ),
+    )
+    max_blob_size: int = field(
+        default=MAX_BLOB_BYTES,
+        metadata=_flag(
+            "The largest value (blob) one upload may store: 64G, 512M or bytes. A bigger "
+            "upload is refused after this many bytes, and nothing of it is kept.",
+            parse=byte_size,
+            show=show_size,
+            metavar="SIZE",
         ),
     )
     volume_url: str = field(

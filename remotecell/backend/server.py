@@ -47,6 +47,7 @@ from remotecell.backend.volumes.store import VolumeStore
 from remotecell.client.config import ENDPOINT_FILE, TOKEN_FILE
 from remotecell.client.config import data_dir as default_data_dir
 from remotecell.client.image import Image
+from remotecell.contract.wire import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from remotecell.backend.gateway.http import HTTPServer
@@ -54,7 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("remotecell.server")
 
 GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+    # gRPC takes in a whole message before the token is checked: this bounds what an
+    # unauthenticated call can make the control plane hold (contract/wire.py).
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", 256 * 1024 * 1024),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
@@ -171,7 +174,7 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
     http = _http_server(config.http, token, controller)  # bound now: a port in use stops here
     servicer = ControlPlaneService(
         JobServicer(controller, blobs),
-        BlobServicer(blobs),
+        BlobServicer(blobs, config.max_blob_size),
         ImageServicer(images),
         VolumeServicer(volume_store, controller.volume_users),
         SecretServicer(secret_store),

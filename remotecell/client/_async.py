@@ -23,6 +23,7 @@ from remotecell._proto import pb
 from remotecell.client import _blobs, transport
 from remotecell.client._calls import _AioCalls, _Calls, _Watch
 from remotecell.client.config import Endpoint
+from remotecell.contract import comms, wire
 from remotecell.contract.blobs import blob_gone, verify
 from remotecell.contract.errors import (
     BlobNotFoundError,
@@ -164,6 +165,8 @@ class AsyncClient:
         """Sends the front end's ``message`` to a comm that job ``job_id``'s cell opened;
         returns what the widget sent and printed in answer (``comm``, ``stream`` and
         ``display`` events)."""
+        if refusal := comms.over_limit(message):  # the control plane could not take it in
+            raise ConfigError(refusal)
         reply = await self._unary("SendComm", pb.CommToRunner(job_id=job_id, message=message))
         return list(reply.events)
 
@@ -183,6 +186,8 @@ class AsyncClient:
         events to its end. A control plane that goes away (UNAVAILABLE) is waited for up
         to ``RESUME_FOR`` seconds, and the job followed on after the last event seen."""
         self._check_open()
+        if spec is not None:
+            wire.check_size(pb.SubmitRequest(spec=spec), "the job's spec")
         last = from_seq - 1
         lost_since: float | None = None
         while True:

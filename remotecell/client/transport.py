@@ -18,6 +18,7 @@ import grpc.experimental
 
 from remotecell._proto import pb_grpc
 from remotecell.client.config import Endpoint
+from remotecell.contract.wire import CHUNK_BYTES, MAX_MESSAGE_BYTES
 
 __all__ = [
     "CHANNEL_OPTIONS",
@@ -32,11 +33,12 @@ __all__ = [
 T = TypeVar("T")
 
 #: Content (blobs, volume files) travels in messages of this size.
-CHUNK = 4 * 1024 * 1024
+CHUNK = CHUNK_BYTES
 
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    # The control plane takes no larger message: larger values travel as blobs.
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # Find a restarted control plane quickly instead of backing off for minutes.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),

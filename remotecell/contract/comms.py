@@ -15,8 +15,9 @@ from typing import Any
 
 from remotecell._proto import pb
 
-#: The most a comm message may carry, its data's JSON and its buffers together.
-MAX_COMM_BYTES = 4 << 20
+#: The most a comm message may carry, its data's JSON and its buffers together: with
+#: its envelope, under the control plane's message limit (``wire.MAX_MESSAGE_BYTES``).
+MAX_COMM_BYTES = 3 << 20
 #: The ``msg_id`` an Output widget on the runner captures under: the notebook's request.
 PARENT_MSG_ID = "remotecell-parent-request"
 
@@ -71,6 +72,15 @@ def to_proto(
 def size(message: pb.CommMessage) -> int:
     """How much ``message`` carries, as ``MAX_COMM_BYTES`` counts it."""
     return len(message.data_json) + len(message.metadata_json) + sum(map(len, message.buffers))
+
+
+def over_limit(message: pb.CommMessage) -> str:
+    """The sentence refusing ``message`` if it carries more than ``MAX_COMM_BYTES``, else ""."""
+    if size(message) <= MAX_COMM_BYTES:
+        return ""
+    return (
+        f"a widget message holds at most {MAX_COMM_BYTES >> 20} MiB, this one {size(message)} bytes"
+    )
 
 
 def data(message: pb.CommMessage) -> dict:

@@ -42,7 +42,7 @@ MAX_ANSWER_CHARS = 1 << 20
 #: The most jobs one ListJobs returns.
 MAX_LIST_LIMIT = 10_000
 #: Bounds on the other parts of a spec, far above what a notebook sends.
-MAX_CODE_BYTES = 16 << 20
+MAX_CODE_BYTES = 1 << 20
 MAX_VALUES = 100_000
 MAX_NAME_CHARS = 1024
 MAX_TEXT_CHARS = 4096

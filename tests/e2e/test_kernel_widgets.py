@@ -190,7 +190,7 @@ def test_the_front_ends_messages_are_checked_and_never_stored(kernel, client):
         client.send_comm("nope", message)
     with pytest.raises(ConfigError, match="cannot open a comm on a runner"):
         client.send_comm(job.job_id, pb.CommMessage(kind=pb.CommMessage.OPEN, comm_id="x"))
-    with pytest.raises(ConfigError, match="at most 4 MiB"):
+    with pytest.raises(ConfigError, match="at most 3 MiB"):
         client.send_comm(job.job_id, pb.CommMessage(comm_id="x", buffers=[b"x" * (5 << 20)]))
     with pytest.raises(RemoteCellError, match="no widget with comm unknown"):
         client.send_comm(job.job_id, pb.CommMessage(comm_id="unknown", data_json="{}"))

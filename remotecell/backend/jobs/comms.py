@@ -124,9 +124,5 @@ def _check(request: pb.CommToRunner) -> None:
             "INVALID_ARGUMENT",
             "the notebook cannot open a comm on a runner; only a remote cell's comms take messages",
         )
-    if rules.size(message) > rules.MAX_COMM_BYTES:
-        raise CommRefused(
-            "INVALID_ARGUMENT",
-            f"a widget message holds at most {rules.MAX_COMM_BYTES >> 20} MiB, this one "
-            f"{rules.size(message)} bytes",
-        )
+    if refusal := rules.over_limit(message):
+        raise CommRefused("INVALID_ARGUMENT", refusal)

@@ -26,6 +26,7 @@ import grpc
 from remotecell._proto import pb
 from remotecell.client import transport
 from remotecell.client.config import Endpoint
+from remotecell.contract import wire
 from remotecell.contract.events import Body, job_event
 
 log = logging.getLogger("remotecell.runner")
@@ -143,9 +144,15 @@ class Link:
         hello = pb.RunnerHello()
         hello.CopyFrom(self.hello)
         hello.current_job_id = self._job
-        hello.busy = self._busy
-        hello.replay.extend(self._replay)
+        # A long task's replay goes in pieces under the message limit: the hello carries
+        # the first, the rest follow as events (stored once each, like the hello's), and
+        # the runner says it is busy until its `finished` has arrived among them.
+        pieces = _batches(self._replay)
+        hello.busy = self._busy or len(pieces) > 1
+        hello.replay.extend(pieces[0] if pieces else [])
         yield pb.RunnerMessage(hello=hello)
+        for piece in pieces[1:]:
+            yield pb.RunnerMessage(events=pb.JobEvents(events=piece))
         assert self._wake is not None
         while True:
             while not self._pending and generation == self._generation:
@@ -158,7 +165,10 @@ class Link:
             # Everything pending goes in one message: a fast cell's result and finished
             # events travel together.
             batch: list[pb.JobEvent] = []
+            size = 0
             while self._pending and generation == self._generation:
+                if size > BATCH_BYTES:  # the rest goes in the next message
+                    break
                 item = self._pending.popleft()
                 if isinstance(item, pb.CommReply):  # between tasks: a message of its own
                     if batch:
@@ -177,9 +187,10 @@ class Link:
                     # carry seq 0 and are not replayed after a reconnect.
                     batch.append(job_event(self._job, item))
                 else:
-                    if isinstance(item, pb.Stream):
-                        item = self._merge(item)
+                    merge = isinstance(item, pb.Stream)
+                    item = self._merge(item) if merge else _within_limit(item)  # type: ignore[arg-type]
                     event = job_event(self._job, item, self._seq)
+                    size += event.ByteSize()
                     self._seq += 1
                     self._replay.append(event)
                     batch.append(event)
@@ -189,14 +200,60 @@ class Link:
                 yield pb.RunnerMessage(events=pb.JobEvents(events=batch))
 
     def _merge(self, stream: pb.Stream) -> pb.Stream:
-        """``stream`` with the text of the same stream's output queued right after it."""
+        """``stream`` with the text of the same stream's output queued right after it, at
+        most ``TEXT_CHARS`` of it: longer text is left queued for the next events."""
         text = [stream.text]
-        while self._pending:
+        length = len(stream.text)
+        while self._pending and length < TEXT_CHARS:
             nxt = self._pending[0]
             if not isinstance(nxt, pb.Stream) or nxt.name != stream.name:
                 break
             self._pending.popleft()
             text.append(nxt.text)
-        if len(text) == 1:
+            length += len(nxt.text)
+        if len(text) == 1 and length <= TEXT_CHARS:
             return stream
-        return pb.Stream(name=stream.name, text="".join(text))
+        joined = "".join(text)
+        if length > TEXT_CHARS:
+            self._pending.appendleft(pb.Stream(name=stream.name, text=joined[TEXT_CHARS:]))
+            joined = joined[:TEXT_CHARS]
+        return pb.Stream(name=stream.name, text=joined)
+
+
+#: What one message's events may hold: a message stops taking events past this.
+BATCH_BYTES = wire.MAX_MESSAGE_BYTES // 2
+#: The longest text one output event carries (UTF-8 takes at most 4 bytes a character).
+TEXT_CHARS = wire.CHUNK_BYTES // 4
+#: The largest event other than output text: one larger is not sent (the cell is told).
+EVENT_BYTES = wire.MAX_MESSAGE_BYTES - BATCH_BYTES - wire.ENVELOPE_BYTES
+
+
+def _batches(events: list[pb.JobEvent]) -> list[list[pb.JobEvent]]:
+    """``events`` in order, in lists that each fit one message."""
+    out: list[list[pb.JobEvent]] = []
+    size = BATCH_BYTES + 1
+    for event in events:
+        if size > BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(event)
+        size += event.ByteSize()
+    return out
+
+
+def _within_limit(body: Body) -> Body:
+    """``body``, or, where it is larger than the control plane takes in one message (a
+    huge display, a result's formatted value), a line on stderr saying it was left out."""
+    size = body.ByteSize()
+    if size <= EVENT_BYTES or isinstance(body, pb.Finished):
+        return body
+    what = {pb.Display: "a display", pb.Result: "the cell's result", pb.Error: "an error"}.get(
+        type(body), "an event"
+    )
+    return pb.Stream(
+        name=pb.Stream.STDERR,
+        text=(
+            f"remotecell: {what} of {size / 2**20:.1f} MiB was not sent back: one event "
+            f"holds at most {EVENT_BYTES / 2**20:.1f} MiB; save it to a file or a volume instead\n"
+        ),
+    )

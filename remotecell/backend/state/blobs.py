@@ -20,9 +20,11 @@ import contextlib
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import xxhash
@@ -84,22 +86,18 @@ class BlobStore:
 
     def put(self, digest: str, chunks: Iterable[bytes]) -> int:
         """Stores a blob from its chunks, checking the content matches the hash."""
-        path = self._path(digest)
-        tmp = f"{self.root}/tmp/{digest}.{secrets.token_hex(4)}"
-        self.fs.makedirs(f"{self.root}/tmp", exist_ok=True)
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        hasher = xxhash.xxh3_128()
-        size = 0
-        with self.fs.open(tmp, "wb") as f:
+        upload = self.upload(digest)
+        try:
             for chunk in chunks:
-                f.write(chunk)
-                hasher.update(chunk)
-                size += len(chunk)
-        if hasher.hexdigest() != digest:
-            self.fs.rm(tmp)
-            raise ValueError(f"blob content does not match its hash {digest}")
-        self.fs.mv(tmp, path)
-        return size
+                upload.write(chunk)
+            return upload.commit()
+        finally:
+            upload.abort()
+
+    def upload(self, digest: str, max_size: int | None = None) -> BlobUpload:
+        """A blob's upload, written chunk by chunk to a temporary file (``commit`` checks
+        its hash and moves it into place)."""
+        return BlobUpload(self, digest, max_size)
 
     def read(self, digest: str) -> Iterator[bytes]:
         """A blob's chunks, unchecked: ``GetBlob`` streams them and its client checks the
@@ -180,3 +178,90 @@ def _unlink_if_older(entry: os.DirEntry[str], cutoff: float) -> int | None:
     except FileNotFoundError:
         return None
     return info.st_size
+
+
+class BlobTooLarge(ValueError):
+    """An upload went past the largest blob the control plane stores."""
+
+
+class BlobUpload:
+    """One blob's upload: its chunks hashed as they come and written to a temporary file
+    in the store's ``tmp`` directory, moved into place by ``commit`` if the hash matches.
+
+    The temporary file is opened by the first write, and writes, ``commit`` and
+    ``abort`` take one lock: an ``abort`` from a cancelled upload waits for a write still
+    running in its worker thread, and no write opens the file again after it. Whatever
+    way an upload ends, ``abort`` (a no-op after ``commit``) leaves nothing behind.
+    """
+
+    def __init__(self, store: BlobStore, digest: str, max_size: int | None) -> None:
+        self.store = store
+        self.digest = digest
+        self.max_size = max_size
+        self.size = 0
+        self._hasher = xxhash.xxh3_128()
+        self._tmp = f"{store.root}/tmp/{digest}.{secrets.token_hex(4)}"
+        self._file: Any = None
+        self._done = False
+        self._lock = threading.Lock()
+
+    def _open(self) -> Any:
+        if self._done:
+            raise ValueError("this upload has ended")
+        if self._file is None:
+            self.store.fs.makedirs(f"{self.store.root}/tmp", exist_ok=True)
+            self._file = self.store.fs.open(self._tmp, "wb")
+        return self._file
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self.max_size is not None and self.size + len(data) > self.max_size:
+                self._drop()
+                raise BlobTooLarge(
+                    f"blob {self.digest} is larger than {self.max_size} bytes, the most one "
+                    "upload may store (`remotecell serve --max-blob-size`)"
+                )
+            self._open().write(data)
+            self._hasher.update(data)
+            self.size += len(data)
+
+    def commit(self) -> int:
+        """Moves the blob into place; returns its size.
+
+        Raises:
+            ValueError: the content does not match the hash (nothing is kept).
+        """
+        with self._lock:
+            file = self._open()
+            file.close()
+            if self._hasher.hexdigest() != self.digest:
+                self._drop()
+                raise ValueError(
+                    f"the uploaded content does not match its hash {self.digest}; "
+                    "send the blob again"
+                )
+            path = self.store._path(self.digest)
+            try:
+                self.store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+                self.store.fs.mv(self._tmp, path)
+            except BaseException:
+                self._drop()
+                raise
+            self._done = True
+            return self.size
+
+    def abort(self) -> None:
+        """Drops the temporary file, unless the blob was committed."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        if self._file is None:
+            return
+        with contextlib.suppress(Exception):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self.store.fs.rm(self._tmp)

@@ -21,6 +21,7 @@ from remotecell._proto import pb
 from remotecell.backend.volumes.store import FileMissing, VolumeExists, VolumeMissing, VolumeStore
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.volumes import MISSING_KEY
+from remotecell.contract.wire import MAX_VOLUME_FILE_BYTES
 
 T = TypeVar("T")
 
@@ -130,11 +131,22 @@ class VolumeServicer:
                 "a volume upload must start with the volume's name and the file's path",
             )
         assert first is not None
+        if first.size > MAX_VOLUME_FILE_BYTES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{first.path!r} is {first.size} bytes, more than the "
+                f"{MAX_VOLUME_FILE_BYTES >> 40} TiB a volume file may hold",
+            )
         writer = await self._call(context, store.writer, first.name, first.path)
         try:
             if first.data:
                 await asyncio.to_thread(writer.write, first.data)
             async for chunk in request_iterator:
+                if writer.size + len(chunk.data) > first.size:
+                    raise ConfigError(
+                        f"the upload of {first.path!r} sent more than its {first.size} "
+                        "bytes; the file was left as it was, send it again"
+                    )
                 await asyncio.to_thread(writer.write, chunk.data)
             if writer.size != first.size:
                 raise ConfigError(
