@@ -18,6 +18,7 @@ from support import ControlPlane, short_tmpdir
 
 from remotecell.backend.images.cache import images_dir, open_cache
 from remotecell.backend.images.venv import VenvBuilder
+from remotecell.backend.server import local_user
 from remotecell.client.image import Image
 from remotecell.contract.errors import ImageBuildError
 
@@ -127,6 +128,7 @@ def test_an_ambiguous_prefix_is_refused(data_dir, env):
     cache = open_cache(data_dir, {})
     for image_id in ("abc1" + "0" * 28, "abc2" + "0" * 28):
         cache.store.building(image_id, "venv")
+        cache.store.claim(image_id, local_user())  # as a job of the data dir's owner would
     asyncio.run(cache.close())
     before = ids(data_dir)
     out = cli("rm", "abc", env=env)

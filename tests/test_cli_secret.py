@@ -51,7 +51,7 @@ def test_create_ls_rm_round_trip(control_plane, client, tmp_path: Path):
     listing = cli("ls", env=env)
     assert listing.returncode == 0
     header, *rows = listing.stdout.splitlines()
-    assert header.split() == ["NAME", "UPDATED", "CREATED", "KEYS"]
+    assert header.split() == ["NAME", "OWNER", "UPDATED", "CREATED", "KEYS"]
     assert [row.split()[0] for row in rows] == ["db", "hf", "piped", "stdin-env"]
     assert rows[1].endswith("HF_TOKEN, HF_USER")
     for value in (VALUE, "me-myself", "first-one", "pass word", "a-value"):

@@ -27,6 +27,10 @@ EXAMPLES: dict[str, tuple[list[str], Any]] = {
     "--data-dir": (["/srv/remotecell"], Path("/srv/remotecell")),
     "--listen": (["unix:/tmp/a.sock", "127.0.0.1:7000"], ("unix:/tmp/a.sock", "127.0.0.1:7000")),
     "--http": (["off"], "off"),
+    "--tls": ([], True),  # a switch: given without a value
+    "--tls-cert": (["/srv/tls/cert.pem"], Path("/srv/tls/cert.pem")),
+    "--tls-key": (["/srv/tls/key.pem"], Path("/srv/tls/key.pem")),
+    "--insecure": ([], True),
     "--executor": (["docker"], "docker"),
     "--docker-base-image": (["python:3.12-slim"], "python:3.12-slim"),
     "--scaledown-window": (["2.5"], 2.5),
@@ -87,7 +91,7 @@ def test_the_defaults_help_shows_are_the_declared_defaults():
             shown[option] = found.group(1)
     by_option = {s.option: s for s in settings()}
     for option, setting in by_option.items():
-        if setting.default in (None, "", (), {}):  # the help text says what happens then
+        if setting.flag.is_flag or setting.default in (None, "", (), {}):  # help says why
             assert option not in shown, option
         else:
             assert setting.parse(shown[option]) == setting.default, option
@@ -115,6 +119,8 @@ def given(monkeypatch: pytest.MonkeyPatch) -> list[ServeConfig]:
 def test_what_each_flag_says_is_what_the_server_gets(given, tmp_path):
     args: list[str] = []
     for option, (values, _) in EXAMPLES.items():
+        if not values:
+            args.append(option)
         for value in values:
             args += [option, value]
     result = CliRunner().invoke(main, ["serve", *args])

@@ -32,7 +32,7 @@ def test_volume_round_trip(cli, tmp_path: Path):
     assert "no volumes" in cli("ls").stdout.decode()
     assert cli("create", "weights").stdout.decode().startswith("created volume weights (")
     lines = cli("ls").stdout.decode().splitlines()
-    assert lines[0].split()[:3] == ["VOLUME", "CREATED", "MOUNTED"]
+    assert lines[0].split()[:4] == ["VOLUME", "OWNER", "CREATED", "MOUNTED"]
     assert lines[1].startswith("weights ") and "shared dir" in lines[1]
 
     # a file, to a default path and to an explicit one, and a directory tree

@@ -1761,10 +1761,13 @@ class SecretInfo(_message.Message):
     KEYS_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     UPDATED_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     created: _builtins.float
     """unix seconds"""
     updated: _builtins.float
+    owner: _builtins.str
+    """the user it belongs to (another: shared with the caller)"""
     @_builtins.property
     def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """sorted"""
@@ -1776,10 +1779,11 @@ class SecretInfo(_message.Message):
         keys: _abc.Iterable[_builtins.str] | None = ...,
         created: _builtins.float = ...,
         updated: _builtins.float = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "keys", b"keys", "name", b"name", "updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "keys", b"keys", "name", b"name", "owner", b"owner", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1923,6 +1927,58 @@ class SecretDeleteReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SecretDeleteReply: _TypeAlias = SecretDeleteReply  # noqa: Y015
+
+@_typing.final
+class ShareRequest(_message.Message):
+    """Sharing a secret or volume, by name, with another user."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    REVOKE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """the caller's secret or volume"""
+    user: _builtins.str
+    """who may use it"""
+    revoke: _builtins.bool
+    """stop sharing it with that user instead"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        user: _builtins.str = ...,
+        revoke: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "revoke", b"revoke", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShareRequest: _TypeAlias = ShareRequest  # noqa: Y015
+
+@_typing.final
+class ShareReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """whom it is shared with now"""
+
+    def __init__(
+        self,
+        *,
+        users: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["users", b"users"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShareReply: _TypeAlias = ShareReply  # noqa: Y015
 
 @_typing.final
 class ImageInfo(_message.Message):
@@ -2210,6 +2266,7 @@ class VolumeInfo(_message.Message):
     CREATED_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     SHARED_DIR_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     volume_id: _builtins.str
     created: _builtins.float
@@ -2220,6 +2277,8 @@ class VolumeInfo(_message.Message):
     """Runners see the store's directory itself (a bind mount): changes are shared at
     once. False: runners sync a copy (pulled at each cell's start, committed at its end).
     """
+    owner: _builtins.str
+    """the user it belongs to (another: shared with the caller)"""
     def __init__(
         self,
         *,
@@ -2228,10 +2287,11 @@ class VolumeInfo(_message.Message):
         created: _builtins.float = ...,
         url: _builtins.str = ...,
         shared_dir: _builtins.bool = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "name", b"name", "shared_dir", b"shared_dir", "url", b"url", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "name", b"name", "owner", b"owner", "shared_dir", b"shared_dir", "url", b"url", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

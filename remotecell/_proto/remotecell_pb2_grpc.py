@@ -134,6 +134,11 @@ class ControlPlaneStub:
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveRequest.SerializeToString,
                 response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveReply.FromString,
                 _registered_method=True)
+        self.ShareVolume = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/ShareVolume',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.ShareRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ShareReply.FromString,
+                _registered_method=True)
         self.RunnerSession = channel.stream_stream(
                 '/remotecell.v1.ControlPlane/RunnerSession',
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.RunnerMessage.SerializeToString,
@@ -153,6 +158,11 @@ class ControlPlaneStub:
                 '/remotecell.v1.ControlPlane/DeleteSecret',
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteRequest.SerializeToString,
                 response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteReply.FromString,
+                _registered_method=True)
+        self.ShareSecret = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/ShareSecret',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.ShareRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ShareReply.FromString,
                 _registered_method=True)
         self.ListImages = channel.unary_unary(
                 '/remotecell.v1.ControlPlane/ListImages',
@@ -231,7 +241,9 @@ class ControlPlaneServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A job by its id, or by a unique start of one of the caller's job ids ("job-" may be
+        left out); several matches: INVALID_ARGUMENT naming them.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -316,6 +328,13 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShareVolume(self, request, context):
+        """Shares one of the caller's volumes with another user by name (or stops sharing it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunnerSession(self, request_iterator, context):
         """A runner's connection: it says hello, then takes tasks and streams their
         events back on the same call.
@@ -341,6 +360,14 @@ class ControlPlaneServicer:
 
     def DeleteSecret(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShareSecret(self, request, context):
+        """Shares one of the caller's secrets with another user by name (or stops sharing
+        it): their cells may then name it. Answers who it is shared with now.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -479,6 +506,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveRequest.FromString,
                     response_serializer=remotecell_dot___proto_dot_remotecell__pb2.VolumeRemoveReply.SerializeToString,
             ),
+            'ShareVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareVolume,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ShareRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.ShareReply.SerializeToString,
+            ),
             'RunnerSession': grpc.stream_stream_rpc_method_handler(
                     servicer.RunnerSession,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.RunnerMessage.FromString,
@@ -498,6 +530,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.DeleteSecret,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteRequest.FromString,
                     response_serializer=remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteReply.SerializeToString,
+            ),
+            'ShareSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareSecret,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ShareRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.ShareReply.SerializeToString,
             ),
             'ListImages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListImages,
@@ -1071,6 +1108,33 @@ class ControlPlane:
             _registered_method=True)
 
     @staticmethod
+    def ShareVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/ShareVolume',
+            remotecell_dot___proto_dot_remotecell__pb2.ShareRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.ShareReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RunnerSession(request_iterator,
             target,
             options=(),
@@ -1168,6 +1232,33 @@ class ControlPlane:
             '/remotecell.v1.ControlPlane/DeleteSecret',
             remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteRequest.SerializeToString,
             remotecell_dot___proto_dot_remotecell__pb2.SecretDeleteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/ShareSecret',
+            remotecell_dot___proto_dot_remotecell__pb2.ShareRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.ShareReply.FromString,
             options,
             channel_credentials,
             insecure,

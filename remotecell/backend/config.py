@@ -153,6 +153,8 @@ def _gpu_prices(items: tuple[str, ...]) -> dict[str, float]:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return ""  # a switch is off unless given
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, int | str):
@@ -177,6 +179,7 @@ class Flag:
     choices: tuple[str, ...] = ()
     metavar: str = ""
     multiple: bool = False  # repeatable
+    is_flag: bool = False  # an on/off switch, off by default
     minimum: int = 0  # of a count
 
 
@@ -211,6 +214,35 @@ class ServeConfig:
             "port 0 picks a free one; 'off' turns it off.",
             parse=_http,
             metavar="HOST:PORT",
+        ),
+    )
+    tls: bool = field(
+        default=False,
+        metadata=_flag(
+            "Serve --listen HOST:PORT and --http over TLS, on loopback too; without "
+            "--tls-cert, with a self-signed certificate made once in the data dir. Needed "
+            "(or --insecure) for an address other machines reach.",
+            is_flag=True,
+        ),
+    )
+    tls_cert: Path | None = field(
+        default=None,
+        metadata=_flag(
+            "PEM certificate (chain) to serve TLS with, with --tls-key; implies --tls.",
+            parse=Path,
+            metavar="PATH",
+        ),
+    )
+    tls_key: Path | None = field(
+        default=None,
+        metadata=_flag("PEM private key of --tls-cert.", parse=Path, metavar="PATH"),
+    )
+    insecure: bool = field(
+        default=False,
+        metadata=_flag(
+            "Serve an address other machines reach in plaintext (token and cells readable "
+            "on the network); a warning is logged.",
+            is_flag=True,
         ),
     )
     executor: str = field(
@@ -304,6 +336,11 @@ class ServeConfig:
         """The image builder that suits the executor."""
         return EXECUTORS[self.executor]
 
+    @property
+    def serves_tls(self) -> bool:
+        """Whether TCP listeners are served over TLS (``--tls`` or a certificate given)."""
+        return self.tls or self.tls_cert is not None or self.tls_key is not None
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -324,6 +361,8 @@ class Setting:
 
     @property
     def metavar(self) -> str:
+        if self.flag.is_flag:
+            return ""
         if self.flag.metavar or self.flag.choices:
             return self.flag.metavar
         if isinstance(self.default, float) and self.flag.parse is None:
@@ -344,6 +383,8 @@ class Setting:
         """
         if self.flag.parse is not None:
             return self.flag.parse(value)
+        if self.flag.is_flag:
+            return bool(value)
         if isinstance(self.default, float):
             return seconds(value)
         if isinstance(self.default, int):

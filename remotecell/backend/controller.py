@@ -44,6 +44,7 @@ from remotecell.backend.scheduler.queue import (
 from remotecell.backend.secrets import refs as secret_refs
 from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.state.blobs import spec_refs, value_refs
+from remotecell.backend.state.credentials import CredentialStore, Principal
 from remotecell.backend.state.store import Store
 from remotecell.backend.volumes.store import VolumeStore
 from remotecell.contract import workdir
@@ -74,8 +75,12 @@ class Controller:
         touch_blobs: Callable[[Iterable[str]], None] | None = None,
         secret_store: SecretStore | None = None,
         volume_store: VolumeStore | None = None,
+        credentials: CredentialStore | None = None,
     ) -> None:
         self.config = config
+        #: Mints each runner's own credential; None: runners get none (tests of the
+        #: controller alone, whose runners never connect).
+        self.credentials = credentials
         self.store = store
         #: Volumes and their files; None: this control plane mounts no volumes.
         self.volume_store = volume_store
@@ -125,7 +130,7 @@ class Controller:
         for row in rows:
             if row.state == pb.QUEUED:
                 continue
-            job = self._track(row.id, row.spec, self.store.next_seq(row.id))
+            job = self._track(row.id, row.spec, self.store.next_seq(row.id), row.owner)
             job.state, job.runner_id = row.state, row.runner_id
             job.started, job.gpu_type, job.gpu_count, job.price = (
                 row.started,
@@ -149,7 +154,7 @@ class Controller:
             )
         for row in rows:
             if row.state == pb.QUEUED:
-                job = self._track(row.id, row.spec, self.store.next_seq(row.id))
+                job = self._track(row.id, row.spec, self.store.next_seq(row.id), row.owner)
                 self._submitted(job, now)
                 if secret_refs.needs_adhoc(job.spec):
                     failure = lc.Failure(pb.Error.SETUP, "SecretError", secret_refs.ADHOC_LOST)
@@ -181,15 +186,15 @@ class Controller:
                 continue  # an earlier deadline came up: sleep until it instead
             self._handle(Tick(time.time()))
 
-    def _track(self, job_id: str, spec: pb.JobSpec, next_seq: int) -> ActiveJob:
-        job = ActiveJob(job_id, spec, self.log.open(job_id, next_seq))
+    def _track(self, job_id: str, spec: pb.JobSpec, next_seq: int, owner: str) -> ActiveJob:
+        job = ActiveJob(job_id, spec, self.log.open(job_id, next_seq), owner)
         self.jobs[job_id] = job
         return job
 
     # ------------------------------------------------------------------ clients
 
-    def submit(self, spec: pb.JobSpec) -> str:
-        """Accepts a job; returns its id.
+    def submit(self, spec: pb.JobSpec, owner: str = "") -> str:
+        """Accepts a job of the user ``owner``; returns its id.
 
         Raises:
             ConfigError: the spec asks for GPUs in a way that is not valid or that this
@@ -200,17 +205,19 @@ class Controller:
         if never:  # refused before a job exists: the client gets the one sentence
             raise ConfigError(never)
         workdir.check(spec.workdir)
-        adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store)  # not to be stored
+        adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store, owner)  # not stored
         admission.name_image(spec, self.default_image)
+        if self.images is not None and (spec.image_spec.id or spec.image):
+            self.images.store.claim(spec.image_spec.id or spec.image, owner)
         admission.check_volumes(
-            spec, self.volume_store, self.executor, self.lifecycle.runner_pools()
+            spec, self.volume_store, self.executor, self.lifecycle.runner_pools(), owner
         )
         job_id = "job-" + secrets.token_hex(5)
         accepted = pb.JobEvent(
             job_id=job_id, seq=0, time=time.time(), accepted=pb.Accepted(state=pb.QUEUED)
         )
-        self.store.create_job(job_id, spec, accepted)
-        job = self._track(job_id, spec, next_seq=1)
+        self.store.create_job(job_id, spec, accepted, owner)
+        job = self._track(job_id, spec, next_seq=1, owner=owner)
         job.adhoc_secrets = adhoc_secrets
         self._submitted(job, time.time())
         self._admit(job)
@@ -325,7 +332,9 @@ class Controller:
         job = self.jobs[ins.job_id]
         now = time.time()
         try:
-            secret_env = secret_refs.environment(job.spec, job.adhoc_secrets, self.secret_store)
+            secret_env = secret_refs.environment(
+                job.spec, job.adhoc_secrets, self.secret_store, job.owner
+            )
         except secret_refs.SecretsUnavailable as err:
             failure = lc.Failure(pb.Error.SETUP, "SecretError", str(err))
             self._handle(lc.JobFailed(job.id, failure, now))
@@ -378,7 +387,8 @@ class Controller:
         launch = RunnerLaunch(
             runner_id=runner_id,
             control_url=self.config.control_url,
-            token=self.config.token,
+            tls_fingerprint=self.config.tls_fingerprint,
+            token=self._runner_credential(runner_id, pool),
             image=pool.image,
             session=pool.session,
             cpu=pool.cpu,
@@ -392,7 +402,13 @@ class Controller:
 
     # ------------------------------------------------------------------ what runners report
 
-    def runner_hello(self, runner_id: str, hello: pb.RunnerHello) -> None:
+    def _runner_credential(self, runner_id: str, pool: Pool) -> str:
+        if self.credentials is None:
+            return ""
+        names = frozenset(m.name for m in pool.volumes)
+        return self.credentials.mint_runner(runner_id, pool.owner, names)
+
+    def runner_hello(self, runner_id: str, hello: pb.RunnerHello, owner: str = "") -> None:
         # Replayed events first: a replayed ``finished`` frees the runner before it is
         # offered a new job.
         for event in hello.replay:
@@ -400,7 +416,7 @@ class Controller:
         self._handle(
             lc.RunnerUp(
                 runner_id,
-                runner_pool(hello),
+                runner_pool(hello, owner),
                 time.time(),
                 current_job=hello.current_job_id,
                 busy=hello.busy,
@@ -410,6 +426,15 @@ class Controller:
 
     def runner_event(self, runner_id: str, event: pb.JobEvent) -> None:
         job = self.jobs.get(event.job_id)
+        if job is not None and job.runner_id != runner_id:
+            # Only the runner running a job speaks for it. An end from a runner the job
+            # has left may free that runner (the lifecycle checks it was that runner's
+            # job); nothing else of it is kept.
+            if is_end(event):
+                self._handle(self._task_finished(runner_id, event))
+            else:
+                log.warning("runner %s sent an event of job %s, not its own", runner_id, job.id)
+            return
         if is_sample(event):
             if job is not None and job.state == pb.RUNNING and job.runner_id == runner_id:
                 self.log.sample(job.feed, event)
@@ -452,19 +477,23 @@ class Controller:
         self._handle(lc.RunnerDown(runner_id, time.time()))
 
     def runner_exited(self, runner_id: str, exit_info: RunnerExit) -> None:
+        if self.credentials is not None:
+            self.credentials.drop_runner(runner_id)
         tail = ""
         if not self.lifecycle.runner_ever_connected(runner_id):
             tail = self.sessions.log_tail(runner_id)
         self._handle(lc.RunnerExited(runner_id, time.time(), exit_info.describe(), tail))
 
     def runner_start_failed(self, runner_id: str, message: str) -> None:
+        if self.credentials is not None:
+            self.credentials.drop_runner(runner_id)
         log.error("runner %s: %s", runner_id, message)
         self._handle(lc.RunnerStartFailed(runner_id, time.time(), message))
 
     async def runner_session(
-        self, requests: AsyncIterator[pb.RunnerMessage]
+        self, requests: AsyncIterator[pb.RunnerMessage], caller: Principal
     ) -> AsyncIterator[pb.RunnerInstruction]:
-        async for instruction in self.sessions.session(requests):
+        async for instruction in self.sessions.session(requests, caller):
             yield instruction
 
     # ------------------------------------------------------------------ queries
@@ -492,8 +521,10 @@ class Controller:
         queued = sum(j.state == pb.QUEUED for j in self.jobs.values())
         return len(self.lifecycle.runner_ids), running, queued
 
-    def volume_users(self, name: str) -> list[str]:
-        """The queued and running jobs that mount volume ``name``."""
+    def volume_users(self, volume_id: str) -> list[str]:
+        """The queued and running jobs that mount the volume ``volume_id``."""
         return [
-            job.id for job in self.jobs.values() if any(m.name == name for m in job.spec.volumes)
+            job.id
+            for job in self.jobs.values()
+            if any(m.volume_id == volume_id for m in job.spec.volumes)
         ]

@@ -14,6 +14,7 @@ import grpc
 
 import remotecell
 from remotecell._proto import pb
+from remotecell.backend import auth
 from remotecell.backend.controller import Controller, JobNotFound
 from remotecell.backend.jobs import comms, stdin
 from remotecell.backend.state.blobs import BlobStore, spec_refs
@@ -79,7 +80,7 @@ class JobServicer:
             )
         self.blobs.touch(refs)  # used now: kept --blob-ttl from now
         try:
-            job_id = self.controller.submit(request.spec)
+            job_id = self.controller.submit(request.spec, auth.caller().user)
         except ConfigError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         async for batch in self.controller.follow(job_id):
@@ -90,6 +91,7 @@ class JobServicer:
     ) -> AsyncIterator[pb.JobEvents]:
         await _check(context, jobs.check_job_id, request.job_id)
         await _check(context, jobs.check_seq, request.from_seq, "from_seq")
+        await self._own(context, request.job_id)
         try:
             async for batch in self.controller.follow(request.job_id, request.from_seq):
                 yield pb.JobEvents(events=stdin.live(self.controller.jobs, batch))
@@ -101,6 +103,7 @@ class JobServicer:
     ) -> pb.CancelReply:
         await _check(context, jobs.check_job_id, request.job_id)
         await _check(context, jobs.check_text, request.reason, "the cancel's reason")
+        await self._own(context, request.job_id)
         try:
             state, was_running = await self.controller.cancel(request.job_id, request.reason)
         except JobNotFound:
@@ -114,6 +117,7 @@ class JobServicer:
         await _check(context, jobs.check_seq, request.seq, "the input request's seq")
         await _check(context, jobs.check_text, request.text, "the answer", jobs.MAX_ANSWER_CHARS)
         await _check(context, jobs.check_text, request.refused, "the refusal", jobs.MAX_TEXT_CHARS)
+        await self._own(context, request.job_id)
         job = self.controller.jobs.get(request.job_id)
         if job is None and self.controller.store.get_job(request.job_id) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
@@ -127,6 +131,7 @@ class JobServicer:
         self, request: pb.CommToRunner, context: grpc.aio.ServicerContext
     ) -> pb.SendCommReply:
         await _check(context, jobs.check_job_id, request.job_id)
+        await self._own(context, request.job_id)
         try:
             return await self.comms.send(request)
         except comms.CommRefused as err:
@@ -142,14 +147,33 @@ class JobServicer:
                 f"limit={request.limit} asks for too many jobs; ask for at most "
                 f"{jobs.MAX_LIST_LIMIT} (0: the latest 50)",
             )
-        rows = self.controller.store.list_jobs(request.limit or 50)
+        rows = self.controller.store.list_jobs(request.limit or 50, (auth.caller().user,))
         return pb.ListJobsReply(jobs=[r.info() for r in rows])
 
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.JobInfo:
         await _check(context, jobs.check_job_id, request.job_id)
-        row = self.controller.store.get_job(request.job_id)
+        store, caller = self.controller.store, auth.caller()
+        row = store.get_job(request.job_id)
+        if row is None or not auth.owns(caller, row.owner):
+            # A unique start of one of the caller's job ids names that job ("job-" may be
+            # left out), as `remotecell logs`/`cancel` take it.
+            prefix = request.job_id.strip()
+            prefix = (
+                prefix
+                if prefix.startswith("job-") or "job-".startswith(prefix)
+                else "job-" + prefix
+            )
+            found = store.jobs_starting(prefix, (caller.user,)) if prefix else []
+            if len(found) > 1:
+                shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"{'more than 5' if len(found) > 5 else len(found)} jobs start with "
+                    f"{request.job_id!r} ({shown}); give more of the id",
+                )
+            row = store.get_job(found[0]) if found else None
         if row is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(request.job_id))
         assert row is not None
@@ -163,5 +187,22 @@ class JobServicer:
     async def RunnerSession(
         self, request_iterator: AsyncIterator[pb.RunnerMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RunnerInstruction]:
-        async for instruction in self.controller.runner_session(request_iterator):
-            yield instruction
+        try:
+            async for instruction in self.controller.runner_session(
+                request_iterator, auth.caller()
+            ):
+                yield instruction
+        except PermissionError as err:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
+
+    async def _own(self, context: grpc.aio.ServicerContext, job_id: str) -> None:
+        """Ends the call with NOT_FOUND unless the caller owns the job: another user's
+        job is answered as no job at all."""
+        active = self.controller.jobs.get(job_id)
+        if active is not None:
+            owner: str | None = active.owner
+        else:
+            row = self.controller.store.get_job(job_id)
+            owner = row.owner if row is not None else None
+        if owner is not None and not auth.owns(auth.caller(), owner):
+            await context.abort(grpc.StatusCode.NOT_FOUND, _not_found(job_id))

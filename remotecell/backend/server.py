@@ -1,7 +1,8 @@
 """`remotecell serve`: the control plane process, wiring only.
 
 It opens the store and blob store, starts the controller with the local executor,
-serves gRPC on the configured addresses (a Unix socket and/or TCP on loopback), and
+serves gRPC on the configured addresses (a Unix socket and/or TCP; over TLS where
+``tls.listener_security`` says, with ``--tls-cert`` or a self-signed certificate), and
 advertises itself in ``DATA_DIR/server.json`` for the notebook side to find.
 """
 
@@ -10,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import getpass
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -24,7 +27,7 @@ import grpc
 
 import remotecell
 from remotecell._proto import pb_grpc
-from remotecell.backend.auth import TokenAuth
+from remotecell.backend.auth import Authenticator
 from remotecell.backend.blob_service import BlobServicer
 from remotecell.backend.config import ServeConfig, parse_http, runner_log_dir
 from remotecell.backend.controller import Controller, ControllerConfig
@@ -40,8 +43,10 @@ from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state import private
 from remotecell.backend.state.blobs import BlobStore
+from remotecell.backend.state.credentials import USER_NAME, CredentialStore
 from remotecell.backend.state.store import Store
 from remotecell.backend.state.volumes import VolumeRecords
+from remotecell.backend.tls import Certificate, TLSRequired, listener_security
 from remotecell.backend.volumes.service import VolumeServicer
 from remotecell.backend.volumes.store import VolumeStore
 from remotecell.client.config import ENDPOINT_FILE, TOKEN_FILE
@@ -72,6 +77,16 @@ def default_socket(data_dir: Path) -> str:
     if len(str(path)) > 100:  # AF_UNIX paths are limited to 108 bytes
         path = private.socket_dir(data_dir) / "cp.sock"
     return f"unix:{path}"
+
+
+def local_user() -> str:
+    """This machine's user as a remotecell user name: the data directory's owner."""
+    try:
+        name = getpass.getuser()
+    except Exception:
+        name = ""
+    name = re.sub(r"[^a-z0-9_.-]", "_", name.lower())[:64]
+    return name if USER_NAME.fullmatch(name) else "owner"
 
 
 def ensure_token(data_dir: Path) -> str:
@@ -120,15 +135,23 @@ def _executor(config: ServeConfig, data_dir: Path, blobs: BlobStore) -> Executor
 async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = None) -> None:
     """Runs the control plane until cancelled or signalled (SIGTERM/SIGINT)."""
     data_dir = (config.data_dir or default_data_dir()).resolve()
+    listen = list(config.listen or [default_socket(data_dir)])
+    security = _security(config, listen)  # before anything is made or bound
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         private.tighten(data_dir)  # before anything in it is read or written
     except private.NotPrivate as err:
         raise CannotServe(str(err)) from None
+    certificate = _certificate(config, data_dir, listen) if "tls" in security.values() else None
     lock = _lock(data_dir)
     token = ensure_token(data_dir)
     token_file = data_dir / TOKEN_FILE
     store = Store(data_dir / "state.sqlite3")
+    # The data directory's token is its owner's: an admin, who makes the other users.
+    users = CredentialStore(store.path)
+    owner = local_user()
+    users.add_token(owner, token, admin=True)
+    users.adopt_unowned(owner)
     secret_store = SecretStore(store.path)  # its key: secrets.key beside the database
     blobs = BlobStore(config.blob_url or str(data_dir / "blobs"))
     volume_store = VolumeStore(
@@ -139,10 +162,23 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
     executor = _executor(config, data_dir, blobs)
     machine_gpus, gpu_note = _machine_gpus()
 
-    server = grpc.aio.server(interceptors=[TokenAuth(token)], options=GRPC_OPTIONS)
+    server = grpc.aio.server(interceptors=[Authenticator(users.lookup)], options=GRPC_OPTIONS)
     addresses: list[str] = []
-    for address in config.listen or [default_socket(data_dir)]:
-        if address.startswith("unix:"):
+    for address in listen:
+        if security[address] == "insecure":
+            log.warning(
+                "serving %s in plaintext (--insecure): anyone on the network can read the "
+                "token and every cell",
+                address,
+            )
+        if certificate is not None and security[address] == "tls":
+            host = address.rpartition(":")[0]
+            credentials = grpc.ssl_server_credentials([(certificate.key_pem, certificate.cert_pem)])
+            bound = server.add_secure_port(address, credentials)
+            if bound == 0:
+                raise OSError(f"cannot listen on {address}")
+            addresses.append(f"https://{host}:{bound}")
+        elif address.startswith("unix:"):
             socket_path = Path(address[len("unix:") :])
             socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with contextlib.suppress(FileNotFoundError):
@@ -157,7 +193,12 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
             addresses.append(f"{host}:{bound}")
 
     controller = Controller(
-        ControllerConfig(control_url=addresses[0], token=token, settings=config),
+        ControllerConfig(
+            control_url=addresses[0],
+            tls_fingerprint=certificate.fingerprint if certificate is not None else "",
+            owner=owner,
+            settings=config,
+        ),
         store,
         executor,
         images=images,
@@ -169,15 +210,18 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
         touch_blobs=blobs.touch,
         secret_store=secret_store,
         volume_store=volume_store,
+        credentials=users,
     )
     volume_store.reserved = _runner_paths(data_dir, addresses, blobs)
-    http = _http_server(config.http, token, controller)  # bound now: a port in use stops here
+    http = _http_server(  # bound now: a port in use stops here
+        config.http, token, controller, certificate if security.get("http") == "tls" else None
+    )
     servicer = ControlPlaneService(
         JobServicer(controller, blobs),
         BlobServicer(blobs, config.max_blob_size),
         ImageServicer(images),
-        VolumeServicer(volume_store, controller.volume_users),
-        SecretServicer(secret_store),
+        VolumeServicer(volume_store, controller.volume_users, users.has_user),
+        SecretServicer(secret_store, users.has_user),
     )
     pb_grpc.add_ControlPlaneServicer_to_server(servicer, server)
     await server.start()
@@ -201,6 +245,7 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
                 "version": remotecell.__version__,
                 "token_file": str(token_file),
                 "http_url": controller.http_url,
+                "tls_fingerprint": certificate.fingerprint if certificate is not None else "",
             }
         )
     )
@@ -211,6 +256,13 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
     )
     if controller.http_url:
         log.info("Prometheus metrics at %s/metrics", controller.http_url)
+    if certificate is not None:
+        log.info(
+            "TLS certificate %s, SHA-256 fingerprint %s (clients pin it with "
+            "REMOTECELL_TLS_FINGERPRINT)",
+            certificate.cert_path,
+            certificate.fingerprint,
+        )
     if ready is not None:
         ready(addresses)
 
@@ -239,6 +291,7 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
         await images.close()
         await server.stop(grace=1.0)
         secret_store.close()
+        users.close()
         volume_store.records.close()
         store.close()
         lock.close()
@@ -256,8 +309,45 @@ async def _collect_blobs(blobs: BlobStore, controller: Controller, ttl: float) -
         await asyncio.sleep(interval)
 
 
-def _http_server(address: str, token: str, controller: Controller) -> HTTPServer | None:
-    """The HTTP side on ``address`` (``host:port``), or None where it is "off"."""
+def _security(config: ServeConfig, listen: list[str]) -> dict[str, str]:
+    """How each listener, and the HTTP side (under "http"), is served: "tls",
+    "plaintext" or "insecure" (``tls.listener_security`` decides)."""
+    security: dict[str, str] = {}
+    try:
+        for address in listen:
+            security[address] = listener_security(
+                address, tls=config.serves_tls, insecure=config.insecure
+            )
+        if parse_http(config.http) is not None:
+            security["http"] = listener_security(
+                config.http, tls=config.serves_tls, insecure=config.insecure, flag="--http"
+            )
+    except TLSRequired as err:
+        raise CannotServe(str(err)) from None
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise CannotServe("--tls-cert and --tls-key go together: give both, or neither")
+    return security
+
+
+def _certificate(config: ServeConfig, data_dir: Path, listen: list[str]) -> Certificate:
+    """The certificate given (``--tls-cert``/``--tls-key``), else the data directory's
+    self-signed one, made for the hosts listened on if there is none."""
+    from remotecell.backend import tls
+
+    try:
+        if config.tls_cert is not None and config.tls_key is not None:
+            return tls.load_certificate(config.tls_cert, config.tls_key)
+        hosts = [h for a in [*listen, config.http] if (h := tls.listener_host(a)) is not None]
+        return tls.self_signed(data_dir, hosts)
+    except ValueError as err:
+        raise CannotServe(str(err)) from None
+
+
+def _http_server(
+    address: str, token: str, controller: Controller, certificate: Certificate | None = None
+) -> HTTPServer | None:
+    """The HTTP side on ``address`` (``host:port``), or None where it is "off"; over TLS
+    with ``certificate``."""
     parsed = parse_http(address)
     if parsed is None:
         return None
@@ -266,7 +356,7 @@ def _http_server(address: str, token: str, controller: Controller) -> HTTPServer
 
     app = make_app(token, {"/metrics": metrics_endpoint(controller)})
     try:
-        return HTTPServer(app, *parsed)
+        return HTTPServer(app, *parsed, certificate=certificate)
     except OSError as err:
         raise CannotServe(
             f"cannot serve HTTP on {address}: {err.strerror or err}; "

@@ -1,7 +1,7 @@
 """The `remotecell` command line: the ``main`` group, and one module per command group.
 
 ``_serve`` (serve, stop, run), ``_jobs`` (jobs, logs, cancel, gpus), ``_image``,
-``_secret`` and ``_volume``. Commands that call the control plane take ``--url`` and
+``_secret``, ``_token`` and ``_volume``. Commands that call the control plane take ``--url`` and
 ``--token`` and run their calls in ``_control_plane.connected``, which turns a
 remotecell error into the command's one-line error and closes the client.
 """
@@ -15,6 +15,7 @@ from remotecell.cli._image import image
 from remotecell.cli._jobs import cancel, gpus, jobs, logs
 from remotecell.cli._secret import secret
 from remotecell.cli._serve import run, serve, stop
+from remotecell.cli._token import token
 from remotecell.cli._volume import volume
 
 __all__ = ["main"]
@@ -26,7 +27,7 @@ def main() -> None:
     """remotecell: run notebook cells on remote runners (`%%remote` in Jupyter)."""
 
 
-for _command in (serve, stop, run, jobs, logs, cancel, gpus, image, secret, volume):
+for _command in (serve, stop, run, jobs, logs, cancel, gpus, image, secret, token, volume):
     main.add_command(_command)
 
 

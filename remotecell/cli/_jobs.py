@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from remotecell._proto import pb
     from remotecell.client import Client
 
-_ALL_JOBS = 2**32 - 1  # ListJobsRequest.limit is a uint32, and 0 means "the default 50"
-
 
 @click.command()
 @click.option("--limit", type=int, default=20, show_default=True)
@@ -89,30 +87,10 @@ def logs(job_id: str, follow: bool, url: str, token: str) -> None:
 
 
 def _find_job(client: Client, job_id: str) -> pb.JobInfo:
-    """The one job whose id is ``job_id`` or starts with it (with or without ``job-``).
-    None: the control plane's not-found sentence; several: a sentence listing them."""
-    from remotecell.client import JobNotFoundError
-
-    try:
-        return client.get_job(job_id)
-    except JobNotFoundError as not_found:
-        prefix = job_id.strip()
-        matches = [
-            job
-            for job in client.list_jobs(_ALL_JOBS)
-            if prefix
-            and (
-                job.job_id.startswith(prefix) or job.job_id.removeprefix("job-").startswith(prefix)
-            )
-        ]
-        if len(matches) == 1:  # the listing's JobInfo does not count events; get_job does
-            return client.get_job(matches[0].job_id)
-        if not matches:
-            raise not_found from None
-        ids = ", ".join(sorted(job.job_id for job in matches))
-        raise click.ClickException(
-            f"{len(matches)} jobs start with {job_id!r} ({ids}); give more of the id"
-        ) from None
+    """The one job whose id is ``job_id`` or starts with it (with or without ``job-``):
+    the control plane resolves a prefix among the caller's jobs, and answers none or
+    several with a sentence."""
+    return client.get_job(job_id)
 
 
 def _stored_events(client: Client, job_id: str, count: int) -> Iterator[pb.JobEvent]:

@@ -108,11 +108,30 @@ def secret_ls(url: str, token: str) -> None:
     def when(t: float) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
-    rows = [("NAME", "UPDATED", "CREATED", "KEYS")]
-    rows += [(s.name, when(s.updated), when(s.created), ", ".join(s.keys)) for s in secrets]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    rows = [("NAME", "OWNER", "UPDATED", "CREATED", "KEYS")]
+    rows += [
+        (s.name, s.owner or "-", when(s.updated), when(s.created), ", ".join(s.keys))
+        for s in secrets
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:3])) + "  " + r[3])
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4])
+
+
+@secret.command("share")
+@click.argument("name")
+@click.argument("user")
+@click.option("--revoke", is_flag=True, help="Stop sharing it with USER instead.")
+@url_option
+@token_option
+def secret_share(name: str, user: str, revoke: bool, url: str, token: str) -> None:
+    """Share your secret NAME with USER.
+
+    Their cells may then name it. A name means the user's own secret first; one shared by several users is refused.
+    """
+    with connected(url, token) as client:
+        users = client.share_secret(name, user, revoke)
+    click.echo(f"{name} is shared with: {', '.join(users) if users else 'no one'}")
 
 
 @secret.command("rm")

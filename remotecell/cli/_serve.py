@@ -38,6 +38,15 @@ class _ServeCommand(click.Command):
 
 def _option(setting: Setting) -> click.Option:
     choices = setting.flag.choices
+    if setting.flag.is_flag:  # not given: None, so the declared default applies
+        return click.Option(
+            [setting.option, setting.name],
+            is_flag=True,
+            flag_value=True,
+            default=None,
+            help=setting.help,
+            callback=_parsed(setting),
+        )
     return click.Option(
         [setting.option, setting.name],
         type=click.Choice(choices) if choices else None,

@@ -46,6 +46,22 @@ def volume_ls(name: str | None, path: str, recursive: bool, url: str, token: str
             click.echo(format_files(client.list_volume_files(name, path, recursive)))
 
 
+@volume.command("share")
+@click.argument("name")
+@click.argument("user")
+@click.option("--revoke", is_flag=True, help="Stop sharing it with USER instead.")
+@url_option
+@token_option
+def volume_share(name: str, user: str, revoke: bool, url: str, token: str) -> None:
+    """Share your volume NAME with USER.
+
+    They may then mount, read and write it. A name means the user's own volume first; one shared by several users is refused.
+    """
+    with connected(url, token) as client:
+        users = client.share_volume(name, user, revoke)
+    click.echo(f"{name} is shared with: {', '.join(users) if users else 'no one'}")
+
+
 @volume.command("put")
 @click.argument("name")
 @click.argument("local", type=click.Path(exists=True, path_type=Path))

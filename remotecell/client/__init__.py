@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from remotecell.client._async import AsyncClient
 from remotecell.client._blocking import Client, EventStream
-from remotecell.client.config import Endpoint, data_dir, from_environment
+from remotecell.client.config import Endpoint, data_dir, from_environment, tls_pins
 from remotecell.contract.errors import (
     AuthError,
     CellSyntaxError,
@@ -44,13 +44,16 @@ __all__ = [
 ]
 
 
-def resolve_endpoint(url: str = "", token: str = "") -> Endpoint:
-    """The control plane to use: ``url``/``token`` if given, else ``REMOTECELL_URL``,
-    else this user's embedded control plane (started if none runs)."""
+def resolve_endpoint(
+    url: str = "", token: str = "", tls_fingerprint: str = "", ca_file: str = ""
+) -> Endpoint:
+    """The control plane to use: ``url``/``token`` if given (its certificate pinned by
+    ``tls_fingerprint`` or ``ca_file``, else as the environment says), else
+    ``REMOTECELL_URL``, else this user's embedded control plane (started if none runs)."""
     if url:
         if not token:
             raise ConfigError(f"a token is needed for the control plane at {url}")
-        return Endpoint(url, token)
+        return Endpoint(url, token, **tls_pins(tls_fingerprint, ca_file))
     endpoint = from_environment()
     if endpoint is not None:
         return endpoint
@@ -59,9 +62,15 @@ def resolve_endpoint(url: str = "", token: str = "") -> Endpoint:
     return ensure_running(data_dir())
 
 
-def connect(url: str = "", token: str = "", timeout: float = 10.0) -> Client:
+def connect(
+    url: str = "",
+    token: str = "",
+    timeout: float = 10.0,
+    tls_fingerprint: str = "",
+    ca_file: str = "",
+) -> Client:
     """A blocking client for the resolved control plane, checked with a health call."""
-    client = Client(resolve_endpoint(url, token))
+    client = Client(resolve_endpoint(url, token, tls_fingerprint, ca_file))
     try:
         client.health(timeout=timeout)
     except BaseException:

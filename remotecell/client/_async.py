@@ -350,6 +350,12 @@ class AsyncClient:
     async def delete_secret(self, name: str) -> None:
         await self._unary("DeleteSecret", pb.SecretDeleteRequest(name=name))
 
+    async def share_secret(self, name: str, user: str, revoke: bool = False) -> list[str]:
+        """Shares the caller's secret ``name`` with ``user`` (``revoke``: stops sharing
+        it); returns whom it is shared with now."""
+        request = pb.ShareRequest(name=name, user=user, revoke=revoke)
+        return list((await self._unary("ShareSecret", request)).users)
+
     # -- volumes ---------------------------------------------------------------
     # Content streams in chunks both ways: a file is never whole in memory.
 
@@ -364,6 +370,12 @@ class AsyncClient:
     async def list_volumes(self) -> list[pb.VolumeInfo]:
         reply = await self._unary("VolumeList", pb.VolumeListRequest(), timeout=60, volume=True)
         return list(reply.volumes)
+
+    async def share_volume(self, name: str, user: str, revoke: bool = False) -> list[str]:
+        """Shares the caller's volume ``name`` with ``user`` (``revoke``: stops sharing
+        it); returns whom it is shared with now."""
+        request = pb.ShareRequest(name=name, user=user, revoke=revoke)
+        return list((await self._unary("ShareVolume", request, timeout=60, volume=True)).users)
 
     async def delete_volume(self, name: str) -> int:
         """Deletes a volume and its files; returns how many files it had."""

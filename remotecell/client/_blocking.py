@@ -303,6 +303,11 @@ class Client:
     def delete_secret(self, name: str) -> None:
         _finish(self._core.delete_secret(name))
 
+    def share_secret(self, name: str, user: str, revoke: bool = False) -> list[str]:
+        """Shares the caller's secret ``name`` with ``user`` (``revoke``: stops sharing
+        it); returns whom it is shared with now."""
+        return _finish(self._core.share_secret(name, user, revoke))
+
     # -- volumes ---------------------------------------------------------------
 
     def create_volume(self, name: str, exist_ok: bool = False) -> pb.VolumeInfo:
@@ -313,6 +318,11 @@ class Client:
 
     def list_volumes(self) -> list[pb.VolumeInfo]:
         return _finish(self._core.list_volumes())
+
+    def share_volume(self, name: str, user: str, revoke: bool = False) -> list[str]:
+        """Shares the caller's volume ``name`` with ``user`` (``revoke``: stops sharing
+        it); returns whom it is shared with now."""
+        return _finish(self._core.share_volume(name, user, revoke))
 
     def delete_volume(self, name: str) -> int:
         """Deletes a volume and its files; returns how many files it had."""

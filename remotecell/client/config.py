@@ -4,6 +4,11 @@ In order: ``REMOTECELL_URL`` (with ``REMOTECELL_TOKEN`` or ``REMOTECELL_TOKEN_FI
 the traitlets options ``RemoteMagics.url`` / ``RemoteMagics.token`` (see
 ``remotecell.kernel_magics``), else the embedded default: this user's local control
 plane under the data directory, started in the background when none runs.
+
+A URL ``https://HOST:PORT`` is served over TLS: the client pins its certificate by
+``REMOTECELL_TLS_FINGERPRINT`` (SHA-256, hex, colons optional) or ``REMOTECELL_CA_FILE``
+(``RemoteMagics.tls_fingerprint`` / ``ca_file``), else trusts the system's CAs.
+``unix:/path`` and ``HOST:PORT`` are plaintext.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ ENV_URL = "REMOTECELL_URL"
 ENV_TOKEN = "REMOTECELL_TOKEN"
 ENV_TOKEN_FILE = "REMOTECELL_TOKEN_FILE"
 ENV_DATA_DIR = "REMOTECELL_DATA_DIR"
+ENV_TLS_FINGERPRINT = "REMOTECELL_TLS_FINGERPRINT"
+ENV_CA_FILE = "REMOTECELL_CA_FILE"
+TLS_PREFIX = "https://"
 
 ENDPOINT_FILE = "server.json"
 TOKEN_FILE = "token"
@@ -36,19 +44,53 @@ def data_dir() -> Path:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A control plane's address and the token it expects."""
+    """A control plane's address and the token it expects; for a TLS one
+    (``https://HOST:PORT``), the certificate to pin: its SHA-256 or a CA file."""
 
     url: str
     token: str
+    tls_fingerprint: str = ""
+    ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tls_fingerprint", normal_fingerprint(self.tls_fingerprint))
+
+    @property
+    def tls(self) -> bool:
+        """Whether the control plane is reached over TLS (an ``https://`` URL)."""
+        return self.url.startswith(TLS_PREFIX)
 
     @property
     def target(self) -> str:
         """The gRPC target: ``unix:/path``, ``host:port`` (a ``grpc://`` prefix is dropped)."""
         url = self.url
-        for prefix in ("grpc://", "http://"):
+        for prefix in ("grpc://", "http://", TLS_PREFIX):
             if url.startswith(prefix):
-                return url[len(prefix) :]
+                return url[len(prefix) :].rstrip("/")
         return url
+
+
+def normal_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as lowercase hex without colons ("" stays "").
+
+    Raises:
+        ConfigError: not 64 hex digits.
+    """
+    digits = text.strip().replace(":", "").lower()
+    if digits and (len(digits) != 64 or not all(c in "0123456789abcdef" for c in digits)):
+        raise ConfigError(
+            f"{text!r} is no SHA-256 fingerprint: expected 64 hex digits (colons optional), "
+            "as `remotecell serve` prints it"
+        )
+    return digits
+
+
+def tls_pins(fingerprint: str = "", ca_file: str = "") -> dict[str, str]:
+    """The certificate pins given, else those in the environment, as ``Endpoint`` takes them."""
+    if not fingerprint and not ca_file:
+        fingerprint = os.environ.get(ENV_TLS_FINGERPRINT, "")
+        ca_file = os.environ.get(ENV_CA_FILE, "")
+    return {"tls_fingerprint": fingerprint.strip(), "ca_file": ca_file.strip()}
 
 
 def read_token(path: Path) -> str:
@@ -71,7 +113,7 @@ def from_environment() -> Endpoint | None:
             f"{ENV_URL} is set to {url!r} but no token is: set {ENV_TOKEN} "
             f"(or {ENV_TOKEN_FILE}) to the control plane's token"
         )
-    return Endpoint(url, token)
+    return Endpoint(url, token, **tls_pins())
 
 
 def read_endpoint_file(directory: Path) -> tuple[Endpoint, int] | None:
@@ -79,6 +121,7 @@ def read_endpoint_file(directory: Path) -> tuple[Endpoint, int] | None:
     try:
         info = json.loads((directory / ENDPOINT_FILE).read_text())
         token = read_token(Path(info["token_file"]))
-        return Endpoint(info["url"], token), int(info["pid"])
+        fingerprint = info.get("tls_fingerprint", "")
+        return Endpoint(info["url"], token, tls_fingerprint=fingerprint), int(info["pid"])
     except (OSError, ValueError, KeyError, ConfigError):
         return None

@@ -119,11 +119,10 @@ def format_volumes(volumes: list[pb.VolumeInfo]) -> str:
     """Name, when it was made, and where its files are."""
     if not volumes:
         return "no volumes (`remotecell volume create NAME` makes one)"
-    rows: list[tuple[str, ...]] = [("VOLUME", "CREATED", "MOUNTED AS", "STORE")]
+    rows: list[tuple[str, ...]] = [("VOLUME", "OWNER", "CREATED", "MOUNTED AS", "STORE")]
     for v in volumes:
-        rows.append(
-            (v.name, _when(v.created), "shared dir" if v.shared_dir else "synced copy", v.url)
-        )
+        mounted = "shared dir" if v.shared_dir else "synced copy"
+        rows.append((v.name, v.owner or "-", _when(v.created), mounted, v.url))
     return _table(rows)
 
 

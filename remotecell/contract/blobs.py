@@ -65,8 +65,7 @@ def blob_corrupt(digest: str, job_id: str = "") -> str:
     """Why a blob's bytes are not used, in a sentence (naming its job where known)."""
     of_job = f" of job {job_id}" if job_id else ""
     return (
-        f"blob {digest}{of_job} is corrupt: its content does not match its hash; "
-        "run the cell again"
+        f"blob {digest}{of_job} is corrupt: its content does not match its hash; run the cell again"
     )
 
 

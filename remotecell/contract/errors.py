@@ -256,6 +256,18 @@ def _attribute_path(obj: Any, path: list[str]) -> Any:
     return obj
 
 
+def _tls_hint(target: str) -> str:
+    """What to try when a TCP control plane does not answer: the other side of TLS."""
+    if target.startswith("https://"):
+        return (
+            "; if its certificate is self-signed, pin it with REMOTECELL_TLS_FINGERPRINT "
+            "(`remotecell serve` prints it) or REMOTECELL_CA_FILE"
+        )
+    if target and not target.startswith(("unix:", "grpc://", "http://")):
+        return f"; if it serves TLS, connect to https://{target}"
+    return ""
+
+
 def from_rpc_error(err: grpc.RpcError, target: str = "") -> RemoteCellError:
     """Maps a gRPC failure to the exception a user should see."""
     code: Any = err.code() if hasattr(err, "code") else None
@@ -266,6 +278,8 @@ def from_rpc_error(err: grpc.RpcError, target: str = "") -> RemoteCellError:
             f"the control plane{where} refused the token ({details}); "
             "set REMOTECELL_TOKEN to its token (the `token` file in its data directory)"
         )
+    if code == grpc.StatusCode.PERMISSION_DENIED:  # a token that may not do this
+        return AuthError(details)
     if code == grpc.StatusCode.NOT_FOUND:
         return JobNotFoundError(details or "not found")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -276,6 +290,7 @@ def from_rpc_error(err: grpc.RpcError, target: str = "") -> RemoteCellError:
         return ConnectionError(
             f"no remotecell control plane answers{where} ({details.splitlines()[0] if details else code.name}); "
             "start one with `remotecell serve`, or unset REMOTECELL_URL to use the embedded default"
+            + _tls_hint(target)
         )
     return RemoteCellError(
         f"the control plane{where} failed: {code.name if code else 'error'}: {details}"

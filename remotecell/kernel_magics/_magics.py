@@ -40,10 +40,23 @@ class RemoteMagics(Magics):
     url = Unicode(
         "",
         config=True,
-        help="The control plane's address (unix:/path or host:port). "
+        help="The control plane's address (unix:/path, host:port, or https://host:port "
+        "for one served over TLS). "
         "Empty: REMOTECELL_URL, else this user's embedded control plane.",
     )
     token = Unicode("", config=True, help="The control plane's token (with `url`).")
+    tls_fingerprint = Unicode(
+        "",
+        config=True,
+        help="SHA-256 of the certificate an https:// `url` must present (as `remotecell "
+        "serve` prints it). Empty: REMOTECELL_TLS_FINGERPRINT.",
+    )
+    ca_file = Unicode(
+        "",
+        config=True,
+        help="PEM file of the CA (or the certificate) an https:// `url` is checked "
+        "against. Empty: REMOTECELL_CA_FILE, else the system's CAs.",
+    )
     monitor = CaselessStrEnum(
         _monitor_view.MODES,
         "full",
@@ -84,7 +97,14 @@ class RemoteMagics(Magics):
 
         def work() -> None:
             try:
-                future.set_result(connect(self.url, self.token))
+                future.set_result(
+                    connect(
+                        self.url,
+                        self.token,
+                        tls_fingerprint=self.tls_fingerprint,
+                        ca_file=self.ca_file,
+                    )
+                )
             except BaseException as err:
                 future.set_exception(err)
 

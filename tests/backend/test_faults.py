@@ -336,7 +336,14 @@ def test_an_idle_runner_reconnects_after_a_restart_however_long_it_was_idle(cont
     # Started by hand so its --orphan-timeout can be short: it has been connected (and
     # idle) for longer than that when the control plane dies, and must not take that
     # idle time for time without a control plane.
-    env = {**os.environ, "REMOTECELL_RUNNER_TOKEN": control_plane.endpoint.token}
+    from remotecell.backend.server import local_user
+    from remotecell.backend.state.credentials import CredentialStore
+
+    # Its own credential, as the control plane would mint it for a runner of this user.
+    credentials = CredentialStore(control_plane.data_dir / "state.sqlite3")
+    token = credentials.mint_runner("r-by-hand", local_user(), frozenset())
+    credentials.close()
+    env = {**os.environ, "REMOTECELL_RUNNER_TOKEN": token}
     args = ["--runner-id", "r-by-hand", "--url", control_plane.socket, "--orphan-timeout", "2"]
     runner = subprocess.Popen(
         [sys.executable, "-m", "remotecell.backend.runner", *args],

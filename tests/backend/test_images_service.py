@@ -18,6 +18,7 @@ import pytest
 from remotecell._proto import pb, pb_grpc
 from remotecell.backend.images.builder import BuiltImage
 from remotecell.backend.images.cache import images_dir
+from remotecell.backend.server import local_user
 from remotecell.backend.state.images import ImageStore
 from remotecell.client import AsyncClient
 
@@ -52,6 +53,8 @@ def images(control_plane) -> Path:
             store.failed(FAILED, builder, "pip failed")
             _write_log(data_dir, FAILED, builder, f"[1/1] pip install nothing ({builder})\n")
         store.building(BUILDING, "venv")
+        for image_id in (READY, FAILED, BUILDING):  # as jobs of the data dir's owner would
+            store.claim(image_id, local_user())
     finally:
         store.close()
     return data_dir

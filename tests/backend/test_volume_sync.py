@@ -176,18 +176,22 @@ def test_a_writer_dying_mid_file_leaves_a_directory_stores_file_as_it_was(contro
             )
             gone.wait(30)  # the writer dies here, mid-file
 
-        tmp = control_plane.data_dir / "volumes" / ".tmp"
+        volumes = control_plane.data_dir / "volumes"
+
+        def partial() -> list[Path]:  # beside the owner's volumes: OWNER/.tmp
+            return [p for p in volumes.glob("*/.tmp/*") if p.is_file()]
+
         call = _raw_write(client, chunks())
         try:
             # The control plane has begun the new version: its temporary file exists.
-            wait_until(lambda: tmp.is_dir() and any(tmp.iterdir()), 10, what="the partial write")
+            wait_until(partial, 10, what="the partial write")
             call.cancel()
             with pytest.raises(grpc.FutureCancelledError):
                 call.result()
         finally:
             gone.set()
         assert content(client, "model.bin") == b"v1" * 1000
-        wait_until(lambda: not any(tmp.iterdir()), 10, what="the partial write to be dropped")
+        wait_until(lambda: not partial(), 10, what="the partial write to be dropped")
     finally:
         client.close()
 
@@ -265,13 +269,13 @@ def test_an_upload_cancelled_while_its_file_is_opened_or_written_leaves_nothing(
 
     records = VolumeRecords(tmp_path / "state.sqlite3")
     store = VolumeStore(str(tmp_path / "volumes"), records)
-    store.create("shared")
+    store.create("shared", owner="someone")
     entered, release = threading.Event(), threading.Event()
     if stage == "opening":
         made = store.writer
 
-        def slow_writer(name: str, path: str) -> FileWriter:
-            writer = made(name, path)
+        def slow_writer(name: str, path: str, owner: str = "") -> FileWriter:
+            writer = made(name, path, owner)
             entered.set()
             release.wait(10)
             return writer
@@ -304,14 +308,21 @@ def test_an_upload_cancelled_while_its_file_is_opened_or_written_leaves_nothing(
         with pytest.raises(asyncio.CancelledError):
             await task  # its clean-up, if any, has run when it ends
 
+    from remotecell.backend import auth
+    from remotecell.backend.state.credentials import Principal
+
+    async def as_a_user() -> None:
+        auth.acting_as(Principal("someone"))
+        await upload()
+
     try:
-        asyncio.run(upload())
+        asyncio.run(as_a_user())
     finally:
         release.set()
         if stage == "writing":
             FileWriter.write = wrote  # type: ignore[method-assign]
         records.close()
-    tmp = tmp_path / "volumes" / "shared"
+    tmp = tmp_path / "volumes" / "someone" / "shared"
     leftovers = [p for p in (tmp_path / "volumes").rglob("*") if p.is_file()]
     assert leftovers == [], leftovers
     assert not (tmp / "model.bin").exists()

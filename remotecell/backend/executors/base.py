@@ -33,6 +33,8 @@ class RunnerLaunch:
     runner_id: str
     control_url: str
     token: str
+    #: SHA-256 of the certificate an https:// ``control_url`` presents.
+    tls_fingerprint: str = ""
     image: str = ""
     session: str = ""
     env: dict[str, str] = field(default_factory=dict)
@@ -58,6 +60,7 @@ class RunnerLaunch:
             runner_id=self.runner_id,
             control_url=control_url or self.control_url,
             token=self.token,
+            tls_fingerprint=self.tls_fingerprint,
             image=self.image,
             session=self.session,
             cpu=self.cpu,

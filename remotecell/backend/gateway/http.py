@@ -14,12 +14,16 @@ import hmac
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from remotecell.backend.tls import Certificate
 
 log = logging.getLogger("remotecell.http")
 
@@ -62,9 +66,12 @@ class _Server(uvicorn.Server):
 
 
 class HTTPServer:
-    """Serves an ASGI app on ``host:port`` (port 0: a free one) until :meth:`stop`."""
+    """Serves an ASGI app on ``host:port`` (port 0: a free one) until :meth:`stop`, over
+    TLS with ``certificate``."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    def __init__(
+        self, app: Starlette, host: str, port: int, certificate: Certificate | None = None
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -72,10 +79,20 @@ class HTTPServer:
         self._socket.listen(128)
         self._socket.setblocking(False)
         bound = self._socket.getsockname()[1]
+        scheme = "https" if certificate is not None else "http"
         self.url = (
-            f"http://[{host}]:{bound}" if family == socket.AF_INET6 else f"http://{host}:{bound}"
+            f"{scheme}://[{host}]:{bound}"
+            if family == socket.AF_INET6
+            else f"{scheme}://{host}:{bound}"
         )
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=str(certificate.cert_path) if certificate is not None else None,
+            ssl_keyfile=str(certificate.key_path) if certificate is not None else None,
+        )
         self._server = _Server(config)
 
     async def serve(self) -> None:

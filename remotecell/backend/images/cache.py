@@ -232,14 +232,17 @@ class ImageCache:
     def log_path(self, image_id: str, builder: str) -> Path:
         return self.log_dir / f"{image_id}.{builder}.log"
 
-    def find(self, prefix: str) -> list[ImageRecord]:
-        """The builds of the one image whose id starts with ``prefix``.
+    def find(self, prefix: str, among: set[str] | None = None) -> list[ImageRecord]:
+        """The builds of the one image whose id starts with ``prefix`` (of the images
+        ``among`` only, when given).
 
         Raises:
             LookupError: no image, or several, match.
         """
         prefix = prefix.strip()
         records = self.store.find(prefix) if prefix else []
+        if among is not None:
+            records = [r for r in records if r.id in among]
         ids = {r.id for r in records}
         if not ids:
             raise LookupError(f"no image {prefix!r}; `remotecell image ls` lists them")

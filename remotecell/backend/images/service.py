@@ -20,6 +20,7 @@ from typing import IO, NoReturn
 import grpc
 
 from remotecell._proto import pb
+from remotecell.backend import auth
 from remotecell.backend.images.cache import ImageCache
 from remotecell.backend.state.images import BUILDING, ImageRecord
 
@@ -36,7 +37,11 @@ _HEX = re.compile(r"[0-9a-fA-F]+")
 
 
 class ImageServicer:
-    """ListImages, GetImageLog, RemoveImages, PruneImages over the image cache."""
+    """ListImages, GetImageLog, RemoveImages, PruneImages over the image cache.
+
+    A user's images are those their jobs used (``ImageStore.claim``): they list, read
+    and remove those only; an image another user's jobs use too stays for them. Pruning
+    removes anyone's unused images, so it takes an admin."""
 
     def __init__(self, cache: ImageCache) -> None:
         self.cache = cache
@@ -44,7 +49,14 @@ class ImageServicer:
     async def ListImages(
         self, request: pb.ListImagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListImagesReply:
-        return pb.ListImagesReply(images=[image_info(r) for r in self.cache.records()])
+        mine = self._mine()
+        return pb.ListImagesReply(
+            images=[image_info(r) for r in self.cache.records() if r.id in mine]
+        )
+
+    def _mine(self) -> set[str]:
+        """The caller's images: those their jobs used."""
+        return self.cache.store.images_of(auth.caller().user)
 
     async def GetImageLog(
         self, request: pb.GetImageLogRequest, context: grpc.aio.ServicerContext
@@ -89,14 +101,26 @@ class ImageServicer:
                 "wait for its build to end, then remove it",
             )
         removed = []
+        user = auth.caller().user
         for record in chosen.values():
-            note = await self.cache.remove(record)
+            others = [u for u in self.cache.store.users_of(record.id) if u != user]
+            if others:  # another user's jobs use it too: it stays theirs
+                note = f"kept for {len(others)} other user(s) whose jobs use it"
+            else:
+                note = await self.cache.remove(record)
+            self.cache.store.unclaim(record.id, user)
             removed.append(pb.RemovedImage(image=image_info(record), note=note))
         return pb.RemoveImagesReply(removed=removed)
 
     async def PruneImages(
         self, request: pb.PruneImagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.PruneImagesReply:
+        if not auth.caller().admin:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "pruning the image cache removes every user's unused images: it takes an "
+                "admin's token (`remotecell token create NAME --admin`)",
+            )
         days = request.days if request.HasField("days") else PRUNE_DAYS
         if not math.isfinite(days) or days < 0:
             await _invalid(
@@ -120,10 +144,11 @@ class ImageServicer:
                 f"{shown} is not an image id: ids are up to {MAX_ID_LENGTH} hex digits "
                 "(`remotecell image ls` lists them)",
             )
+        mine = self._mine()
         try:
-            return self.cache.find(prefix)
+            return self.cache.find(prefix, mine)
         except LookupError as err:
-            ambiguous = bool(self.cache.store.find(prefix))
+            ambiguous = any(r.id in mine for r in self.cache.store.find(prefix))
             code = grpc.StatusCode.INVALID_ARGUMENT if ambiguous else grpc.StatusCode.NOT_FOUND
             await context.abort(code, str(err.args[0]))
         raise AssertionError("unreachable")

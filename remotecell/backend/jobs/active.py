@@ -17,7 +17,10 @@ from remotecell.backend.scheduler.queue import MachineGPU, Pool, Scheduler, Sche
 @dataclass
 class ControllerConfig:
     control_url: str  # the address runners connect to
-    token: str
+    #: SHA-256 of the certificate an https:// ``control_url`` presents: runners pin it.
+    tls_fingerprint: str = ""
+    #: The data directory's owner: the user prewarmed runners serve.
+    owner: str = ""
     #: What the control plane was started with (the runner policy, graces, retry delay,
     #: GPU prices, telemetry interval): ``backend/config.py`` declares each setting.
     settings: ServeConfig = field(default_factory=ServeConfig)
@@ -36,6 +39,7 @@ class ControllerConfig:
                 # Fresh per start, so new runners never collide with ones that reconnect.
                 id_prefix=secrets.token_hex(2) + "-",
                 default_image=default_image,
+                default_owner=self.owner,
                 gpus=gpus,
             ),
         )
@@ -48,6 +52,8 @@ class ActiveJob:
     id: str
     spec: pb.JobSpec
     feed: Feed
+    #: The user who submitted it: only runners serving that user take it.
+    owner: str = ""
     state: int = pb.QUEUED
     runner_id: str = ""
     last_error_kind: int = -1
@@ -65,7 +71,7 @@ class ActiveJob:
 
     @property
     def pool(self) -> Pool:
-        return pool_of(self.spec)
+        return pool_of(self.spec, self.owner)
 
     @property
     def last_metrics(self) -> pb.JobEvent | None:

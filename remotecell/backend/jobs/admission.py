@@ -26,9 +26,11 @@ def check_volumes(
     volume_store: VolumeStore | None,
     executor: Executor,
     pools: Iterable[Pool],
+    owner: str = "",
 ) -> None:
-    """Checks a job's mounts before it is queued, and names each volume's id in them
-    (a runner's mounts are fixed when it starts, so they are part of its pool).
+    """Checks the mounts of ``owner``'s job before it is queued, and names each volume's
+    id in them (a runner's mounts are fixed when it starts, so they are part of its
+    pool). A volume name means the owner's volume, or one shared with them.
 
     Raises:
         ConfigError: a bad or colliding mount path, a volume that does not exist, an
@@ -49,7 +51,7 @@ def check_volumes(
             if problem:
                 raise ConfigError(problem)
             try:
-                record = volume_store.get(mount.name)
+                record = volume_store.get(mount.name, _whose(volume_store, owner, mount.name))
             except VolumeMissing as err:
                 raise ConfigError(str(err)) from None
             mounts.append(replace(mount, volume_id=record.volume_id))
@@ -58,7 +60,7 @@ def check_volumes(
     if spec.session:
         wanted = tuple(mounts)  # by path, as check_mounts sorted them
         for pool in pools:
-            same = pool.session == spec.session and pool.image == spec.image
+            same = pool.session == spec.session and pool.image == spec.image and pool.owner == owner
             if same and pool.volumes != wanted:
                 have = ", ".join(f"{m.path}={m.name}" for m in pool.volumes) or "none"
                 raise ConfigError(
@@ -81,7 +83,7 @@ def launch_volumes(pool: Pool, volume_store: VolumeStore | None) -> tuple[Launch
     out = []
     for mount in pool.volumes:
         try:
-            record = volume_store.get(mount.name)
+            record = volume_store.get(mount.name, _whose(volume_store, pool.owner, mount.name))
         except VolumeMissing as err:
             raise ConfigError(str(err)) from None
         if record.volume_id != mount.volume_id:
@@ -92,6 +94,11 @@ def launch_volumes(pool: Pool, volume_store: VolumeStore | None) -> tuple[Launch
         shared = volume_store.shared_dir(record)
         out.append(LaunchVolume(mount, str(shared) if shared else ""))
     return tuple(out)
+
+
+def _whose(volume_store: VolumeStore, user: str, name: str) -> str:
+    """The owner of the volume ``user`` means by ``name`` ('' outside users)."""
+    return volume_store.owner_for(user, name) if user else ""
 
 
 def name_image(spec: pb.JobSpec, default: pb.ImageSpec | None) -> None:

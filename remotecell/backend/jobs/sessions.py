@@ -14,12 +14,13 @@ from typing import Any, Protocol
 
 from remotecell._proto import pb
 from remotecell.backend.executors.base import Executor, RunnerExit, RunnerHandle, RunnerLaunch
+from remotecell.backend.state.credentials import Principal
 
 log = logging.getLogger("remotecell.controller")
 
 
 class SessionListener(Protocol):
-    def runner_hello(self, runner_id: str, hello: pb.RunnerHello) -> None: ...
+    def runner_hello(self, runner_id: str, hello: pb.RunnerHello, owner: str) -> None: ...
 
     def runner_event(self, runner_id: str, event: pb.JobEvent) -> None: ...
 
@@ -120,14 +121,23 @@ class RunnerSessions:
         return True
 
     async def session(
-        self, requests: AsyncIterator[pb.RunnerMessage]
+        self, requests: AsyncIterator[pb.RunnerMessage], caller: Principal
     ) -> AsyncIterator[pb.RunnerInstruction]:
         """One runner connection (the RunnerSession RPC): its hello, then its events in,
-        and instructions out until either side ends it."""
+        and instructions out until either side ends it.
+
+        Raises:
+            PermissionError: the hello names another runner than ``caller``'s credential.
+        """
         first = await anext(aiter(requests), None)
         if first is None or not first.HasField("hello"):
             return
         hello = first.hello
+        if hello.runner_id != caller.runner_id:
+            raise PermissionError(
+                f"this credential is runner {caller.runner_id}'s: it cannot connect as "
+                f"runner {hello.runner_id[:64]!r}"
+            )
         runner = self._runners.get(hello.runner_id)
         if runner is None or runner.handle is None:
             # One not started in this process: it reconnects after a control-plane restart.
@@ -137,7 +147,7 @@ class RunnerSessions:
         outbox: asyncio.Queue[pb.RunnerInstruction | None] = asyncio.Queue()
         runner.outbox = outbox
         reader = asyncio.create_task(self._read(runner, requests, outbox))
-        self.listener.runner_hello(runner.id, hello)
+        self.listener.runner_hello(runner.id, hello, caller.user)
         try:
             while True:
                 instruction = await outbox.get()

@@ -20,13 +20,15 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 
 import grpc
 
-from remotecell._proto import pb
+from remotecell._proto import pb, pb_grpc
 from remotecell.client import transport
 from remotecell.client.config import Endpoint
 from remotecell.contract import wire
+from remotecell.contract.errors import ConnectionError
 from remotecell.contract.events import Body, job_event
 
 log = logging.getLogger("remotecell.runner")
@@ -63,6 +65,7 @@ class Link:
         self._generation = 0
         self._closed = False
         self._future = self._thread.submit(self._run())
+        self._future.add_done_callback(self._ended)
 
     # -- from any thread -----------------------------------------------------------
 
@@ -98,17 +101,28 @@ class Link:
         self._future.cancel()
         self._thread.stop()
 
+    def _ended(self, future: Future[None]) -> None:
+        # The connection failing for good must end the runner, not leave its main thread
+        # waiting for instructions that can no longer come.
+        if not future.cancelled() and future.exception() is not None:
+            log.error("the runner's connection failed; exiting", exc_info=future.exception())
+            self.instructions.put(None)
+
     # -- on the loop thread ----------------------------------------------------------
 
     async def _run(self) -> None:
         self._wake = asyncio.Event()
-        channel = transport.aio_channel(self.endpoint)
-        stub = transport.control_plane_stub(channel)
+        stub: pb_grpc.ControlPlaneStub | None = None
         md = transport.metadata(self.endpoint)
         lost_since = time.monotonic()
         while not self._closed:
             self._generation += 1
             try:
+                if stub is None:
+                    # A pinned certificate is checked by a blocking TLS handshake: in a
+                    # worker thread, not on this loop, and retried like any connection.
+                    await asyncio.to_thread(transport.check_pin, self.endpoint)
+                    stub = transport.control_plane_stub(transport.aio_channel(self.endpoint))
                 call = stub.RunnerSession(self._requests(self._generation), metadata=md)
                 await call.wait_for_connection()
                 self.connected.set()
@@ -128,6 +142,12 @@ class Link:
                     self.instructions.put(None)
                     return
                 log.info("connection to the control plane lost: %s", err.code())
+            except transport.CertificateMismatch as err:
+                log.error("%s; exiting", err)
+                self.instructions.put(None)
+                return
+            except ConnectionError as err:  # the certificate could not be checked yet
+                log.info("%s", err)
             except Exception:
                 log.exception("runner connection failed")
             if self.connected.is_set():

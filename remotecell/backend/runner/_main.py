@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     own_log.addHandler(handler)
     own_log.setLevel(logging.INFO)
     own_log.propagate = False
-    endpoint = Endpoint(args.control_url, args.token)
+    endpoint = Endpoint(args.control_url, args.token, tls_fingerprint=args.tls_fingerprint)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until a cell runs (see CellShell)
 
     hello = pb.RunnerHello(

@@ -14,8 +14,10 @@ What travels where:
   UUIDs), and how long it waits for a control plane that went away;
 * the environment: its credential (``REMOTECELL_RUNNER_TOKEN``: never on a command line,
   which any local user can read) and its volumes (``REMOTECELL_VOLUMES``, a JSON list of
-  ``RunnerMount``). The runner removes both from its environment as it reads them, so
-  that the cells it runs do not inherit them.
+  ``RunnerMount``), and for a control plane served over TLS the SHA-256 of its
+  certificate (``REMOTECELL_RUNNER_TLS_FINGERPRINT``), which the runner pins. The runner
+  removes them from its environment as it reads them, so that the cells it runs do not
+  inherit them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from remotecell.contract.volumes import Mount
 RUNNER_MODULE = "remotecell.backend.runner"
 TOKEN_ENV = "REMOTECELL_RUNNER_TOKEN"
 VOLUMES_ENV = "REMOTECELL_VOLUMES"
+TLS_FINGERPRINT_ENV = "REMOTECELL_RUNNER_TLS_FINGERPRINT"
 #: How long a runner with no control plane and no task waits before it exits (seconds).
 ORPHAN_TIMEOUT = 120.0
 
@@ -63,6 +66,8 @@ class RunnerArgs:
     #: Its volumes: those it mounts itself (``source`` set) and those already mounted.
     mounts: tuple[RunnerMount, ...] = ()
     orphan_timeout: float = ORPHAN_TIMEOUT
+    #: SHA-256 of the certificate an https:// ``control_url`` presents ("": none).
+    tls_fingerprint: str = ""
 
 
 def build(args: RunnerArgs) -> tuple[list[str], dict[str, str]]:
@@ -86,6 +91,8 @@ def build(args: RunnerArgs) -> tuple[list[str], dict[str, str]]:
     env = {TOKEN_ENV: args.token}
     if args.mounts:
         env[VOLUMES_ENV] = json.dumps([asdict(m) for m in args.mounts])
+    if args.tls_fingerprint:
+        env[TLS_FINGERPRINT_ENV] = args.tls_fingerprint
     return argv, env
 
 
@@ -125,6 +132,7 @@ def parse(
     parsed = parser.parse_args(argv)
     token = environ.pop(TOKEN_ENV, "")
     volumes = environ.pop(VOLUMES_ENV, "")
+    tls_fingerprint = environ.pop(TLS_FINGERPRINT_ENV, "")
     if not token:
         raise LaunchError(f"the runner needs its token in {TOKEN_ENV}")
     try:
@@ -143,6 +151,7 @@ def parse(
         gpu_uuids=tuple(u for u in parsed.gpu_uuids.split(",") if u),
         mounts=mounts,
         orphan_timeout=parsed.orphan_timeout,
+        tls_fingerprint=tls_fingerprint,
     )
 
 

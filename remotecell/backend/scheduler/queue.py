@@ -41,6 +41,9 @@ class Pool:
     #: The volumes mounted in its runners (volume ids found), by path: mounts are fixed
     #: when a runner starts.
     volumes: tuple[Mount, ...] = ()
+    #: The user its runners serve: a runner never serves two users, so warm reuse
+    #: happens only within one user's pools.
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,8 @@ class _Runner:
 class SchedulerConfig:
     runners: RunnerPolicy = field(default_factory=RunnerPolicy)
     default_image: str = ""
+    #: The user prewarmed runners (of the default pool) serve: the data directory's owner.
+    default_owner: str = ""
     #: Runner ids are ``r-{prefix}{n}``; a control plane picks a fresh prefix per start so
     #: new runners never collide with runners that reconnect after a restart.
     id_prefix: str = ""
@@ -293,7 +298,7 @@ class Scheduler:
             if r is not None:
                 r.away = True
         elif isinstance(event, Prewarm):
-            pool = Pool(self.config.default_image)
+            pool = Pool(self.config.default_image, owner=self.config.default_owner)
             for _ in range(event.count):
                 if len(self._runners) >= self.config.runners.max_runners:
                     break
@@ -464,7 +469,7 @@ class Scheduler:
 
     def _scale(self, now: float) -> list[Instruction]:
         out: list[Instruction] = []
-        default = Pool(self.config.default_image)
+        default = Pool(self.config.default_image, owner=self.config.default_owner)
         warm = [r for r in self._runners.values() if r.pool == default]
         for r in sorted(self._runners.values(), key=lambda r: r.since):
             if not r.free:

@@ -25,8 +25,9 @@ class SecretsUnavailable(Exception):
     """A job's secrets cannot be given to its task; the message says why and what to do."""
 
 
-def take_adhoc(spec: pb.JobSpec, store: SecretStore | None) -> AdHoc:
-    """Checks the job's secrets and takes the ad-hoc values out of ``spec`` (in place).
+def take_adhoc(spec: pb.JobSpec, store: SecretStore | None, user: str = "") -> AdHoc:
+    """Checks the job's secrets, as ``user`` names them (theirs, or one shared with
+    them), and takes the ad-hoc values out of ``spec`` (in place).
 
     Raises:
         ConfigError: a bad name or value, a stored secret that is missing or cannot be
@@ -46,10 +47,11 @@ def take_adhoc(spec: pb.JobSpec, store: SecretStore | None) -> AdHoc:
             )
         if store is None:
             raise ConfigError("this control plane keeps no secrets")
-        record = store.record(ref.name)
+        owner = store.owner_for(user, ref.name) if user else ""
+        record = store.record(ref.name, owner)
         if record is None:
             raise ConfigError(missing_message(ref.name))
-        store.values(ref.name)  # the key is there and fits: fail now, not on the runner
+        store.values(ref.name, owner)  # the key is there and fits: fail now, not on the runner
         lacking = [k for k in ref.required_keys if k not in record.keys]
         if lacking:
             raise ConfigError(
@@ -72,9 +74,13 @@ ADHOC_LOST = (
 
 
 def environment(
-    spec: pb.JobSpec, adhoc: Mapping[int, dict[str, str]], store: SecretStore | None
+    spec: pb.JobSpec,
+    adhoc: Mapping[int, dict[str, str]],
+    store: SecretStore | None,
+    user: str = "",
 ) -> dict[str, str]:
-    """The variables a task of the job gets, in the job's order.
+    """The variables a task of ``user``'s job gets, in the job's order (a secret shared
+    with them is looked up again: one no longer shared is missing).
 
     Raises:
         SecretsUnavailable: a stored secret went away or cannot be read, or ad-hoc
@@ -90,8 +96,9 @@ def environment(
             try:
                 if store is None:
                     raise SecretStoreError("this control plane keeps no secrets")
-                values = store.values(ref.name)
-            except SecretStoreError as err:
+                owner = store.owner_for(user, ref.name) if user else ""
+                values = store.values(ref.name, owner)
+            except ConfigError as err:  # missing, unreadable, or shared by several
                 raise SecretsUnavailable(str(err)) from None
             lacking = [k for k in ref.required_keys if k not in values]
             if lacking:

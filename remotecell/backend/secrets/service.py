@@ -1,29 +1,41 @@
 """The secret RPCs of the control plane: values go in, never out (see ``store``).
 
-The store checks names and variables (``contract.secrets``); what it refuses is
+Each user's secrets are their own (``state/owned.py``): a caller lists their own and
+those shared with them, and creates, deletes and shares only their own. The store
+checks names and variables (``contract.secrets``); what it refuses is
 INVALID_ARGUMENT, with its sentence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from remotecell._proto import pb
+from remotecell.backend import auth
 from remotecell.backend.secrets.store import (
     SecretRecord,
     SecretStore,
     SecretStoreError,
     missing_message,
 )
+from remotecell.backend.state import owned
+from remotecell.backend.state.credentials import check_user_name
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.secrets import check_name
 
 
 class SecretServicer:
-    """CreateSecret, ListSecrets, DeleteSecret over the secret store (None: it keeps none)."""
+    """CreateSecret, ListSecrets, DeleteSecret, ShareSecret over the secret store (None:
+    it keeps none). ``user_exists`` says whether a user name is one of this control
+    plane's users (whom a secret may be shared with)."""
 
-    def __init__(self, store: SecretStore | None) -> None:
+    def __init__(
+        self, store: SecretStore | None, user_exists: Callable[[str], bool] = lambda name: False
+    ) -> None:
         self.store = store
+        self._user_exists = user_exists
 
     def _store(self) -> SecretStore:
         if self.store is None:
@@ -35,7 +47,7 @@ class SecretServicer:
     ) -> pb.SecretCreateReply:
         try:
             record, replaced = self._store().create(
-                request.name, dict(request.env), overwrite=request.overwrite
+                request.name, dict(request.env), request.overwrite, auth.caller().user
             )
         except ConfigError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
@@ -45,7 +57,7 @@ class SecretServicer:
         self, request: pb.SecretListRequest, context: grpc.aio.ServicerContext
     ) -> pb.SecretListReply:
         try:
-            records = self._store().records()
+            records = self._store().records(auth.caller().user)
         except ConfigError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return pb.SecretListReply(secrets=[_secret_info(r) for r in records])
@@ -54,14 +66,39 @@ class SecretServicer:
         self, request: pb.SecretDeleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.SecretDeleteReply:
         try:
-            if not self._store().delete(check_name(request.name)):
+            if not self._store().delete(check_name(request.name), auth.caller().user):
                 raise SecretStoreError(missing_message(request.name))
         except ConfigError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         return pb.SecretDeleteReply()
 
+    async def ShareSecret(
+        self, request: pb.ShareRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ShareReply:
+        owner = auth.caller().user
+        try:
+            store = self._store()
+            name = check_name(request.name)
+            grantee = check_user_name(request.user)
+            if store.record(name, owner) is None:
+                raise SecretStoreError(missing_message(name))
+            owned.check_grantee(grantee, owner)
+            if request.revoke:
+                store.shares.unshare(owned.SECRET, owner, name, grantee)
+            elif not self._user_exists(grantee):
+                raise ConfigError(f"no user {grantee!r}: `remotecell token ls` lists them")
+            else:
+                store.shares.share(owned.SECRET, owner, name, grantee)
+        except ConfigError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return pb.ShareReply(users=store.shares.grantees(owned.SECRET, owner, name))
+
 
 def _secret_info(record: SecretRecord) -> pb.SecretInfo:
     return pb.SecretInfo(
-        name=record.name, keys=record.keys, created=record.created, updated=record.updated
+        name=record.name,
+        keys=record.keys,
+        created=record.created,
+        updated=record.updated,
+        owner=record.owner,
     )

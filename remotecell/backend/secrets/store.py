@@ -8,6 +8,10 @@ created when the first secret is stored; a key file that others may read, or tha
 belongs to another user, is refused. Without the key the values cannot be read, so it
 is the one file to keep private (and to back up with the database).
 
+Each user's secrets are their own: a secret is stored as ``OWNER/NAME``
+(``state/owned.py``), and its owner may share it with another user by name. Calls that
+give no owner use the bare name (a store outside a control plane).
+
 Its own connection, like the image records (WAL): the store is used from the control
 plane's event loop thread. The table is declared in ``state/schema.py``.
 """
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from remotecell.backend.state import owned
 from remotecell.backend.state.schema import open_database
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.secrets import check_env, check_name
@@ -43,6 +48,17 @@ class SecretRecord:
     keys: tuple[str, ...]
     created: float
     updated: float
+    owner: str = ""
+
+
+def _stored(name: str, owner: str) -> str:
+    return owned.key(owner, name) if owner else name
+
+
+def _record(stored: str, keys: str, created: float, updated: float) -> SecretRecord:
+    return SecretRecord(
+        owned.name_of(stored), tuple(json.loads(keys)), created, updated, owned.owner_of(stored)
+    )
 
 
 class SecretStore:
@@ -58,6 +74,7 @@ class SecretStore:
         self.key_path = key_path or path.parent / KEY_FILE
         self._db = open_database(path)
         self._fernet: Fernet | None = None
+        self.shares = owned.Shares(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -109,7 +126,7 @@ class SecretStore:
     # -- secrets -----------------------------------------------------------------
 
     def create(
-        self, name: str, env: dict[str, str], overwrite: bool = False
+        self, name: str, env: dict[str, str], overwrite: bool = False, owner: str = ""
     ) -> tuple[SecretRecord, bool]:
         """Stores a secret; returns it and whether it replaced one of the same name.
 
@@ -123,9 +140,12 @@ class SecretStore:
         token = fernet.encrypt(json.dumps({"name": name, "env": env}).encode())
         keys = json.dumps(sorted(env))
         now = time.time()
+        stored = _stored(name, owner)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT created FROM secrets WHERE name = ?", (name,)).fetchone()
+            row = self._db.execute(
+                "SELECT created FROM secrets WHERE name = ?", (stored,)
+            ).fetchone()
             if row is not None and not overwrite:
                 raise SecretStoreError(
                     f"a secret named {name!r} exists already; pass --force "
@@ -135,38 +155,59 @@ class SecretStore:
             self._db.execute(
                 "INSERT OR REPLACE INTO secrets (name, keys, token, created, updated)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (name, keys, token, created, now),
+                (stored, keys, token, created, now),
             )
-        return SecretRecord(name, tuple(sorted(env)), created, now), row is not None
+        return SecretRecord(name, tuple(sorted(env)), created, now, owner), row is not None
 
-    def records(self) -> list[SecretRecord]:
-        rows = self._db.execute(
-            "SELECT name, keys, created, updated FROM secrets ORDER BY name"
+    def records(self, owner: str = "") -> list[SecretRecord]:
+        """``owner``'s secrets and those shared with them (every one, with no owner)."""
+        if not owner:
+            rows = self._db.execute(
+                "SELECT name, keys, created, updated FROM secrets ORDER BY name"
+            ).fetchall()
+            return [_record(*row) for row in rows]
+        mine = self._db.execute(
+            "SELECT name, keys, created, updated FROM secrets WHERE substr(name, 1, ?) = ?"
+            " ORDER BY name",
+            (len(owner) + 1, owner + "/"),
         ).fetchall()
-        return [SecretRecord(n, tuple(json.loads(k)), c, u) for n, k, c, u in rows]
+        found = [_record(*row) for row in mine]
+        for other, name in self.shares.shared_with(owned.SECRET, owner):
+            record = self.record(name, other)
+            if record is not None:
+                found.append(record)
+        return found
 
-    def record(self, name: str) -> SecretRecord | None:
+    def owner_for(self, user: str, name: str) -> str:
+        """Whose secret ``name`` the user means (see ``owned.Shares.owner_for``)."""
+        mine = self.record(name, user) is not None
+        return self.shares.owner_for(owned.SECRET, user, name, mine)
+
+    def record(self, name: str, owner: str = "") -> SecretRecord | None:
         row = self._db.execute(
-            "SELECT name, keys, created, updated FROM secrets WHERE name = ?", (name,)
+            "SELECT name, keys, created, updated FROM secrets WHERE name = ?",
+            (_stored(name, owner),),
         ).fetchone()
-        if row is None:
-            return None
-        return SecretRecord(row[0], tuple(json.loads(row[1])), row[2], row[3])
+        return _record(*row) if row is not None else None
 
-    def delete(self, name: str) -> bool:
-        """Removes a secret; False when there was none of that name."""
+    def delete(self, name: str, owner: str = "") -> bool:
+        """Removes a secret, and its shares; False when there was none of that name."""
         with self._db:
-            cur = self._db.execute("DELETE FROM secrets WHERE name = ?", (name,))
+            cur = self._db.execute("DELETE FROM secrets WHERE name = ?", (_stored(name, owner),))
+        if owner:
+            self.shares.forget(owned.SECRET, owner, name)
         return cur.rowcount == 1
 
-    def values(self, name: str) -> dict[str, str]:
+    def values(self, name: str, owner: str = "") -> dict[str, str]:
         """A secret's variables, decrypted.
 
         Raises:
             SecretStoreError: no such secret; the key is missing, unsafe or not the one
                 it was stored with; its stored data was altered.
         """
-        row = self._db.execute("SELECT token FROM secrets WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute(
+            "SELECT token FROM secrets WHERE name = ?", (_stored(name, owner),)
+        ).fetchone()
         if row is None:
             raise SecretStoreError(missing_message(name))
         fernet = self._key(create=False)

@@ -60,6 +60,32 @@ class ImageStore:
         ).fetchall()
         return [_record(r) for r in rows]
 
+    # -- whose images they are: a user's are those their jobs used ---------------------
+
+    def claim(self, image_id: str, user: str) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO image_users (image_id, user) VALUES (?, ?)", (image_id, user)
+            )
+
+    def unclaim(self, image_id: str, user: str) -> None:
+        with self._db:
+            self._db.execute(
+                "DELETE FROM image_users WHERE image_id = ? AND user = ?", (image_id, user)
+            )
+
+    def users_of(self, image_id: str) -> list[str]:
+        rows = self._db.execute(
+            "SELECT user FROM image_users WHERE image_id = ? ORDER BY user", (image_id,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def images_of(self, user: str) -> set[str]:
+        rows = self._db.execute(
+            "SELECT image_id FROM image_users WHERE user = ?", (user,)
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def all(self) -> list[ImageRecord]:
         rows = self._db.execute("SELECT * FROM images ORDER BY created DESC").fetchall()
         return [_record(r) for r in rows]

@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 
 #: The version ``_migrate`` brings a database to.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Every table, by name: what a database has once it is open.
 TABLES: dict[str, str] = {
@@ -83,9 +83,45 @@ CREATE TABLE IF NOT EXISTS secrets (
     created REAL NOT NULL,
     updated REAL NOT NULL
 ) WITHOUT ROWID""",
+    # Who may call (state/credentials.py): users, and the SHA-256 of each token, a
+    # user's or a runner's (runner_id set: it acts as that runner only).
+    "users": """
+CREATE TABLE IF NOT EXISTS users (
+    name    TEXT PRIMARY KEY,
+    admin   INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+) WITHOUT ROWID""",
+    # Which users' jobs used which images: a user lists and removes their own images.
+    "image_users": """
+CREATE TABLE IF NOT EXISTS image_users (
+    image_id TEXT NOT NULL,
+    user     TEXT NOT NULL,
+    PRIMARY KEY (image_id, user)
+) WITHOUT ROWID""",
+    # Secrets and volumes an owner shares with another user, by name (state/owned.py).
+    "shares": """
+CREATE TABLE IF NOT EXISTS shares (
+    kind    TEXT NOT NULL,
+    owner   TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    grantee TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (kind, owner, name, grantee)
+) WITHOUT ROWID""",
+    "credentials": """
+CREATE TABLE IF NOT EXISTS credentials (
+    hash      TEXT PRIMARY KEY,
+    user      TEXT NOT NULL,
+    runner_id TEXT NOT NULL DEFAULT '',
+    volumes   TEXT NOT NULL DEFAULT '',
+    created   REAL NOT NULL
+) WITHOUT ROWID""",
 }
 
-_INDEXES = ("CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state)",)
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created)",
+)
 
 #: Columns added to a table after its first release, with their definitions: a database
 #: made by an older control plane gets them when it is opened.
@@ -95,6 +131,7 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
         "gpu_count": "INTEGER NOT NULL DEFAULT 0",
         "price": "REAL",  # per second; NULL: unknown
         "gpu_uuids": "TEXT NOT NULL DEFAULT ''",  # comma-separated: the GPUs its runner holds
+        "owner": "TEXT NOT NULL DEFAULT ''",  # the user who submitted it (version 2)
     },
 }
 
@@ -126,14 +163,18 @@ def _migrate(db: sqlite3.Connection) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         version = _version(db)
-        if version < 1:
-            for statement in (*TABLES.values(), *_INDEXES):
+        if version < SCHEMA_VERSION:
+            # Versions 1 and 2 only added tables, columns and indexes: whatever is missing
+            # is made, whichever version the database is at.
+            for statement in TABLES.values():
                 db.execute(statement)
             for table, columns in ADDED_COLUMNS.items():
                 present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
                 for name, definition in columns.items():
                     if name not in present:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+            for statement in _INDEXES:
+                db.execute(statement)
         if version < SCHEMA_VERSION:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")

@@ -20,7 +20,7 @@ ACTIVE_STATES = (pb.QUEUED, pb.RUNNING)
 
 _JOB_COLUMNS = (
     "id, state, spec, created, started, finished, attempt, runner_id, session, summary,"
-    " message, origin, gpu_type, gpu_count, price, gpu_uuids"
+    " message, origin, gpu_type, gpu_count, price, gpu_uuids, owner"
 )
 
 
@@ -42,6 +42,8 @@ class JobRow:
     gpu_count: int = 0
     price: float | None = None
     gpu_uuids: tuple[str, ...] = ()
+    #: The user who submitted it ('' for a job from before users existed).
+    owner: str = ""
 
     def info(self, events: int = 0) -> pb.JobInfo:
         gpu_type, gpu_count = self.gpu_type, self.gpu_count
@@ -86,13 +88,15 @@ class Store:
 
     # -- jobs -----------------------------------------------------------------
 
-    def create_job(self, job_id: str, spec: pb.JobSpec, accepted: pb.JobEvent) -> None:
-        """Stores a new job and its first event in one transaction."""
+    def create_job(
+        self, job_id: str, spec: pb.JobSpec, accepted: pb.JobEvent, owner: str = ""
+    ) -> None:
+        """Stores a new job of ``owner`` and its first event in one transaction."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
-                "INSERT INTO jobs (id, state, spec, created, session, summary, origin)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, state, spec, created, session, summary, origin, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     pb.QUEUED,
@@ -101,6 +105,7 @@ class Store:
                     spec.session,
                     summary_of(spec.code),
                     spec.origin,
+                    owner,
                 ),
             )
             self._insert_event(accepted)
@@ -125,10 +130,29 @@ class Store:
         ).fetchone()
         return _row(row) if row else None
 
-    def list_jobs(self, limit: int = 50) -> list[JobRow]:
+    def jobs_starting(self, prefix: str, owners: tuple[str, ...], limit: int = 6) -> list[str]:
+        """The ids of ``owners``' jobs that start with ``prefix`` (at most ``limit``)."""
+        marks = ", ".join("?" * len(owners))
         rows = self._db.execute(
-            f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
+            f"SELECT id FROM jobs WHERE substr(id, 1, ?) = ? AND owner IN ({marks})"
+            " ORDER BY id LIMIT ?",
+            (len(prefix), prefix, *owners, limit),
         ).fetchall()
+        return [row[0] for row in rows]
+
+    def list_jobs(self, limit: int = 50, owners: tuple[str, ...] | None = None) -> list[JobRow]:
+        """The newest jobs, of ``owners`` only unless it is None."""
+        if owners is None:
+            rows = self._db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            marks = ", ".join("?" * len(owners))
+            rows = self._db.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner IN ({marks})"
+                " ORDER BY created DESC LIMIT ?",
+                (*owners, limit),
+            ).fetchall()
         return [_row(r) for r in rows]
 
     def active_jobs(self) -> list[JobRow]:
@@ -213,6 +237,7 @@ def _row(row: tuple) -> JobRow:
         gpu_count,
         price,
         gpu_uuids,
+        owner,
     ) = row
     return JobRow(
         id=job_id,
@@ -231,6 +256,7 @@ def _row(row: tuple) -> JobRow:
         gpu_count=gpu_count,
         price=price,
         gpu_uuids=tuple(u for u in gpu_uuids.split(",") if u),
+        owner=owner,
     )
 
 

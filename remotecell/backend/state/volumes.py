@@ -1,6 +1,6 @@
 """Which volumes exist, in the control plane's SQLite file (table ``volumes``).
 
-One row per volume: its name, a random id (so that a volume deleted and made again under
+One row per volume: its name (``OWNER/NAME``: ``state/owned.py``), a random id (so that a volume deleted and made again under
 the same name is a different volume to runners that still hold the old one), when it was
 made, and the URL of its root in the volume store. The files are in the store, never here.
 
@@ -13,12 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from remotecell.backend.state.owned import Shares
 from remotecell.backend.state.schema import open_database
 
 
 @dataclass(frozen=True)
 class VolumeRecord:
-    name: str
+    name: str  # as stored: OWNER/NAME (a bare name outside a control plane)
     volume_id: str
     created: float
     url: str  # the root of its files: a local directory or an fsspec URL
@@ -30,6 +31,7 @@ class VolumeRecords:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = open_database(path)
+        self.shares = Shares(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -40,11 +42,24 @@ class VolumeRecords:
         ).fetchone()
         return VolumeRecord(*row) if row else None
 
-    def all(self) -> list[VolumeRecord]:
+    def all(self, owner: str = "") -> list[VolumeRecord]:
+        """Every volume; with ``owner``, theirs and those shared with them."""
+        if not owner:
+            rows = self._db.execute(
+                "SELECT name, volume_id, created, url FROM volumes ORDER BY name"
+            ).fetchall()
+            return [VolumeRecord(*row) for row in rows]
         rows = self._db.execute(
-            "SELECT name, volume_id, created, url FROM volumes ORDER BY name"
+            "SELECT name, volume_id, created, url FROM volumes WHERE substr(name, 1, ?) = ?"
+            " ORDER BY name",
+            (len(owner) + 1, owner + "/"),
         ).fetchall()
-        return [VolumeRecord(*row) for row in rows]
+        found = [VolumeRecord(*row) for row in rows]
+        for other, name in self.shares.shared_with("volume", owner):
+            record = self.get(f"{other}/{name}")
+            if record is not None:
+                found.append(record)
+        return found
 
     def add(self, name: str, volume_id: str, url: str) -> tuple[VolumeRecord, bool]:
         """Adds a volume unless one of that name exists; returns the stored record and

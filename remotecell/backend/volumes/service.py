@@ -18,6 +18,9 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from remotecell._proto import pb
+from remotecell.backend import auth
+from remotecell.backend.state import owned
+from remotecell.backend.state.credentials import check_user_name
 from remotecell.backend.volumes.store import FileMissing, VolumeExists, VolumeMissing, VolumeStore
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.volumes import MISSING_KEY
@@ -33,12 +36,19 @@ class VolumeServicer:
 
     Args:
         store: the volume store.
-        users: the jobs that use a volume now, by its name (a volume in use is not deleted).
+        users: the jobs that use a volume now, by its id (a volume in use is not deleted).
+        user_exists: whether a user name is one of this control plane's users.
     """
 
-    def __init__(self, store: VolumeStore | None, users: Callable[[str], Sequence[str]]) -> None:
+    def __init__(
+        self,
+        store: VolumeStore | None,
+        users: Callable[[str], Sequence[str]],
+        user_exists: Callable[[str], bool] = lambda name: False,
+    ) -> None:
         self.volume_store = store
         self._users = users
+        self._user_exists = user_exists
 
     async def _store(self, context: grpc.aio.ServicerContext) -> VolumeStore:
         if self.volume_store is None:
@@ -58,44 +68,49 @@ class VolumeServicer:
         self, request: pb.VolumeCreateRequest, context: grpc.aio.ServicerContext
     ) -> pb.VolumeInfo:
         store = await self._store(context)
-        record, _ = await self._call(context, store.create, request.name, request.exist_ok)
+        record, _ = await self._call(
+            context, store.create, request.name, request.exist_ok, auth.caller().user
+        )
         return store.info(record)
 
     async def VolumeGet(
         self, request: pb.VolumeGetRequest, context: grpc.aio.ServicerContext
     ) -> pb.VolumeInfo:
         store = await self._store(context)
-        record = await self._call(context, store.get, request.name)
+        owner = await self._owner(context, store, request.name)
+        record = await self._call(context, store.get, request.name, owner)
         return store.info(record)
 
     async def VolumeList(
         self, request: pb.VolumeListRequest, context: grpc.aio.ServicerContext
     ) -> pb.VolumeListReply:
         store = await self._store(context)
-        records = await self._call(context, store.all)
+        records = await self._call(context, store.all, auth.caller().user)
         return pb.VolumeListReply(volumes=[store.info(r) for r in records])
 
     async def VolumeDelete(
         self, request: pb.VolumeDeleteRequest, context: grpc.aio.ServicerContext
     ) -> pb.VolumeDeleteReply:
         store = await self._store(context)
-        await self._call(context, store.get, request.name)
-        users = self._users(request.name)
+        owner = auth.caller().user  # only its owner deletes a volume
+        record = await self._call(context, store.get, request.name, owner)
+        users = self._users(record.volume_id)
         if users:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"volume {request.name!r} is in use by {', '.join(users)}; wait for "
                 "them to end (or cancel them with `remotecell cancel JOB`), then delete it",
             )
-        files = await self._call(context, store.delete, request.name)
+        files = await self._call(context, store.delete, request.name, owner)
         return pb.VolumeDeleteReply(files=files)
 
     async def VolumeListFiles(
         self, request: pb.VolumeListFilesRequest, context: grpc.aio.ServicerContext
     ) -> pb.VolumeListFilesReply:
         store = await self._store(context)
+        owner = await self._owner(context, store, request.name)
         files = await self._call(
-            context, store.files, request.name, request.path, request.recursive
+            context, store.files, request.name, request.path, request.recursive, owner
         )
         return pb.VolumeListFilesReply(files=files)
 
@@ -103,7 +118,8 @@ class VolumeServicer:
         self, request: pb.VolumeReadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.VolumeChunk]:
         store = await self._store(context)
-        entry, chunks = await self._call(context, store.read, request.name, request.path)
+        owner = await self._owner(context, store, request.name)
+        entry, chunks = await self._call(context, store.read, request.name, request.path, owner)
         first = True
         try:
             while True:
@@ -131,13 +147,14 @@ class VolumeServicer:
                 "a volume upload must start with the volume's name and the file's path",
             )
         assert first is not None
+        owner = await self._owner(context, store, first.name)
         if first.size > MAX_VOLUME_FILE_BYTES:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"{first.path!r} is {first.size} bytes, more than the "
                 f"{MAX_VOLUME_FILE_BYTES >> 40} TiB a volume file may hold",
             )
-        writer = await self._call(context, store.writer, first.name, first.path)
+        writer = await self._call(context, store.writer, first.name, first.path, owner)
         try:
             if first.data:
                 await asyncio.to_thread(writer.write, first.data)
@@ -165,10 +182,47 @@ class VolumeServicer:
         self, request: pb.VolumeRemoveRequest, context: grpc.aio.ServicerContext
     ) -> pb.VolumeRemoveReply:
         store = await self._store(context)
+        owner = await self._owner(context, store, request.name)
         files = await self._call(
-            context, store.remove, request.name, request.path, request.recursive
+            context, store.remove, request.name, request.path, request.recursive, owner
         )
         return pb.VolumeRemoveReply(files=files)
+
+    async def ShareVolume(
+        self, request: pb.ShareRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ShareReply:
+        store = await self._store(context)
+        owner = auth.caller().user
+        record = await self._call(context, store.get, request.name, owner)
+        name = owned.name_of(record.name)
+        try:
+            grantee = check_user_name(request.user)
+            owned.check_grantee(grantee, owner)
+            if request.revoke:
+                store.shares.unshare(owned.VOLUME, owner, name, grantee)
+            elif not self._user_exists(grantee):
+                raise ConfigError(f"no user {grantee!r}: `remotecell token ls` lists them")
+            else:
+                store.shares.share(owned.VOLUME, owner, name, grantee)
+        except ConfigError as err:
+            await _abort(context, err)
+        return pb.ShareReply(users=store.shares.grantees(owned.VOLUME, owner, name))
+
+    async def _owner(self, context: grpc.aio.ServicerContext, store: VolumeStore, name: str) -> str:
+        """Whose volume ``name`` the caller means: their own, or the one shared with
+        them by that name. A runner's credential reaches only the volumes mounted in
+        that runner; otherwise the call ends."""
+        caller = auth.caller()
+        if caller.is_runner and name not in caller.volumes:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"volume {name[:64]!r} is not mounted in this runner: a runner's credential "
+                "reaches only its own volumes",
+            )
+        try:
+            return store.owner_for(caller.user, name)
+        except ConfigError as err:
+            await _abort(context, err)
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: Exception) -> NoReturn:

@@ -34,6 +34,7 @@ from typing import Any, BinaryIO
 import fsspec
 
 from remotecell._proto import pb
+from remotecell.backend.state import owned
 from remotecell.backend.state.volumes import VolumeRecord, VolumeRecords
 from remotecell.backend.volumes._entries import local_entry, store_entry
 from remotecell.backend.volumes._local import Escape, LocalDir, NotAFile
@@ -54,6 +55,10 @@ class FileMissing(LookupError):
 
 class VolumeExists(ValueError):
     """A volume of that name exists already."""
+
+
+def _stored(name: str, owner: str) -> str:
+    return owned.key(owner, name) if owner else name
 
 
 def missing_volume(name: str) -> VolumeMissing:
@@ -91,6 +96,7 @@ class VolumeStore:
     def __init__(self, url: str, records: VolumeRecords) -> None:
         self.url = url.rstrip("/") or url
         self.records = records
+        self.shares = records.shares
         fs, root = fsspec.core.url_to_fs(self.url)
         fs.makedirs(root, exist_ok=True)
         #: Directories runners need, where no volume may be mounted (set by the server).
@@ -98,21 +104,24 @@ class VolumeStore:
 
     # -- volumes --------------------------------------------------------------------
 
-    def create(self, name: str, exist_ok: bool = False) -> tuple[VolumeRecord, bool]:
-        """Makes a volume (its root in the store and its record); returns it and whether
-        it is new.
+    def create(
+        self, name: str, exist_ok: bool = False, owner: str = ""
+    ) -> tuple[VolumeRecord, bool]:
+        """Makes ``owner``'s volume (its root in the store and its record); returns it
+        and whether it is new.
 
         Raises:
             ConfigError: an invalid name.
             VolumeExists: it exists and ``exist_ok`` is False.
         """
         check_name(name)
-        found = self.records.get(name)
+        stored = _stored(name, owner)
+        found = self.records.get(stored)
         if found is None:
-            url = f"{self.url}/{name}"
+            url = f"{self.url}/{stored}"
             fs, root = fsspec.core.url_to_fs(url)
             fs.makedirs(root, exist_ok=True)
-            found, created = self.records.add(name, secrets.token_hex(8), url)
+            found, created = self.records.add(stored, secrets.token_hex(8), url)
             if created:
                 return found, True
         if not exist_ok:
@@ -122,25 +131,36 @@ class VolumeStore:
             )
         return found, False
 
-    def get(self, name: str) -> VolumeRecord:
-        """Raises:
-        ConfigError: an invalid name.
-        VolumeMissing: no such volume.
+    def get(self, name: str, owner: str = "") -> VolumeRecord:
+        """``owner``'s volume ``name``.
+
+        Raises:
+            ConfigError: an invalid name.
+            VolumeMissing: no such volume.
         """
         check_name(name)
-        record = self.records.get(name)
+        record = self.records.get(_stored(name, owner))
         if record is None:
             raise missing_volume(name)
         return record
 
-    def all(self) -> list[VolumeRecord]:
-        return self.records.all()
+    def all(self, owner: str = "") -> list[VolumeRecord]:
+        """Every volume; with ``owner``, theirs and those shared with them."""
+        return self.records.all(owner)
 
-    def delete(self, name: str) -> int:
-        """Removes a volume and all its files; returns how many files it held."""
-        place = self._place(name)
+    def owner_for(self, user: str, name: str) -> str:
+        """Whose volume ``name`` the user means (see ``owned.Shares.owner_for``)."""
+        mine = self.records.get(owned.key(user, name)) is not None
+        return self.shares.owner_for(owned.VOLUME, user, name, mine)
+
+    def delete(self, name: str, owner: str = "") -> int:
+        """Removes a volume and all its files, and its shares; returns how many files
+        it held."""
+        place = self._place(name, owner)
         files = len(self._walk(place, "")) if self._exists(place, "") else 0
-        self.records.remove(name)
+        self.records.remove(place.record.name)
+        if owner:
+            self.shares.forget(owned.VOLUME, owner, name)
         if place.local:
             shutil.rmtree(place.root, ignore_errors=True)
         else:
@@ -155,29 +175,32 @@ class VolumeStore:
 
     def info(self, record: VolumeRecord) -> pb.VolumeInfo:
         return pb.VolumeInfo(
-            name=record.name,
+            name=owned.name_of(record.name),
+            owner=owned.owner_of(record.name),
             volume_id=record.volume_id,
             created=record.created,
             url=record.url,
             shared_dir=self.shared_dir(record) is not None,
         )
 
-    def _place(self, name: str) -> _Place:
-        record = self.get(name)
+    def _place(self, name: str, owner: str = "") -> _Place:
+        record = self.get(name, owner)
         fs, root = fsspec.core.url_to_fs(record.url)
         root = root.rstrip("/")
         return _Place(record, fs, root, LocalDir(root) if _is_local(fs) else None)
 
     # -- files ----------------------------------------------------------------------
 
-    def files(self, name: str, path: str = "", recursive: bool = False) -> list[pb.VolumeFile]:
+    def files(
+        self, name: str, path: str = "", recursive: bool = False, owner: str = ""
+    ) -> list[pb.VolumeFile]:
         """The entries of a directory (or the one file ``path`` names); with
         ``recursive``, every file below it.
 
         Raises:
             FileMissing: nothing at ``path``.
         """
-        place = self._place(name)
+        place = self._place(name, owner)
         rel = volume_path(path, name)
         if place.local is not None:
             local = place.local
@@ -207,14 +230,14 @@ class VolumeStore:
         entries = [store_entry(place.fs, place.root, info) for info in infos]
         return sorted((e for e in entries if e.path), key=lambda e: e.path)
 
-    def read(self, name: str, path: str) -> tuple[pb.VolumeFile, Iterator[bytes]]:
+    def read(self, name: str, path: str, owner: str = "") -> tuple[pb.VolumeFile, Iterator[bytes]]:
         """A file's entry and its content in chunks.
 
         Raises:
             FileMissing: no file at ``path``.
             ConfigError: ``path`` is a directory, or a symlink out of the volume.
         """
-        place = self._place(name)
+        place = self._place(name, owner)
         rel = volume_path(path, name)
         if not rel:
             raise _is_directory(name, "/")
@@ -240,14 +263,14 @@ class VolumeStore:
 
         return entry, chunks()
 
-    def writer(self, name: str, path: str) -> FileWriter:
+    def writer(self, name: str, path: str, owner: str = "") -> FileWriter:
         """A writer that replaces ``path`` atomically when it is committed.
 
         Raises:
             ConfigError: ``path`` is the root or a directory, or would be written
                 through a symlink out of the volume.
         """
-        place = self._place(name)
+        place = self._place(name, owner)
         rel = volume_path(path, name)
         if not rel:
             raise _is_directory(name, "/")
@@ -259,7 +282,7 @@ class VolumeStore:
             raise _is_directory(name, rel)
         return FileWriter(self, place, rel)
 
-    def remove(self, name: str, path: str, recursive: bool = False) -> int:
+    def remove(self, name: str, path: str, recursive: bool = False, owner: str = "") -> int:
         """Removes a file (or, with ``recursive``, a directory and what it holds);
         returns how many files went.
 
@@ -267,7 +290,7 @@ class VolumeStore:
             FileMissing: nothing at ``path``.
             ConfigError: ``path`` is the root, or a directory without ``recursive``.
         """
-        place = self._place(name)
+        place = self._place(name, owner)
         rel = volume_path(path, name)
         if not rel:
             raise ConfigError(
@@ -297,7 +320,7 @@ class VolumeStore:
     # -- helpers --------------------------------------------------------------------
 
     def _missing(self, place: _Place, rel: str) -> FileMissing:
-        name = place.record.name
+        name = owned.name_of(place.record.name)
         return FileMissing(
             f"no file or directory {'/' + rel!r} in volume {name!r}; "
             f"`remotecell volume ls {name}` (or .listdir('/')) lists what it holds"
@@ -317,7 +340,7 @@ class VolumeStore:
     @contextlib.contextmanager
     def _local_errors(self, place: _Place, rel: str, writing: bool = False) -> Iterator[None]:
         """A directory store's errors as the store's own."""
-        name = place.record.name
+        name = owned.name_of(place.record.name)
         try:
             yield
         except Escape:
@@ -357,7 +380,7 @@ class FileWriter:
         self.rel = rel
         self.size = 0
         place.fs.makedirs(place.tmp_dir, exist_ok=True)
-        self._tmp = f"{place.tmp_dir}/{place.record.name}.{secrets.token_hex(8)}"
+        self._tmp = f"{place.tmp_dir}/{owned.name_of(place.record.name)}.{secrets.token_hex(8)}"
         self._file: Any = None
         self._done = False
         self._lock = threading.Lock()
@@ -397,7 +420,7 @@ class FileWriter:
                     entry = store_entry(place.fs, place.root, place.fs.info(target))
             except (NotADirectoryError, FileExistsError):
                 self._drop()
-                raise _file_in_the_way(place.record.name, self.rel) from None
+                raise _file_in_the_way(owned.name_of(place.record.name), self.rel) from None
             except BaseException:
                 self._drop()
                 raise
