@@ -69,6 +69,11 @@ class ControlPlaneService(pb_grpc.ControlPlaneServicer):
 
 
 async def _internal(rpc: str, context: grpc.aio.ServicerContext, err: Exception) -> None:
+    if context.done():
+        # The call already ended with its status (a message over the size limit, the
+        # client gone), so the method's own answer failed: nothing is left to say.
+        log.info("the %s RPC ended before its answer (%s)", rpc, type(err).__name__)
+        return
     log.error("the %s RPC failed unexpectedly", rpc, exc_info=err)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 

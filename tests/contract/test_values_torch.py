@@ -11,7 +11,9 @@ from test_values import round_trip
 from remotecell.contract.values import OUT_OF_BAND_MIN, pack
 
 # Not in the test extra (a bare requirement pulls the CUDA build); CI installs the CPU wheel.
-torch = optional_module("torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu")
+torch = optional_module(
+    "torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+)
 
 
 def test_a_large_tensor_travels_out_of_band_and_once() -> None:
