@@ -79,11 +79,14 @@ def test_a_blob_directory_that_cannot_be_written_is_one_sentence(
     (blobs / "tmp").mkdir(exist_ok=True)
     os.chmod(blobs / "tmp", 0o500)
     if os.getuid() == 0:  # permission bits do not bind root: refuse the write as they would
+        real_open = os.open
 
-        def refused(path: object, *args: object) -> None:
-            raise PermissionError(13, "Permission denied", str(path))
+        def refused(path: object, *args: object, **kwargs: object) -> int:
+            if str(path).startswith(str(blobs / "tmp")):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(_blobs, "open", refused, raising=False)
+        monkeypatch.setattr(_blobs.os, "open", refused)
     data = b"x" * 100_000
     client = Client(control_plane.endpoint)
     try:

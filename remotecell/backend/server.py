@@ -42,7 +42,7 @@ from remotecell.backend.secrets.service import SecretServicer
 from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state import private
-from remotecell.backend.state.blobs import BlobStore
+from remotecell.backend.state.blobs import TOUCH_EVERY, BlobStore
 from remotecell.backend.state.credentials import USER_NAME, CredentialStore
 from remotecell.backend.state.store import Store
 from remotecell.backend.state.volumes import VolumeRecords
@@ -153,7 +153,10 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
     users.add_token(owner, token, admin=True)
     users.adopt_unowned(owner)
     secret_store = SecretStore(store.path)  # its key: secrets.key beside the database
-    blobs = BlobStore(config.blob_url or str(data_dir / "blobs"))
+    blobs = BlobStore(
+        config.blob_url or str(data_dir / "blobs"),
+        touch_every=min(TOUCH_EVERY, config.blob_ttl / 10) if config.blob_ttl > 0 else TOUCH_EVERY,
+    )
     volume_store = VolumeStore(
         config.volume_url or str(data_dir / "volumes"), VolumeRecords(store.path)
     )

@@ -24,7 +24,7 @@ from remotecell.client import _blobs, transport
 from remotecell.client._calls import _AioCalls, _Calls, _Watch
 from remotecell.client.config import Endpoint
 from remotecell.contract import comms, wire
-from remotecell.contract.blobs import blob_gone, verify
+from remotecell.contract.blobs import blob_gone, blob_relpath, verify
 from remotecell.contract.errors import (
     BlobNotFoundError,
     ConfigError,
@@ -73,6 +73,9 @@ class AsyncClient:
         self._health: pb.HealthReply | None = None
         #: The control plane's blob directory when this process shares it.
         self._blob_dir: Path | None = None
+        #: Blobs read from that directory and checked, so an unchanged file is not
+        #: hashed again.
+        self._verified = _blobs.Verified()
 
     async def close(self) -> None:
         self._closed = True
@@ -325,10 +328,10 @@ class AsyncClient:
         shared = await self._shared_dir()
         if shared is not None:
             try:
-                data = _blobs.local_read(shared, digest)
+                data, state = _blobs.local_read(shared, digest)
             except FileNotFoundError:
                 raise BlobNotFoundError(blob_gone(digest)) from None
-            verify(digest, data)
+            self._verified.check(digest, data, state, shared / blob_relpath(digest))
             return data
         return await self.get_blob(digest)
 

@@ -44,12 +44,14 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import pickle
 import pickletools
 import struct
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -83,9 +85,72 @@ PULL_STAR = "*"
 Buffer = bytes | bytearray | memoryview
 
 
+#: Data larger than this is hashed as leaves of this size, in parallel (``content_hash``).
+LEAF_BYTES = 8 * 1024 * 1024
+_TREE = b"remotecell-tree\0"
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
 def content_hash(data: Buffer) -> str:
-    """The blob id of ``data``: xxh3-128, fast enough to rehash 100 MiB per cell (~10 ms)."""
-    return xxhash.xxh3_128_hexdigest(data)
+    """The blob id of ``data``, as 32 hex digits.
+
+    Up to ``LEAF_BYTES``: its xxh3-128. Larger: the xxh3-128 of a prefix, its length and
+    the xxh3-128 of each ``LEAF_BYTES`` piece, the pieces hashed in threads (xxhash
+    releases the GIL), so 100 MiB takes about 2 ms on two cores instead of 4: the
+    notebook hashes every buffer of every cell, and a runner checks what it reads.
+    """
+    view = memoryview(data)
+    if view.ndim != 1 or view.format not in ("B", "b", "c"):
+        view = view.cast("B")
+    if view.nbytes <= LEAF_BYTES:
+        return xxhash.xxh3_128_hexdigest(view)
+    pieces = [view[i : i + LEAF_BYTES] for i in range(0, view.nbytes, LEAF_BYTES)]
+    return _root(view.nbytes, _threads().map(xxhash.xxh3_128_digest, pieces))
+
+
+def _root(size: int, leaves: Iterable[bytes]) -> str:
+    root = xxhash.xxh3_128(_TREE)
+    root.update(size.to_bytes(8, "little"))
+    for leaf in leaves:
+        root.update(leaf)
+    return root.hexdigest()
+
+
+def _threads() -> ThreadPoolExecutor:
+    """The hashing threads of this process (a forked child makes its own)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(min(4, os.cpu_count() or 1), "rc-hash"))
+    return _pool[1]
+
+
+class ContentHasher:
+    """``content_hash`` of data that arrives in pieces of any size (an upload)."""
+
+    def __init__(self) -> None:
+        self._leaves: list[bytes] = []
+        self._leaf = xxhash.xxh3_128()
+        self._in_leaf = 0
+        self.size = 0
+
+    def update(self, data: Buffer) -> None:
+        view = memoryview(data)
+        if view.ndim != 1 or view.format != "B":
+            view = view.cast("B")
+        while view.nbytes:
+            if self._in_leaf == LEAF_BYTES:  # a full leaf, and more comes: the next one
+                self._leaves.append(self._leaf.digest())
+                self._leaf, self._in_leaf = xxhash.xxh3_128(), 0
+            take = min(view.nbytes, LEAF_BYTES - self._in_leaf)
+            self._leaf.update(view[:take])
+            self._in_leaf += take
+            self.size += take
+            view = view[take:]
+
+    def hexdigest(self) -> str:
+        if self.size <= LEAF_BYTES:
+            return self._leaf.hexdigest()
+        return _root(self.size, [*self._leaves, self._leaf.digest()])
 
 
 #: A content hash's length: xxh3-128 as lowercase hex.

@@ -5,6 +5,7 @@ blobs), in the notebook (a result's blobs) and over gRPC."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,34 @@ def test_a_result_blob_corrupted_on_disk_is_not_pulled_into_the_notebook(
     assert "could not load back: blob " in run.stderr
     assert f"of job {job_id} is corrupt: its content does not match its hash" in run.stderr
     assert kernel.value("'back' in globals()") is False
+
+
+def test_a_blob_read_again_unchanged_is_not_hashed_again_but_a_changed_one_is(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from remotecell.client import _blobs
+
+    data = b"x" * 100_000
+    digest = content_hash(data)
+    path = tmp_path / blob_relpath(digest)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    time.sleep(3 * _blobs.Verified._settled_ns / 1e9)  # its change time has settled
+    hashed: list[str] = []
+    real = _blobs.verify
+    monkeypatch.setattr(_blobs, "verify", lambda d, b, *a: (hashed.append(d), real(d, b, *a)))
+    verified = _blobs.Verified()
+    for _ in range(3):
+        view, state = _blobs.local_read(tmp_path, digest)
+        verified.check(digest, view, state)
+    assert hashed == [digest]  # once: the file did not change
+
+    with open(path, "r+b") as f:  # corrupted in place, its times put back
+        before = path.stat()
+        f.write(b"y")
+    import os
+
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    view, state = _blobs.local_read(tmp_path, digest)
+    with pytest.raises(BlobCorruptError, match=f"blob {digest}"):
+        verified.check(digest, view, state)

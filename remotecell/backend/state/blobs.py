@@ -1,7 +1,7 @@
 """The control plane's content-addressed blob store, on fsspec.
 
-A blob lives at ``ROOT/ab/abcdef...`` under its xxh3-128 hash
-(``remotecell.contract.values.content_hash``). The root is a local directory by default
+A blob lives at ``ROOT/ab/abcdef...`` under its content hash
+(``remotecell.contract.values.content_hash``: xxh3-128, of leaves for large blobs). The root is a local directory by default
 (shared with same-host clients and runners, see ``remotecell.contract.blobs``) or any
 fsspec URL.
 
@@ -27,17 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
-import xxhash
 
 from remotecell._proto import pb
 from remotecell.contract import workdir
 from remotecell.contract.blobs import ID_FILE, blob_relpath, verify
+from remotecell.contract.values import ContentHasher
 
 CHUNK = 4 * 1024 * 1024
 #: Default ``--blob-ttl``: a blob unused for a week is deleted.
 BLOB_TTL = 7 * 86400.0
 #: An upload's temporary file older than this was abandoned (its uploader died).
 STALE_UPLOAD = 3600.0
+#: A blob used again within this many seconds of its last mark is not marked again
+#: (``BlobStore.touch``); the server uses a tenth of --blob-ttl where that is less.
+TOUCH_EVERY = 600.0
 
 log = logging.getLogger("remotecell.blobs")
 
@@ -61,7 +64,9 @@ def value_refs(values: Iterable[pb.Value]) -> list[str]:
 
 
 class BlobStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, touch_every: float = TOUCH_EVERY) -> None:
+        #: Seconds within which a blob used again is not marked again (``touch``).
+        self.touch_every = touch_every
         self.fs, self.root = fsspec.core.url_to_fs(url)
         self.fs.makedirs(self.root, exist_ok=True)
         self.local_dir: Path | None = None
@@ -119,12 +124,20 @@ class BlobStore:
     # -- garbage collection (local directory stores) --------------------------
 
     def touch(self, hashes: Iterable[str]) -> None:
-        """Marks blobs as used now (they are kept ``--blob-ttl`` from now)."""
+        """Marks blobs as used now (they are kept ``--blob-ttl`` from now).
+
+        A blob marked within the last ``touch_every`` seconds is left as it is: marking
+        changes its change time, and readers remember a verified blob by that
+        (``client._blobs.Verified``), so a cell run again at once reads it unhashed.
+        """
         if self.local_dir is None:
             return
+        fresh = time.time() - self.touch_every
         for digest in dict.fromkeys(hashes):
             with contextlib.suppress(FileNotFoundError, ValueError):
-                os.utime(self.local_dir / blob_relpath(digest))
+                path = self.local_dir / blob_relpath(digest)
+                if path.stat().st_mtime < fresh:
+                    os.utime(path)
 
     def collect(
         self, ttl: float, keep: Iterable[str] = (), now: float | None = None
@@ -199,7 +212,7 @@ class BlobUpload:
         self.digest = digest
         self.max_size = max_size
         self.size = 0
-        self._hasher = xxhash.xxh3_128()
+        self._hasher = ContentHasher()
         self._tmp = f"{store.root}/tmp/{digest}.{secrets.token_hex(4)}"
         self._file: Any = None
         self._done = False
