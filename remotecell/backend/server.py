@@ -43,7 +43,7 @@ from remotecell.backend.secrets.store import SecretStore
 from remotecell.backend.service import ControlPlaneService
 from remotecell.backend.state import private
 from remotecell.backend.state.blobs import TOUCH_EVERY, BlobStore
-from remotecell.backend.state.credentials import USER_NAME, CredentialStore
+from remotecell.backend.state.credentials import CredentialStore
 from remotecell.backend.state.store import Store
 from remotecell.backend.state.volumes import VolumeRecords
 from remotecell.backend.tls import Certificate, TLSRequired, listener_security
@@ -52,6 +52,7 @@ from remotecell.backend.volumes.store import VolumeStore
 from remotecell.client.config import ENDPOINT_FILE, TOKEN_FILE
 from remotecell.client.config import data_dir as default_data_dir
 from remotecell.client.image import Image
+from remotecell.contract.users import USER_NAME
 from remotecell.contract.wire import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@
 * ``volumes``: volume names, paths inside a volume, mount paths, and the metadata key
   that tells a missing volume from a missing file.
 * ``secrets``: secret names, keys and values, and the shortest value that is masked.
+* ``users``: user names (``remotecell token create NAME``).
 * ``images``: an image spec's id, and the deterministic tar local files travel as.
 * ``jobs``: every field of a job's spec, job ids, seq numbers and counts, checked by the
   kernel where it can and again by the control plane before a job is recorded.

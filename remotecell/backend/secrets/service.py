@@ -21,7 +21,6 @@ from remotecell.backend.secrets.store import (
     missing_message,
 )
 from remotecell.backend.state import owned
-from remotecell.backend.state.credentials import check_user_name
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.secrets import check_name
 
@@ -79,19 +78,14 @@ class SecretServicer:
         try:
             store = self._store()
             name = check_name(request.name)
-            grantee = check_user_name(request.user)
             if store.record(name, owner) is None:
                 raise SecretStoreError(missing_message(name))
-            owned.check_grantee(grantee, owner)
-            if request.revoke:
-                store.shares.unshare(owned.SECRET, owner, name, grantee)
-            elif not self._user_exists(grantee):
-                raise ConfigError(f"no user {grantee!r}: `remotecell token ls` lists them")
-            else:
-                store.shares.share(owned.SECRET, owner, name, grantee)
+            users = store.shares.change(
+                owned.SECRET, owner, name, request.user, request.revoke, self._user_exists
+            )
         except ConfigError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        return pb.ShareReply(users=store.shares.grantees(owned.SECRET, owner, name))
+        return pb.ShareReply(users=users)
 
 
 def _secret_info(record: SecretRecord) -> pb.SecretInfo:

@@ -11,7 +11,6 @@ grants nothing else (``backend/auth.py`` enforces what each may call).
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import sqlite3
 import time
@@ -21,8 +20,7 @@ from pathlib import Path
 from remotecell.backend.state import owned
 from remotecell.backend.state.schema import open_database
 from remotecell.contract.errors import ConfigError
-
-USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
+from remotecell.contract.users import check_user_name
 
 
 @dataclass(frozen=True)
@@ -47,16 +45,6 @@ class UserRow:
     admin: bool
     created: float
     tokens: int
-
-
-def check_user_name(name: str) -> str:
-    if not isinstance(name, str) or not USER_NAME.fullmatch(name):
-        shown = repr(name[:40]) if isinstance(name, str) else repr(name)
-        raise ConfigError(
-            f"{shown} is not a valid user name: use 1-64 lowercase letters, digits, '_', "
-            "'.' or '-', starting with a letter or '_'"
-        )
-    return name
 
 
 def token_hash(token: str) -> str:

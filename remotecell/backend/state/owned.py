@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 
 from remotecell.contract.errors import ConfigError
+from remotecell.contract.users import check_user_name
 
 SECRET = "secret"
 VOLUME = "volume"
@@ -52,6 +54,32 @@ class Shares:
                 (kind, owner, name, grantee),
             )
         return cur.rowcount > 0
+
+    def change(
+        self,
+        kind: str,
+        owner: str,
+        name: str,
+        grantee: str,
+        revoke: bool,
+        user_exists: Callable[[str], bool],
+    ) -> list[str]:
+        """Shares ``owner``'s thing ``name`` with ``grantee`` (``revoke``: stops sharing
+        it), as a ShareSecret or ShareVolume asks; returns whom it is shared with now.
+
+        Raises:
+            ConfigError: a bad user name, the owner themself, or no such user.
+        """
+        check_user_name(grantee)
+        if grantee == owner:
+            raise ConfigError("you own it already: share it with another user")
+        if revoke:
+            self.unshare(kind, owner, name, grantee)
+        elif not user_exists(grantee):
+            raise ConfigError(f"no user {grantee!r}: `remotecell token ls` lists them")
+        else:
+            self.share(kind, owner, name, grantee)
+        return self.grantees(kind, owner, name)
 
     def forget(self, kind: str, owner: str, name: str) -> None:
         """Ends every share of a thing that is gone."""
@@ -115,8 +143,3 @@ def adopt_unowned(db: sqlite3.Connection, owner: str) -> None:
             " images WHERE id NOT IN (SELECT image_id FROM image_users)",
             (owner,),
         )
-
-
-def check_grantee(user: str, owner: str) -> None:
-    if user == owner:
-        raise ConfigError("you own it already: share it with another user")

@@ -20,7 +20,6 @@ import grpc
 from remotecell._proto import pb
 from remotecell.backend import auth
 from remotecell.backend.state import owned
-from remotecell.backend.state.credentials import check_user_name
 from remotecell.backend.volumes.store import FileMissing, VolumeExists, VolumeMissing, VolumeStore
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.volumes import MISSING_KEY
@@ -196,17 +195,12 @@ class VolumeServicer:
         record = await self._call(context, store.get, request.name, owner)
         name = owned.name_of(record.name)
         try:
-            grantee = check_user_name(request.user)
-            owned.check_grantee(grantee, owner)
-            if request.revoke:
-                store.shares.unshare(owned.VOLUME, owner, name, grantee)
-            elif not self._user_exists(grantee):
-                raise ConfigError(f"no user {grantee!r}: `remotecell token ls` lists them")
-            else:
-                store.shares.share(owned.VOLUME, owner, name, grantee)
+            users = store.shares.change(
+                owned.VOLUME, owner, name, request.user, request.revoke, self._user_exists
+            )
         except ConfigError as err:
             await _abort(context, err)
-        return pb.ShareReply(users=store.shares.grantees(owned.VOLUME, owner, name))
+        return pb.ShareReply(users=users)
 
     async def _owner(self, context: grpc.aio.ServicerContext, store: VolumeStore, name: str) -> str:
         """Whose volume ``name`` the caller means: their own, or the one shared with
