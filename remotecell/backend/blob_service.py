@@ -78,7 +78,7 @@ class BlobServicer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         finally:
             # A cancelled upload too: the lock makes this wait for a write still running.
-            await asyncio.to_thread(upload.abort)
+            await upload.discard()
         return pb.PutBlobReply(hash=first.hash, size=size)
 
     async def GetBlob(

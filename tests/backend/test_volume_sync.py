@@ -326,3 +326,55 @@ def test_an_upload_cancelled_while_its_file_is_opened_or_written_leaves_nothing(
     leftovers = [p for p in (tmp_path / "volumes").rglob("*") if p.is_file()]
     assert leftovers == [], leftovers
     assert not (tmp / "model.bin").exists()
+
+
+def test_an_upload_cancelled_again_while_it_cleans_up_still_leaves_nothing(tmp_path: Path):
+    """The race behind a loaded machine's leftover partial write: a cancelled upload's
+    clean-up, waiting for a worker thread, is itself cancelled before the thread starts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from remotecell.backend import auth
+    from remotecell.backend.state.credentials import Principal
+    from remotecell.backend.state.volumes import VolumeRecords
+    from remotecell.backend.volumes.service import VolumeServicer
+    from remotecell.backend.volumes.store import VolumeStore
+
+    records = VolumeRecords(tmp_path / "state.sqlite3")
+    store = VolumeStore(str(tmp_path / "volumes"), records)
+    store.create("shared", owner="someone")
+    busy, wrote = threading.Event(), threading.Event()
+
+    async def upload() -> None:
+        auth.acting_as(Principal("someone"))
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(1)  # one worker thread, so work can be made to queue
+        loop.set_default_executor(pool)
+
+        async def chunks():
+            yield pb.VolumeChunk(name="shared", path="model.bin", size=10, data=b"v2")
+            wrote.set()
+            await asyncio.sleep(30)
+
+        task = asyncio.ensure_future(
+            VolumeServicer(store, lambda v: []).VolumeWrite(chunks(), None)
+        )  # type: ignore[arg-type]
+        while not wrote.is_set():  # the first chunk is written (no worker thread taken)
+            await asyncio.sleep(0.01)
+        blocker = loop.run_in_executor(pool, busy.wait, 10)  # the worker thread is taken
+        task.cancel()  # the client has gone: the handler starts cleaning up...
+        for _ in range(5):
+            await asyncio.sleep(0)
+        task.cancel()  # ...and is cancelled again before its clean-up thread starts
+        busy.set()
+        await blocker
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(lambda: None)  # the worker thread has done what was queued
+
+    try:
+        asyncio.run(upload())
+    finally:
+        busy.set()
+        records.close()
+    leftovers = [p for p in (tmp_path / "volumes").rglob("*") if p.is_file()]
+    assert leftovers == [], leftovers

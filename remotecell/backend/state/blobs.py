@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import secrets
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import fsspec
 
 from remotecell._proto import pb
+from remotecell.backend.state.tempfile import TempFile
 from remotecell.contract import workdir
 from remotecell.contract.blobs import ID_FILE, blob_relpath, verify
 from remotecell.contract.values import ContentHasher
@@ -199,44 +199,37 @@ class BlobTooLarge(ValueError):
 
 class BlobUpload:
     """One blob's upload: its chunks hashed as they come and written to a temporary file
-    in the store's ``tmp`` directory, moved into place by ``commit`` if the hash matches.
-
-    The temporary file is opened by the first write, and writes, ``commit`` and
-    ``abort`` take one lock: an ``abort`` from a cancelled upload waits for a write still
-    running in its worker thread, and no write opens the file again after it. Whatever
-    way an upload ends, ``abort`` (a no-op after ``commit``) leaves nothing behind.
-    """
+    in the store's ``tmp`` directory (``state/tempfile.py``), moved into place by
+    ``commit`` if the hash matches."""
 
     def __init__(self, store: BlobStore, digest: str, max_size: int | None) -> None:
         self.store = store
         self.digest = digest
         self.max_size = max_size
-        self.size = 0
         self._hasher = ContentHasher()
-        self._tmp = f"{store.root}/tmp/{digest}.{secrets.token_hex(4)}"
-        self._file: Any = None
-        self._done = False
-        self._lock = threading.Lock()
+        tmp_dir = f"{store.root}/tmp"
+        path = f"{tmp_dir}/{digest}.{secrets.token_hex(4)}"
 
-    def _open(self) -> Any:
-        if self._done:
-            raise ValueError("this upload has ended")
-        if self._file is None:
-            self.store.fs.makedirs(f"{self.store.root}/tmp", exist_ok=True)
-            self._file = self.store.fs.open(self._tmp, "wb")
-        return self._file
+        def opener() -> Any:
+            store.fs.makedirs(tmp_dir, exist_ok=True)
+            return store.fs.open(path, "wb")
+
+        self._tmp = TempFile(path, opener, lambda: store.fs.rm(path))
+
+    @property
+    def size(self) -> int:
+        return self._tmp.size
 
     def write(self, data: bytes) -> None:
-        with self._lock:
-            if self.max_size is not None and self.size + len(data) > self.max_size:
-                self._drop()
+        with self._tmp.lock:
+            if self.max_size is not None and self._tmp.size + len(data) > self.max_size:
+                self._tmp.drop()
                 raise BlobTooLarge(
                     f"blob {self.digest} is larger than {self.max_size} bytes, the most one "
                     "upload may store (`remotecell serve --max-blob-size`)"
                 )
-            self._open().write(data)
+            self._tmp.write(data)
             self._hasher.update(data)
-            self.size += len(data)
 
     def commit(self) -> int:
         """Moves the blob into place; returns its size.
@@ -244,11 +237,11 @@ class BlobUpload:
         Raises:
             ValueError: the content does not match the hash (nothing is kept).
         """
-        with self._lock:
-            file = self._open()
-            file.close()
+        tmp = self._tmp
+        with tmp.lock:
+            tmp.file().close()
             if self._hasher.hexdigest() != self.digest:
-                self._drop()
+                tmp.drop()
                 raise ValueError(
                     f"the uploaded content does not match its hash {self.digest}; "
                     "send the blob again"
@@ -256,25 +249,17 @@ class BlobUpload:
             path = self.store._path(self.digest)
             try:
                 self.store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-                self.store.fs.mv(self._tmp, path)
+                self.store.fs.mv(tmp.path, path)
             except BaseException:
-                self._drop()
+                tmp.drop()
                 raise
-            self._done = True
-            return self.size
+            tmp.placed()
+            return tmp.size
 
     def abort(self) -> None:
         """Drops the temporary file, unless the blob was committed."""
-        with self._lock:
-            self._drop()
+        self._tmp.abort()
 
-    def _drop(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._file is None:
-            return
-        with contextlib.suppress(Exception):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self.store.fs.rm(self._tmp)
+    async def discard(self) -> None:
+        """``abort``, from a coroutine, done even if the coroutine is cancelled."""
+        await self._tmp.discard()

@@ -172,7 +172,7 @@ class VolumeServicer:
             return await self._call(context, writer.commit)
         except BaseException as err:
             # A broken or cancelled upload: the previous version stays.
-            await asyncio.to_thread(writer.abort)
+            await writer.discard()
             if isinstance(err, ConfigError):
                 await _abort(context, err)
             raise

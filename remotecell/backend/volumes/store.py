@@ -25,7 +25,6 @@ import posixpath
 import secrets
 import shutil
 import stat
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import fsspec
 
 from remotecell._proto import pb
 from remotecell.backend.state import owned
+from remotecell.backend.state.tempfile import TempFile
 from remotecell.backend.state.volumes import VolumeRecord, VolumeRecords
 from remotecell.backend.volumes._entries import local_entry, store_entry
 from remotecell.backend.volumes._local import Escape, LocalDir, NotAFile
@@ -365,46 +365,36 @@ class VolumeStore:
 
 
 class FileWriter:
-    """Writes one file to a temporary key and moves it into place on ``commit``.
-
-    The temporary file is opened by the first write, not when the writer is made: an
-    upload whose client goes away while a worker thread makes the writer leaves
-    nothing behind. Writes, ``commit`` and ``abort`` take one lock, so an ``abort``
-    from a cancelled upload waits for a write still running in its thread, and no
-    write opens the file again after it.
-    """
+    """Writes one file to a temporary key (``state/tempfile.py``) and moves it into
+    place on ``commit``."""
 
     def __init__(self, store: VolumeStore, place: _Place, rel: str) -> None:
         self.store = store
         self.place = place
         self.rel = rel
-        self.size = 0
         place.fs.makedirs(place.tmp_dir, exist_ok=True)
-        self._tmp = f"{place.tmp_dir}/{owned.name_of(place.record.name)}.{secrets.token_hex(8)}"
-        self._file: Any = None
-        self._done = False
-        self._lock = threading.Lock()
+        path = f"{place.tmp_dir}/{owned.name_of(place.record.name)}.{secrets.token_hex(8)}"
 
-    def _open(self) -> Any:
-        if self._done:
-            raise ValueError("this upload was aborted")
-        if self._file is None:
-            self._file = (
-                open(self._tmp, "wb")  # noqa: SIM115 - closed by commit or abort
-                if self.place.local is not None
-                else self.place.fs.open(self._tmp, "wb")
-            )
-        return self._file
+        def opener() -> Any:
+            if place.local is not None:
+                return open(path, "wb")
+            return place.fs.open(path, "wb")
+
+        self._tmp = TempFile(path, opener, lambda: place.fs.rm(path))
+
+    @property
+    def size(self) -> int:
+        return self._tmp.size
 
     def write(self, data: bytes) -> None:
-        with self._lock:
-            self._open().write(data)
-            self.size += len(data)
+        with self._tmp.lock:
+            self._tmp.write(data)
 
     def commit(self) -> pb.VolumeFile:
-        with self._lock:
+        tmp = self._tmp
+        with tmp.lock:
             place = self.place
-            file = self._open()
+            file = tmp.file()
             if place.local is not None:
                 file.flush()
                 os.fsync(file.fileno())
@@ -413,35 +403,27 @@ class FileWriter:
             try:
                 if place.local is not None:
                     with self.store._local_errors(place, self.rel, writing=True):
-                        entry = local_entry(self.rel, place.local.replace(self._tmp, self.rel))
+                        entry = local_entry(self.rel, place.local.replace(tmp.path, self.rel))
                 else:
                     place.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-                    place.fs.mv(self._tmp, target)
+                    place.fs.mv(tmp.path, target)
                     entry = store_entry(place.fs, place.root, place.fs.info(target))
             except (NotADirectoryError, FileExistsError):
-                self._drop()
+                tmp.drop()
                 raise _file_in_the_way(owned.name_of(place.record.name), self.rel) from None
             except BaseException:
-                self._drop()
+                tmp.drop()
                 raise
-            self._done = True
+            tmp.placed()
             return entry
 
     def abort(self) -> None:
         """Drops the temporary content; the previous version stays."""
-        with self._lock:
-            self._drop()
+        self._tmp.abort()
 
-    def _drop(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        if self._file is None:
-            return
-        with contextlib.suppress(Exception):
-            self._file.close()
-        with contextlib.suppress(Exception):
-            self.place.fs.rm(self._tmp)
+    async def discard(self) -> None:
+        """``abort``, from a coroutine, done even if the coroutine is cancelled."""
+        await self._tmp.discard()
 
 
 def _is_local(fs: Any) -> bool:
