@@ -110,12 +110,17 @@ def test_a_runner_in_a_container_connects_shares_blobs_and_dies_by_sigkill(
     blob_dir = cp.data_dir / "blobs"
     executor = make_executor(blob_dir=blob_dir)
     runner_id = new_runner_id()
+    # Its own credential, as the control plane mints one for each runner it starts.
+    from remotecell.backend.server import local_user
+    from remotecell.backend.state.credentials import CredentialStore
+
+    credentials = CredentialStore(cp.data_dir / "state.sqlite3")
+    token = credentials.mint_runner(runner_id, local_user(), frozenset())
+    credentials.close()
 
     handle = run(
         executor.start(
-            RunnerLaunch(
-                runner_id, url, cp.endpoint.token, built=runtime_image, cpu=0.5, memory_mb=512
-            )
+            RunnerLaunch(runner_id, url, token, built=runtime_image, cpu=0.5, memory_mb=512)
         )
     )
     assert handle.runner_id == runner_id
