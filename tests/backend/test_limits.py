@@ -22,6 +22,10 @@ from remotecell.contract.values import content_hash
 MiB = 1 << 20
 #: How much more than at rest the control plane may hold while it is being sent these.
 BOUND = 300 * MiB
+#: How much more than at rest the control plane may hold while 2 GiB of uploads stream
+#: through it: far below what is sent (the old code held every upload whole, 7.6 GB
+#: after 6 GiB). Peaks here range from 33 MiB on a quiet machine to about 300 under CI.
+UPLOAD_BOUND = 512 * MiB
 
 
 class PeakRSS:
@@ -133,7 +137,9 @@ def test_uploads_with_the_wrong_hash_stream_through_and_leave_nothing_behind(
     finally:
         channel.close()
     assert "does not match its hash" in messages[0]
-    assert rss.peak - baseline < BOUND, f"peak {(rss.peak - baseline) / MiB:.0f} MiB above rest"
+    assert rss.peak - baseline < UPLOAD_BOUND, (
+        f"peak {(rss.peak - baseline) / MiB:.0f} MiB above rest"
+    )
     # What the allocator keeps after the first GiB may stay, but the second adds nothing:
     # a rejected upload is freed (they were kept whole, 7.6 GB after 6 GiB).
     assert held[0] - baseline < 150 * MiB, f"{(held[0] - baseline) / MiB:.0f} MiB held after 1 GiB"
