@@ -51,10 +51,6 @@ class SecretRecord:
     owner: str = ""
 
 
-def _stored(name: str, owner: str) -> str:
-    return owned.key(owner, name) if owner else name
-
-
 def _record(stored: str, keys: str, created: float, updated: float) -> SecretRecord:
     return SecretRecord(
         owned.name_of(stored), tuple(json.loads(keys)), created, updated, owned.owner_of(stored)
@@ -140,7 +136,7 @@ class SecretStore:
         token = fernet.encrypt(json.dumps({"name": name, "env": env}).encode())
         keys = json.dumps(sorted(env))
         now = time.time()
-        stored = _stored(name, owner)
+        stored = owned.stored(name, owner)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute(
@@ -186,14 +182,16 @@ class SecretStore:
     def record(self, name: str, owner: str = "") -> SecretRecord | None:
         row = self._db.execute(
             "SELECT name, keys, created, updated FROM secrets WHERE name = ?",
-            (_stored(name, owner),),
+            (owned.stored(name, owner),),
         ).fetchone()
         return _record(*row) if row is not None else None
 
     def delete(self, name: str, owner: str = "") -> bool:
         """Removes a secret, and its shares; False when there was none of that name."""
         with self._db:
-            cur = self._db.execute("DELETE FROM secrets WHERE name = ?", (_stored(name, owner),))
+            cur = self._db.execute(
+                "DELETE FROM secrets WHERE name = ?", (owned.stored(name, owner),)
+            )
         if owner:
             self.shares.forget(owned.SECRET, owner, name)
         return cur.rowcount == 1
@@ -206,7 +204,7 @@ class SecretStore:
                 it was stored with; its stored data was altered.
         """
         row = self._db.execute(
-            "SELECT token FROM secrets WHERE name = ?", (_stored(name, owner),)
+            "SELECT token FROM secrets WHERE name = ?", (owned.stored(name, owner),)
         ).fetchone()
         if row is None:
             raise SecretStoreError(missing_message(name))

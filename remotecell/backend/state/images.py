@@ -42,6 +42,9 @@ class ImageStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = open_database(path)
+        #: Claims this store made or saw: a job's submit claims its image, and a warm
+        #: cell's need not write the same row again.
+        self._claimed: set[tuple[str, str]] = set()
 
     def close(self) -> None:
         self._db.close()
@@ -63,12 +66,16 @@ class ImageStore:
     # -- whose images they are: a user's are those their jobs used ---------------------
 
     def claim(self, image_id: str, user: str) -> None:
+        if (image_id, user) in self._claimed:
+            return
         with self._db:
             self._db.execute(
                 "INSERT OR IGNORE INTO image_users (image_id, user) VALUES (?, ?)", (image_id, user)
             )
+        self._claimed.add((image_id, user))
 
     def unclaim(self, image_id: str, user: str) -> None:
+        self._claimed.discard((image_id, user))
         with self._db:
             self._db.execute(
                 "DELETE FROM image_users WHERE image_id = ? AND user = ?", (image_id, user)

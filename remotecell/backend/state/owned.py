@@ -25,12 +25,18 @@ def key(owner: str, name: str) -> str:
     return f"{owner}/{name}"
 
 
-def name_of(stored: str) -> str:
-    return stored.rpartition("/")[2]
+def stored(name: str, owner: str) -> str:
+    """The key ``name`` is stored under: ``owner``'s, or the bare name for no owner (a
+    store used outside a control plane)."""
+    return key(owner, name) if owner else name
 
 
-def owner_of(stored: str) -> str:
-    return stored.rpartition("/")[0]
+def name_of(stored_as: str) -> str:
+    return stored_as.rpartition("/")[2]
+
+
+def owner_of(stored_as: str) -> str:
+    return stored_as.rpartition("/")[0]
 
 
 class Shares:

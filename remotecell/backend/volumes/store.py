@@ -57,10 +57,6 @@ class VolumeExists(ValueError):
     """A volume of that name exists already."""
 
 
-def _stored(name: str, owner: str) -> str:
-    return owned.key(owner, name) if owner else name
-
-
 def missing_volume(name: str) -> VolumeMissing:
     return VolumeMissing(
         f"no volume {name!r}: create it with remotecell.Volume.from_name({name!r}, "
@@ -115,7 +111,7 @@ class VolumeStore:
             VolumeExists: it exists and ``exist_ok`` is False.
         """
         check_name(name)
-        stored = _stored(name, owner)
+        stored = owned.stored(name, owner)
         found = self.records.get(stored)
         if found is None:
             url = f"{self.url}/{stored}"
@@ -139,7 +135,7 @@ class VolumeStore:
             VolumeMissing: no such volume.
         """
         check_name(name)
-        record = self.records.get(_stored(name, owner))
+        record = self.records.get(owned.stored(name, owner))
         if record is None:
             raise missing_volume(name)
         return record
