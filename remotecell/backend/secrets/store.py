@@ -157,22 +157,8 @@ class SecretStore:
 
     def records(self, owner: str = "") -> list[SecretRecord]:
         """``owner``'s secrets and those shared with them (every one, with no owner)."""
-        if not owner:
-            rows = self._db.execute(
-                "SELECT name, keys, created, updated FROM secrets ORDER BY name"
-            ).fetchall()
-            return [_record(*row) for row in rows]
-        mine = self._db.execute(
-            "SELECT name, keys, created, updated FROM secrets WHERE substr(name, 1, ?) = ?"
-            " ORDER BY name",
-            (len(owner) + 1, owner + "/"),
-        ).fetchall()
-        found = [_record(*row) for row in mine]
-        for other, name in self.shares.shared_with(owned.SECRET, owner):
-            record = self.record(name, other)
-            if record is not None:
-                found.append(record)
-        return found
+        rows = self.shares.visible("secrets", "name, keys, created, updated", owned.SECRET, owner)
+        return [_record(*row) for row in rows]
 
     def owner_for(self, user: str, name: str) -> str:
         """Whose secret ``name`` the user means (see ``owned.Shares.owner_for``)."""

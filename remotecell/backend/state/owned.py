@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from typing import Any
 
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.users import check_user_name
@@ -108,6 +109,24 @@ class Shares:
             (kind, grantee),
         ).fetchall()
         return [(r[0], r[1]) for r in rows]
+
+    def visible(self, table: str, columns: str, kind: str, user: str) -> list[tuple[Any, ...]]:
+        """The rows of ``table`` (``secrets`` or ``volumes``, keyed by ``name``) that
+        ``user`` sees: their own by name, then those shared with them; with no user,
+        every row."""
+        if not user:
+            return self._db.execute(f"SELECT {columns} FROM {table} ORDER BY name").fetchall()
+        rows = self._db.execute(
+            f"SELECT {columns} FROM {table} WHERE substr(name, 1, ?) = ? ORDER BY name",
+            (len(user) + 1, user + "/"),
+        ).fetchall()
+        for owner, name in self.shared_with(kind, user):
+            row = self._db.execute(
+                f"SELECT {columns} FROM {table} WHERE name = ?", (key(owner, name),)
+            ).fetchone()
+            if row is not None:
+                rows.append(row)
+        return rows
 
     def owner_for(self, kind: str, user: str, name: str, owns: bool) -> str:
         """Whose ``name`` a user means: their own (``owns``: they have one), else the

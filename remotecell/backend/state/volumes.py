@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from remotecell.backend.state.owned import Shares
+from remotecell.backend.state.owned import VOLUME, Shares
 from remotecell.backend.state.schema import open_database
 
 
@@ -44,22 +44,8 @@ class VolumeRecords:
 
     def all(self, owner: str = "") -> list[VolumeRecord]:
         """Every volume; with ``owner``, theirs and those shared with them."""
-        if not owner:
-            rows = self._db.execute(
-                "SELECT name, volume_id, created, url FROM volumes ORDER BY name"
-            ).fetchall()
-            return [VolumeRecord(*row) for row in rows]
-        rows = self._db.execute(
-            "SELECT name, volume_id, created, url FROM volumes WHERE substr(name, 1, ?) = ?"
-            " ORDER BY name",
-            (len(owner) + 1, owner + "/"),
-        ).fetchall()
-        found = [VolumeRecord(*row) for row in rows]
-        for other, name in self.shares.shared_with("volume", owner):
-            record = self.get(f"{other}/{name}")
-            if record is not None:
-                found.append(record)
-        return found
+        rows = self.shares.visible("volumes", "name, volume_id, created, url", VOLUME, owner)
+        return [VolumeRecord(*row) for row in rows]
 
     def add(self, name: str, volume_id: str, url: str) -> tuple[VolumeRecord, bool]:
         """Adds a volume unless one of that name exists; returns the stored record and
