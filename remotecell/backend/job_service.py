@@ -147,7 +147,7 @@ class JobServicer:
                 f"limit={request.limit} asks for too many jobs; ask for at most "
                 f"{jobs.MAX_LIST_LIMIT} (0: the latest 50)",
             )
-        rows = self.controller.store.list_jobs(request.limit or 50, (auth.caller().user,))
+        rows = self.controller.store.list_jobs(request.limit or 50, auth.caller().user)
         return pb.ListJobsReply(jobs=[r.info() for r in rows])
 
     async def GetJob(
@@ -165,7 +165,7 @@ class JobServicer:
                 if prefix.startswith("job-") or "job-".startswith(prefix)
                 else "job-" + prefix
             )
-            found = store.jobs_starting(prefix, (caller.user,)) if prefix else []
+            found = store.jobs_starting(prefix, caller.user) if prefix else []
             if len(found) > 1:
                 shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
                 await context.abort(

@@ -129,9 +129,10 @@ def secret_share(name: str, user: str, revoke: bool, url: str, token: str) -> No
 
     Their cells may then name it. A name means the user's own secret first; one shared by several users is refused.
     """
+    from remotecell.client.listing import format_shares
+
     with connected(url, token) as client:
-        users = client.share_secret(name, user, revoke)
-    click.echo(f"{name} is shared with: {', '.join(users) if users else 'no one'}")
+        click.echo(format_shares(name, client.share_secret(name, user, revoke)))
 
 
 @secret.command("rm")

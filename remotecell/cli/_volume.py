@@ -57,9 +57,10 @@ def volume_share(name: str, user: str, revoke: bool, url: str, token: str) -> No
 
     They may then mount, read and write it. A name means the user's own volume first; one shared by several users is refused.
     """
+    from remotecell.client.listing import format_shares
+
     with connected(url, token) as client:
-        users = client.share_volume(name, user, revoke)
-    click.echo(f"{name} is shared with: {', '.join(users) if users else 'no one'}")
+        click.echo(format_shares(name, client.share_volume(name, user, revoke)))
 
 
 @volume.command("put")

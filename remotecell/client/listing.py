@@ -151,3 +151,8 @@ def format_images(images: Sequence[pb.ImageInfo]) -> str:
         built, used = _when(image.finished), _when(image.last_used)
         rows.append((image.image_id[:12], image.builder, image.state, size, built, used))
     return _table(rows)
+
+
+def format_shares(name: str, users: list[str]) -> str:
+    """Whom a secret or volume is shared with, as `remotecell secret|volume share` says."""
+    return f"{name} is shared with: {', '.join(users) if users else 'no one'}"

@@ -342,3 +342,29 @@ def test_images_are_their_users_and_pruning_takes_an_admin(control_plane, client
         assert [r.image.image_id for r in client.remove_images(["ab00"])] == [image_id]
     finally:
         bob.close()
+
+
+def test_the_share_commands_say_whom_a_secret_or_volume_is_shared_with(control_plane, client):
+    user_client(control_plane, "bob").close()
+    client.create_secret("hf", {"HF_TOKEN": "x"})
+    client.create_volume("data")
+    env = {**os.environ, **control_plane.env()}
+
+    def share(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "remotecell", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+
+    for kind, name in (("secret", "hf"), ("volume", "data")):
+        done = share(kind, "share", name, "bob")
+        assert (done.returncode, done.stdout) == (0, f"{name} is shared with: bob\n"), done.stderr
+        done = share(kind, "share", name, "bob", "--revoke")
+        assert done.stdout == f"{name} is shared with: no one\n"
+        done = share(kind, "share", name, "nobody")
+        assert done.returncode == 1
+        assert done.stderr.strip() == "Error: no user 'nobody': `remotecell token ls` lists them"

@@ -130,28 +130,24 @@ class Store:
         ).fetchone()
         return _row(row) if row else None
 
-    def jobs_starting(self, prefix: str, owners: tuple[str, ...], limit: int = 6) -> list[str]:
-        """The ids of ``owners``' jobs that start with ``prefix`` (at most ``limit``)."""
-        marks = ", ".join("?" * len(owners))
+    def jobs_starting(self, prefix: str, owner: str, limit: int = 6) -> list[str]:
+        """The ids of ``owner``'s jobs that start with ``prefix`` (at most ``limit``)."""
         rows = self._db.execute(
-            f"SELECT id FROM jobs WHERE substr(id, 1, ?) = ? AND owner IN ({marks})"
-            " ORDER BY id LIMIT ?",
-            (len(prefix), prefix, *owners, limit),
+            "SELECT id FROM jobs WHERE substr(id, 1, ?) = ? AND owner = ? ORDER BY id LIMIT ?",
+            (len(prefix), prefix, owner, limit),
         ).fetchall()
         return [row[0] for row in rows]
 
-    def list_jobs(self, limit: int = 50, owners: tuple[str, ...] | None = None) -> list[JobRow]:
-        """The newest jobs, of ``owners`` only unless it is None."""
-        if owners is None:
+    def list_jobs(self, limit: int = 50, owner: str | None = None) -> list[JobRow]:
+        """The newest jobs, of ``owner`` only unless it is None."""
+        if owner is None:
             rows = self._db.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created DESC LIMIT ?", (limit,)
             ).fetchall()
         else:
-            marks = ", ".join("?" * len(owners))
             rows = self._db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner IN ({marks})"
-                " ORDER BY created DESC LIMIT ?",
-                (*owners, limit),
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ? ORDER BY created DESC LIMIT ?",
+                (owner, limit),
             ).fetchall()
         return [_row(r) for r in rows]
 
