@@ -47,7 +47,6 @@ from remotecell.backend.state.blobs import spec_refs, value_refs
 from remotecell.backend.state.credentials import CredentialStore, Principal
 from remotecell.backend.state.store import Store
 from remotecell.backend.volumes.store import VolumeStore
-from remotecell.contract import workdir
 from remotecell.contract.errors import ConfigError, ImageBuildError
 from remotecell.contract.events import is_end, is_sample
 from remotecell.contract.resources import GPURequest, cost_usd
@@ -194,7 +193,8 @@ class Controller:
     # ------------------------------------------------------------------ clients
 
     def submit(self, spec: pb.JobSpec, owner: str = "") -> str:
-        """Accepts a job of the user ``owner``; returns its id.
+        """Accepts a job of the user ``owner``, whose every field the servicer has
+        checked (``contract.jobs.check_spec``); returns its id.
 
         Raises:
             ConfigError: the spec asks for GPUs in a way that is not valid or that this
@@ -204,7 +204,6 @@ class Controller:
         never = self.lifecycle.queue.never_fits(GPURequest.from_proto(spec.resources.gpu))
         if never:  # refused before a job exists: the client gets the one sentence
             raise ConfigError(never)
-        workdir.check(spec.workdir)
         adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store, owner)  # not stored
         admission.name_image(spec, self.default_image)
         if self.images is not None and (spec.image_spec.id or spec.image):
