@@ -408,6 +408,7 @@ class JobSpec(_message.Message):
     SECRETS_FIELD_NUMBER: _builtins.int
     WORKDIR_FIELD_NUMBER: _builtins.int
     PROCESS_SETTINGS_FIELD_NUMBER: _builtins.int
+    SERVE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """the cell body"""
     timeout_s: _builtins.float
@@ -456,6 +457,12 @@ class JobSpec(_message.Message):
         runner's own directory.
         """
 
+    @_builtins.property
+    def serve(self) -> Global___Serve:
+        """Set: the job is a replica of a deployment. The cell is its setup; then it takes
+        calls (`Calls`) until it is cancelled, which drains it.
+        """
+
     def __init__(
         self,
         *,
@@ -474,10 +481,11 @@ class JobSpec(_message.Message):
         secrets: _abc.Iterable[Global___SecretRef] | None = ...,
         workdir: Global___Workdir | None = ...,
         process_settings: _builtins.str = ...,
+        serve: Global___Serve | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image_spec", b"image_spec", "resources", b"resources", "workdir", b"workdir"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image_spec", b"image_spec", "resources", b"resources", "serve", b"serve", "workdir", b"workdir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "process_settings", b"process_settings", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "session", b"session", "timeout_s", b"timeout_s", "volumes", b"volumes", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "process_settings", b"process_settings", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "serve", b"serve", "session", b"session", "timeout_s", b"timeout_s", "volumes", b"volumes", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2735,6 +2743,8 @@ class RunnerMessage(_message.Message):
     HELLO_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     COMM_REPLY_FIELD_NUMBER: _builtins.int
+    CALL_RESULTS_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___RunnerHello: ...
     @_builtins.property
@@ -2743,18 +2753,28 @@ class RunnerMessage(_message.Message):
 
     @_builtins.property
     def comm_reply(self) -> Global___CommReply: ...
+    @_builtins.property
+    def call_results(self) -> Global___CallResults:
+        """answers to calls of the replica this runner is"""
+
+    @_builtins.property
+    def ready(self) -> Global___ReplicaReady:
+        """the replica's setup ran: it takes calls now"""
+
     def __init__(
         self,
         *,
         hello: Global___RunnerHello | None = ...,
         events: Global___JobEvents | None = ...,
         comm_reply: Global___CommReply | None = ...,
+        call_results: Global___CallResults | None = ...,
+        ready: Global___ReplicaReady | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "comm_reply", b"comm_reply", "events", b"events", "hello", b"hello"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "call_results", b"call_results", "comm_reply", b"comm_reply", "events", b"events", "hello", b"hello", "ready", b"ready"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "comm_reply", b"comm_reply", "events", b"events", "hello", b"hello"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "call_results", b"call_results", "comm_reply", b"comm_reply", "events", b"events", "hello", b"hello", "ready", b"ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "events", "comm_reply"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "events", "comm_reply", "call_results", "ready"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -2871,6 +2891,7 @@ class RunnerInstruction(_message.Message):
     SHUTDOWN_FIELD_NUMBER: _builtins.int
     ANSWER_FIELD_NUMBER: _builtins.int
     COMM_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def task(self) -> Global___Task: ...
     @_builtins.property
@@ -2885,6 +2906,10 @@ class RunnerInstruction(_message.Message):
     def comm(self) -> Global___CommToRunner:
         """for a widget of a cell this runner ran"""
 
+    @_builtins.property
+    def calls(self) -> Global___Calls:
+        """for the replica the current task serves"""
+
     def __init__(
         self,
         *,
@@ -2893,13 +2918,764 @@ class RunnerInstruction(_message.Message):
         shutdown: Global___Shutdown | None = ...,
         answer: Global___InputAnswer | None = ...,
         comm: Global___CommToRunner | None = ...,
+        calls: Global___Calls | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "cancel", b"cancel", "comm", b"comm", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "calls", b"calls", "cancel", b"cancel", "comm", b"comm", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "cancel", b"cancel", "comm", b"comm", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "calls", b"calls", "cancel", b"cancel", "comm", b"comm", "shutdown", b"shutdown", "task", b"task"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["task", "cancel", "shutdown", "answer", "comm"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["task", "cancel", "shutdown", "answer", "comm", "calls"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___RunnerInstruction: _TypeAlias = RunnerInstruction  # noqa: Y015
+
+@_typing.final
+class Serve(_message.Message):
+    """---------------------------------------------------------------- deployments
+
+    How a replica serves calls once its setup ran (`JobSpec.serve`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    HANDLER_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    BATCH_WAIT_MS_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    version: _builtins.int
+    handler: _builtins.str
+    """The handler: the function of this name; "": the one function the cell defines,
+    else its ASGI `app`.
+    """
+    concurrency: _builtins.int
+    """calls at once (threads, or the loop for `async def`)"""
+    batch_size: _builtins.int
+    """> 1: concurrent calls gathered into one handler call"""
+    batch_wait_ms: _builtins.float
+    """how long a batch waits to fill"""
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        version: _builtins.int = ...,
+        handler: _builtins.str = ...,
+        concurrency: _builtins.int = ...,
+        batch_size: _builtins.int = ...,
+        batch_wait_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "batch_wait_ms", b"batch_wait_ms", "concurrency", b"concurrency", "deployment", b"deployment", "handler", b"handler", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Serve: _TypeAlias = Serve  # noqa: Y015
+
+@_typing.final
+class DeploymentSettings(_message.Message):
+    """What a deployment's owner chose; every field has a default (`contract/deployments`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_CONTAINERS_FIELD_NUMBER: _builtins.int
+    MAX_CONTAINERS_FIELD_NUMBER: _builtins.int
+    BUFFER_CONTAINERS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
+    SCALEDOWN_WINDOW_S_FIELD_NUMBER: _builtins.int
+    BATCH_SIZE_FIELD_NUMBER: _builtins.int
+    BATCH_WAIT_MS_FIELD_NUMBER: _builtins.int
+    CALL_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    MAX_QUEUE_FIELD_NUMBER: _builtins.int
+    PUBLIC_FIELD_NUMBER: _builtins.int
+    DEBUG_FIELD_NUMBER: _builtins.int
+    MAX_BODY_BYTES_FIELD_NUMBER: _builtins.int
+    min_containers: _builtins.int
+    max_containers: _builtins.int
+    buffer_containers: _builtins.int
+    concurrency: _builtins.int
+    scaledown_window_s: _builtins.float
+    batch_size: _builtins.int
+    batch_wait_ms: _builtins.float
+    call_timeout_s: _builtins.float
+    max_queue: _builtins.int
+    """calls waiting for a replica before 503"""
+    public: _builtins.bool
+    """HTTP calls need no credential"""
+    debug: _builtins.bool
+    """a failed call's traceback goes in its HTTP response"""
+    max_body_bytes: _builtins.int
+    """largest HTTP request body"""
+    def __init__(
+        self,
+        *,
+        min_containers: _builtins.int = ...,
+        max_containers: _builtins.int = ...,
+        buffer_containers: _builtins.int = ...,
+        concurrency: _builtins.int = ...,
+        scaledown_window_s: _builtins.float = ...,
+        batch_size: _builtins.int = ...,
+        batch_wait_ms: _builtins.float = ...,
+        call_timeout_s: _builtins.float = ...,
+        max_queue: _builtins.int = ...,
+        public: _builtins.bool = ...,
+        debug: _builtins.bool = ...,
+        max_body_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_size", b"batch_size", "batch_wait_ms", b"batch_wait_ms", "buffer_containers", b"buffer_containers", "call_timeout_s", b"call_timeout_s", "concurrency", b"concurrency", "debug", b"debug", "max_body_bytes", b"max_body_bytes", "max_containers", b"max_containers", "max_queue", b"max_queue", "min_containers", b"min_containers", "public", b"public", "scaledown_window_s", b"scaledown_window_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentSettings: _TypeAlias = DeploymentSettings  # noqa: Y015
+
+@_typing.final
+class DeployRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    ephemeral: _builtins.bool
+    """A function's deployment (`remotecell.function`): not kept across restarts, stopped
+    and forgotten when its client goes away or stays idle.
+    """
+    @_builtins.property
+    def spec(self) -> Global___JobSpec:
+        """the setup cell and everything it runs with; `serve` is set"""
+
+    @_builtins.property
+    def settings(self) -> Global___DeploymentSettings: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        spec: Global___JobSpec | None = ...,
+        settings: Global___DeploymentSettings | None = ...,
+        ephemeral: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ephemeral", b"ephemeral", "name", b"name", "settings", b"settings", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeployRequest: _TypeAlias = DeployRequest  # noqa: Y015
+
+@_typing.final
+class DeploymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentRequest: _TypeAlias = DeploymentRequest  # noqa: Y015
+
+@_typing.final
+class ScaleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MIN_CONTAINERS_FIELD_NUMBER: _builtins.int
+    MAX_CONTAINERS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    min_containers: _builtins.int
+    max_containers: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        min_containers: _builtins.int | None = ...,
+        max_containers: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_containers", b"_max_containers", "_min_containers", b"_min_containers", "max_containers", b"max_containers", "min_containers", b"min_containers"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_containers", b"_max_containers", "_min_containers", b"_min_containers", "max_containers", b"max_containers", "min_containers", b"min_containers", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_containers: _TypeAlias = _typing.Literal["max_containers"]  # noqa: Y015
+    _WhichOneofArgType__max_containers: _TypeAlias = _typing.Literal["_max_containers", b"_max_containers"]  # noqa: Y015
+    _WhichOneofReturnType__min_containers: _TypeAlias = _typing.Literal["min_containers"]  # noqa: Y015
+    _WhichOneofArgType__min_containers: _TypeAlias = _typing.Literal["_min_containers", b"_min_containers"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_containers) -> _WhichOneofReturnType__max_containers | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_containers) -> _WhichOneofReturnType__min_containers | None: ...
+
+Global___ScaleRequest: _TypeAlias = ScaleRequest  # noqa: Y015
+
+@_typing.final
+class ListDeploymentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeploymentsRequest: _TypeAlias = ListDeploymentsRequest  # noqa: Y015
+
+@_typing.final
+class ListDeploymentsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentInfo]: ...
+    def __init__(
+        self,
+        *,
+        deployments: _abc.Iterable[Global___DeploymentInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeploymentsReply: _TypeAlias = ListDeploymentsReply  # noqa: Y015
+
+@_typing.final
+class ReplicaInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    job_id: _builtins.str
+    version: _builtins.int
+    state: _builtins.str
+    """starting, ready, draining"""
+    in_flight: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        state: _builtins.str = ...,
+        in_flight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "in_flight", b"in_flight", "job_id", b"job_id", "state", b"state", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaInfo: _TypeAlias = ReplicaInfo  # noqa: Y015
+
+@_typing.final
+class DeploymentInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    STOPPED_FIELD_NUMBER: _builtins.int
+    EPHEMERAL_FIELD_NUMBER: _builtins.int
+    HANDLER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    REPLICAS_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    P50_MS_FIELD_NUMBER: _builtins.int
+    REQUESTS_PER_S_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    owner: _builtins.str
+    version: _builtins.int
+    """the current one"""
+    stopped: _builtins.bool
+    ephemeral: _builtins.bool
+    handler: _builtins.str
+    """what the replicas serve ("" until one is ready)"""
+    kind: _builtins.str
+    """function, generator, asgi"""
+    queued: _builtins.int
+    in_flight: _builtins.int
+    p50_ms: _builtins.float
+    """over the last minute"""
+    requests_per_s: _builtins.float
+    """over the last minute"""
+    calls: _builtins.int
+    """since the control plane started"""
+    errors: _builtins.int
+    path: _builtins.str
+    """/endpoints/NAME"""
+    created: _builtins.float
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """every stored version"""
+
+    @_builtins.property
+    def settings(self) -> Global___DeploymentSettings: ...
+    @_builtins.property
+    def params(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the handler's parameters"""
+
+    @_builtins.property
+    def replicas(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReplicaInfo]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        version: _builtins.int = ...,
+        versions: _abc.Iterable[_builtins.int] | None = ...,
+        settings: Global___DeploymentSettings | None = ...,
+        stopped: _builtins.bool = ...,
+        ephemeral: _builtins.bool = ...,
+        handler: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        params: _abc.Iterable[_builtins.str] | None = ...,
+        replicas: _abc.Iterable[Global___ReplicaInfo] | None = ...,
+        queued: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+        p50_ms: _builtins.float = ...,
+        requests_per_s: _builtins.float = ...,
+        calls: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        path: _builtins.str = ...,
+        created: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "created", b"created", "ephemeral", b"ephemeral", "errors", b"errors", "handler", b"handler", "in_flight", b"in_flight", "kind", b"kind", "name", b"name", "owner", b"owner", "p50_ms", b"p50_ms", "params", b"params", "path", b"path", "queued", b"queued", "replicas", b"replicas", "requests_per_s", b"requests_per_s", "settings", b"settings", "stopped", b"stopped", "version", b"version", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentInfo: _TypeAlias = DeploymentInfo  # noqa: Y015
+
+@_typing.final
+class DeploymentLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    follow: _builtins.bool
+    tail: _builtins.int
+    """0: all kept lines"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        tail: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow", b"follow", "name", b"name", "tail", b"tail"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentLogsRequest: _TypeAlias = DeploymentLogsRequest  # noqa: Y015
+
+@_typing.final
+class DeploymentLogLines(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentLogLines: _TypeAlias = DeploymentLogLines  # noqa: Y015
+
+@_typing.final
+class HttpRequest(_message.Message):
+    """An HTTP request for an ASGI app, or for a handler's JSON body."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    path: _builtins.str
+    """below /endpoints/NAME, starting with "/" """
+    query: _builtins.bytes
+    body: _builtins.bytes
+    @_builtins.property
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HttpHeader]: ...
+    def __init__(
+        self,
+        *,
+        method: _builtins.str = ...,
+        path: _builtins.str = ...,
+        query: _builtins.bytes = ...,
+        headers: _abc.Iterable[Global___HttpHeader] | None = ...,
+        body: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "path", b"path", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpRequest: _TypeAlias = HttpRequest  # noqa: Y015
+
+@_typing.final
+class HttpHeader(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    name: _builtins.bytes
+    value: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        name: _builtins.bytes = ...,
+        value: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpHeader: _TypeAlias = HttpHeader  # noqa: Y015
+
+@_typing.final
+class Call(_message.Message):
+    """One call on a replica. Arguments travel as a `Value` (a NAMESPACE of `args` and
+    `kwargs`, pickle 5 with large buffers as blobs) from Python, or as `http` (the
+    handler's keyword arguments as a JSON object in its body, or the whole request for
+    an ASGI app) from the gateway.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    HTTP_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    @_builtins.property
+    def args(self) -> Global___Value: ...
+    @_builtins.property
+    def http(self) -> Global___HttpRequest: ...
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        args: Global___Value | None = ...,
+        http: Global___HttpRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "http", b"http"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "call_id", b"call_id", "http", b"http"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Call: _TypeAlias = Call  # noqa: Y015
+
+@_typing.final
+class Calls(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___Call]: ...
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[Global___Call] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Calls: _TypeAlias = Calls  # noqa: Y015
+
+@_typing.final
+class CallError(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[CallError._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        RAISED: CallError._Kind.ValueType  # 0
+        """the handler raised"""
+        ARGUMENTS: CallError._Kind.ValueType  # 1
+        """the arguments do not fit the handler (HTTP 422)"""
+        BAD_REQUEST: CallError._Kind.ValueType  # 2
+        """the body is not a JSON object (HTTP 400)"""
+        RESULT: CallError._Kind.ValueType  # 3
+        """the result could not be sent back (not JSON, not picklable)"""
+        UNAVAILABLE: CallError._Kind.ValueType  # 4
+        """no replica could take it (queue full, setup failed, stopped)"""
+        TIMEOUT: CallError._Kind.ValueType  # 5
+        """not answered within the call timeout"""
+        NOT_FOUND: CallError._Kind.ValueType  # 6
+        """no deployment of that name that the caller may call"""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    RAISED: CallError.Kind.ValueType  # 0
+    """the handler raised"""
+    ARGUMENTS: CallError.Kind.ValueType  # 1
+    """the arguments do not fit the handler (HTTP 422)"""
+    BAD_REQUEST: CallError.Kind.ValueType  # 2
+    """the body is not a JSON object (HTTP 400)"""
+    RESULT: CallError.Kind.ValueType  # 3
+    """the result could not be sent back (not JSON, not picklable)"""
+    UNAVAILABLE: CallError.Kind.ValueType  # 4
+    """no replica could take it (queue full, setup failed, stopped)"""
+    TIMEOUT: CallError.Kind.ValueType  # 5
+    """not answered within the call timeout"""
+    NOT_FOUND: CallError.Kind.ValueType  # 6
+    """no deployment of that name that the caller may call"""
+
+    KIND_FIELD_NUMBER: _builtins.int
+    TYPE_NAME_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TRACEBACK_FIELD_NUMBER: _builtins.int
+    EXCEPTION_FIELD_NUMBER: _builtins.int
+    kind: Global___CallError.Kind.ValueType
+    type_name: _builtins.str
+    message: _builtins.str
+    traceback: _builtins.str
+    @_builtins.property
+    def exception(self) -> Global___Value:
+        """the exception itself, for Python callers"""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___CallError.Kind.ValueType = ...,
+        type_name: _builtins.str = ...,
+        message: _builtins.str = ...,
+        traceback: _builtins.str = ...,
+        exception: Global___Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exception", b"exception"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exception", b"exception", "kind", b"kind", "message", b"message", "traceback", b"traceback", "type_name", b"type_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallError: _TypeAlias = CallError  # noqa: Y015
+
+@_typing.final
+class CallResult(_message.Message):
+    """A piece of a call's answer. One piece with `value`/`json` and `done` for a plain
+    handler; for a generator, one per item (`item`) then `done`; for an ASGI app, `head`
+    first, then `body` pieces, then `done`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    JSON_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    json: _builtins.bytes
+    """the result or item as JSON, for HTTP callers"""
+    item: _builtins.bool
+    """one item of a generator's"""
+    body: _builtins.bytes
+    done: _builtins.bool
+    @_builtins.property
+    def value(self) -> Global___Value:
+        """the result or item, for Python callers"""
+
+    @_builtins.property
+    def head(self) -> Global___HttpHead: ...
+    @_builtins.property
+    def error(self) -> Global___CallError:
+        """set: the call failed (with `done`)"""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        value: Global___Value | None = ...,
+        json: _builtins.bytes = ...,
+        item: _builtins.bool = ...,
+        head: Global___HttpHead | None = ...,
+        body: _builtins.bytes = ...,
+        done: _builtins.bool = ...,
+        error: Global___CallError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "head", b"head", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "call_id", b"call_id", "done", b"done", "error", b"error", "head", b"head", "item", b"item", "json", b"json", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallResult: _TypeAlias = CallResult  # noqa: Y015
+
+@_typing.final
+class HttpHead(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    status: _builtins.int
+    @_builtins.property
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HttpHeader]: ...
+    def __init__(
+        self,
+        *,
+        status: _builtins.int = ...,
+        headers: _abc.Iterable[Global___HttpHeader] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpHead: _TypeAlias = HttpHead  # noqa: Y015
+
+@_typing.final
+class CallResults(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CallResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallResults: _TypeAlias = CallResults  # noqa: Y015
+
+@_typing.final
+class ReplicaReady(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    HANDLER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    IS_ASYNC_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    handler: _builtins.str
+    kind: _builtins.str
+    """function, generator, asgi"""
+    is_async: _builtins.bool
+    @_builtins.property
+    def params(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the handler's parameters"""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        handler: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        params: _abc.Iterable[_builtins.str] | None = ...,
+        is_async: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handler", b"handler", "is_async", b"is_async", "job_id", b"job_id", "kind", b"kind", "params", b"params"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplicaReady: _TypeAlias = ReplicaReady  # noqa: Y015
+
+@_typing.final
+class CallRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    deployment: _builtins.str
+    call_id: _builtins.str
+    """the client's, unique on its stream"""
+    @_builtins.property
+    def args(self) -> Global___Value: ...
+    def __init__(
+        self,
+        *,
+        deployment: _builtins.str = ...,
+        call_id: _builtins.str = ...,
+        args: Global___Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "call_id", b"call_id", "deployment", b"deployment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallRequest: _TypeAlias = CallRequest  # noqa: Y015
+
+@_typing.final
+class CallReplies(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CallResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallReplies: _TypeAlias = CallReplies  # noqa: Y015

@@ -184,6 +184,46 @@ class ControlPlaneStub:
                 request_serializer=remotecell_dot___proto_dot_remotecell__pb2.PruneImagesRequest.SerializeToString,
                 response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.PruneImagesReply.FromString,
                 _registered_method=True)
+        self.Deploy = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/Deploy',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeployRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+                _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/ListDeployments',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ListDeploymentsReply.FromString,
+                _registered_method=True)
+        self.GetDeployment = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/GetDeployment',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+                _registered_method=True)
+        self.StopDeployment = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/StopDeployment',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+                _registered_method=True)
+        self.ScaleDeployment = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/ScaleDeployment',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.ScaleRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+                _registered_method=True)
+        self.RollbackDeployment = channel.unary_unary(
+                '/remotecell.v1.ControlPlane/RollbackDeployment',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+                _registered_method=True)
+        self.DeploymentLogs = channel.unary_stream(
+                '/remotecell.v1.ControlPlane/DeploymentLogs',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentLogsRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentLogLines.FromString,
+                _registered_method=True)
+        self.Invoke = channel.stream_stream(
+                '/remotecell.v1.ControlPlane/Invoke',
+                request_serializer=remotecell_dot___proto_dot_remotecell__pb2.CallRequest.SerializeToString,
+                response_deserializer=remotecell_dot___proto_dot_remotecell__pb2.CallReplies.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -403,6 +443,68 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deploy(self, request, context):
+        """---- deployments: a cell promoted to a service (`%%remote_deploy`,
+        `remotecell.deploy`, `remotecell.function`). Names are one namespace per control
+        plane (the HTTP path is /endpoints/NAME); a deployment is its owner's.
+        Stores a new version under the name (a new deployment when there is none) and
+        rolls the replicas to it; the old version's replicas drain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeployments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeployment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopDeployment(self, request, context):
+        """Stops a deployment: no new calls, its replicas drain and stop; it is forgotten
+        (an ephemeral one) or kept stopped, to be deployed again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScaleDeployment(self, request, context):
+        """Changes min/max containers of the current version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackDeployment(self, request, context):
+        """Makes the version before the current one current again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeploymentLogs(self, request, context):
+        """The deployment's log: replicas starting, ready, failing and stopping, and one
+        line per call (its request id, outcome and time; a failure's traceback).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Invoke(self, request_iterator, context):
+        """Calls of deployments: each request is one call (its id is the client's), each
+        reply a piece of one call's answer, the last with `done`. Many calls may be in
+        flight on one stream; their replies interleave.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -555,6 +657,46 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.PruneImages,
                     request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.PruneImagesRequest.FromString,
                     response_serializer=remotecell_dot___proto_dot_remotecell__pb2.PruneImagesReply.SerializeToString,
+            ),
+            'Deploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deploy,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeployRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.ListDeploymentsReply.SerializeToString,
+            ),
+            'GetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployment,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.SerializeToString,
+            ),
+            'StopDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopDeployment,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.SerializeToString,
+            ),
+            'ScaleDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScaleDeployment,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.ScaleRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.SerializeToString,
+            ),
+            'RollbackDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackDeployment,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.SerializeToString,
+            ),
+            'DeploymentLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.DeploymentLogs,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentLogsRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.DeploymentLogLines.SerializeToString,
+            ),
+            'Invoke': grpc.stream_stream_rpc_method_handler(
+                    servicer.Invoke,
+                    request_deserializer=remotecell_dot___proto_dot_remotecell__pb2.CallRequest.FromString,
+                    response_serializer=remotecell_dot___proto_dot_remotecell__pb2.CallReplies.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1367,6 +1509,222 @@ class ControlPlane:
             '/remotecell.v1.ControlPlane/PruneImages',
             remotecell_dot___proto_dot_remotecell__pb2.PruneImagesRequest.SerializeToString,
             remotecell_dot___proto_dot_remotecell__pb2.PruneImagesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/Deploy',
+            remotecell_dot___proto_dot_remotecell__pb2.DeployRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/ListDeployments',
+            remotecell_dot___proto_dot_remotecell__pb2.ListDeploymentsRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.ListDeploymentsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/GetDeployment',
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/StopDeployment',
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScaleDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/ScaleDeployment',
+            remotecell_dot___proto_dot_remotecell__pb2.ScaleRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/RollbackDeployment',
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeploymentLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/remotecell.v1.ControlPlane/DeploymentLogs',
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentLogsRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.DeploymentLogLines.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Invoke(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/remotecell.v1.ControlPlane/Invoke',
+            remotecell_dot___proto_dot_remotecell__pb2.CallRequest.SerializeToString,
+            remotecell_dot___proto_dot_remotecell__pb2.CallReplies.FromString,
             options,
             channel_credentials,
             insecure,
