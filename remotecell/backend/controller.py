@@ -112,6 +112,8 @@ class Controller:
         #: When the ticker wakes next by itself; an earlier deadline wakes it sooner.
         self._sleep_until = math.inf
         self._closing = False
+        #: Told of every job's end: (job id, its state, the message it ended with).
+        self.job_listeners: list[Callable[[str, int, str], None]] = []
 
     @property
     def scheduler(self) -> Scheduler:
@@ -191,6 +193,28 @@ class Controller:
         return job
 
     # ------------------------------------------------------------------ clients
+
+    def check_admissible(self, spec: pb.JobSpec, owner: str = "") -> None:
+        """The checks :meth:`submit` makes, without submitting: for a spec kept to be
+        submitted later (a deployment's replicas), whose secrets must be stored ones.
+
+        Raises:
+            ConfigError: as :meth:`submit`, or the spec carries ad-hoc secret values.
+        """
+        if secret_refs.needs_adhoc(spec):
+            raise ConfigError(
+                "a deployment's secrets must be stored ones (`remotecell secret create`): "
+                "Secret.from_dict and Secret.from_dotenv values are never stored"
+            )
+        never = self.lifecycle.queue.never_fits(GPURequest.from_proto(spec.resources.gpu))
+        if never:
+            raise ConfigError(never)
+        probe = pb.JobSpec()
+        probe.CopyFrom(spec)
+        secret_refs.take_adhoc(probe, self.secret_store, owner)
+        admission.check_volumes(
+            probe, self.volume_store, self.executor, self.lifecycle.runner_pools(), owner
+        )
 
     def submit(self, spec: pb.JobSpec, owner: str = "") -> str:
         """Accepts a job of the user ``owner``, whose every field the servicer has
@@ -376,6 +400,11 @@ class Controller:
                 error = pb.Error(kind=f.kind, type_name=f.type_name, message=f.message)  # type: ignore[arg-type]
             self.log.ended(job.feed, ins.state, ins.message, error)
         self.log.close(job.feed)
+        message = ins.message
+        if ins.by_runner and job.finished is not None:
+            message = job.finished.finished.message
+        for listener in self.job_listeners:
+            listener(job.id, ins.state, message)
 
     async def _launch(self, runner_id: str, pool: Pool, gpus: tuple[str, ...] = ()) -> None:
         try:

@@ -31,8 +31,12 @@ from remotecell.backend.auth import Authenticator
 from remotecell.backend.blob_service import BlobServicer
 from remotecell.backend.config import ServeConfig, parse_http, runner_log_dir
 from remotecell.backend.controller import Controller, ControllerConfig
+from remotecell.backend.deployments.manager import DeploymentManager
+from remotecell.backend.deployments.service import DeploymentServicer
+from remotecell.backend.deployments.store import DeploymentStore
 from remotecell.backend.executors.base import Executor
 from remotecell.backend.executors.local import LocalExecutor
+from remotecell.backend.gateway.endpoints import EndpointGateway
 from remotecell.backend.gpus import inventory
 from remotecell.backend.images.cache import open_cache
 from remotecell.backend.images.service import ImageServicer
@@ -217,8 +221,14 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
         credentials=users,
     )
     volume_store.reserved = _runner_paths(data_dir, addresses, blobs)
+    deployment_store = DeploymentStore(store.path)
+    deployments = DeploymentManager(controller, deployment_store, data_dir / "deployments")
     http = _http_server(  # bound now: a port in use stops here
-        config.http, token, controller, certificate if security.get("http") == "tls" else None
+        config.http,
+        token,
+        controller,
+        certificate if security.get("http") == "tls" else None,
+        EndpointGateway(deployments, users.lookup),
     )
     servicer = ControlPlaneService(
         JobServicer(controller, blobs),
@@ -226,11 +236,13 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
         ImageServicer(images),
         VolumeServicer(volume_store, controller.volume_users, users.has_user),
         SecretServicer(secret_store, users.has_user),
+        DeploymentServicer(deployments),
     )
     pb_grpc.add_ControlPlaneServicer_to_server(servicer, server)
     await server.start()
     images.recover()
     await controller.start()
+    await deployments.start()
     http_task = asyncio.create_task(http.serve()) if http is not None else None
     collecting = (
         asyncio.create_task(_collect_blobs(blobs, controller, config.blob_ttl))
@@ -291,7 +303,9 @@ async def run(config: ServeConfig, ready: Callable[[list[str]], None] | None = N
             await http.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(http_task, 5.0)
+        await deployments.close()
         await controller.close()
+        deployment_store.close()
         await images.close()
         await server.stop(grace=1.0)
         secret_store.close()
@@ -348,17 +362,22 @@ def _certificate(config: ServeConfig, data_dir: Path, listen: list[str]) -> Cert
 
 
 def _http_server(
-    address: str, token: str, controller: Controller, certificate: Certificate | None = None
+    address: str,
+    token: str,
+    controller: Controller,
+    certificate: Certificate | None = None,
+    gateway: EndpointGateway | None = None,
 ) -> HTTPServer | None:
     """The HTTP side on ``address`` (``host:port``), or None where it is "off"; over TLS
-    with ``certificate``."""
+    with ``certificate``; deployed endpoints served by ``gateway``."""
     parsed = parse_http(address)
     if parsed is None:
         return None
     from remotecell.backend.gateway.http import HTTPServer, make_app
     from remotecell.backend.telemetry.prometheus import metrics_endpoint
 
-    app = make_app(token, {"/metrics": metrics_endpoint(controller)})
+    manager = gateway.manager if gateway is not None else None
+    app = make_app(token, {"/metrics": metrics_endpoint(controller, manager)}, gateway)
     try:
         return HTTPServer(app, *parsed, certificate=certificate)
     except OSError as err:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from remotecell.backend.blob_service import BlobServicer
+from remotecell.backend.deployments.service import DeploymentServicer
 from remotecell.backend.images.service import ImageServicer
 from remotecell.backend.job_service import JobServicer
 from remotecell.backend.secrets.service import SecretServicer
@@ -24,11 +25,12 @@ def parts() -> list[object]:
         ImageServicer(NOTHING),
         VolumeServicer(NOTHING, lambda name: []),
         SecretServicer(NOTHING),
+        DeploymentServicer(NOTHING),
     ]
 
 
 def test_each_rpc_is_the_method_of_the_part_that_serves_it():
-    jobs, blobs, images, volumes, secrets = made = parts()
+    jobs, blobs, images, volumes, secrets, deployments = made = parts()
     service = ControlPlaneService(*made)
     # each RPC is the part's method inside the last-resort guard
     owner = {rpc: inspect.unwrap(getattr(service, rpc)).__self__ for rpc in RPCS}
@@ -37,11 +39,12 @@ def test_each_rpc_is_the_method_of_the_part_that_serves_it():
     assert owner["PruneImages"] is images and owner["GetImageLog"] is images
     assert owner["VolumeWrite"] is volumes
     assert owner["DeleteSecret"] is secrets
+    assert owner["Invoke"] is deployments and owner["Deploy"] is deployments
     assert {id(o) for o in owner.values()} == {id(p) for p in made}  # every part serves
 
 
 def test_an_rpc_no_part_serves_is_refused_at_once():
-    without_secrets = parts()[:-1]
+    without_secrets = [p for p in parts() if not isinstance(p, SecretServicer)]
     with pytest.raises(TypeError, match="the CreateSecret RPC must be served by one servicer"):
         ControlPlaneService(*without_secrets)
 

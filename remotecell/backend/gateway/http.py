@@ -3,8 +3,9 @@ control plane's own event loop, next to gRPC.
 
 Every route authenticates: the same bearer token as gRPC, compared in constant time
 (``Authorization: Bearer TOKEN``; Prometheus sends it with ``authorization:
-credentials_file``). Today it serves ``/metrics``; deployed endpoints will be mounted
-here too.
+credentials_file``). It serves ``/metrics``, and deployed endpoints under
+``/endpoints/`` (``gateway/endpoints.py``: each user's own token, or none for a public
+endpoint).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from remotecell.backend.gateway.endpoints import routed
+
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from remotecell.backend.gateway.endpoints import EndpointGateway
     from remotecell.backend.tls import Certificate
 
 log = logging.getLogger("remotecell.http")
@@ -49,13 +55,17 @@ def authenticated(token: str, endpoint: Endpoint) -> Endpoint:
     return guarded
 
 
-def make_app(token: str, routes: dict[str, Endpoint]) -> Starlette:
-    """An app serving ``routes`` (path -> GET endpoint), each behind the token."""
-    return Starlette(
+def make_app(
+    token: str, routes: dict[str, Endpoint], gateway: EndpointGateway | None = None
+) -> ASGIApp:
+    """An app serving ``routes`` (path -> GET endpoint), each behind the token, and
+    deployed endpoints through ``gateway``."""
+    app = Starlette(
         routes=[
             Route(path, authenticated(token, ep), methods=["GET"]) for path, ep in routes.items()
         ]
     )
+    return routed(app, gateway) if gateway is not None else app
 
 
 class _Server(uvicorn.Server):
@@ -70,7 +80,7 @@ class HTTPServer:
     TLS with ``certificate``."""
 
     def __init__(
-        self, app: Starlette, host: str, port: int, certificate: Certificate | None = None
+        self, app: ASGIApp, host: str, port: int, certificate: Certificate | None = None
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)

@@ -49,6 +49,10 @@ class RunnerSessions:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Takes the runners' replies to the front end's widget messages (``jobs/comms.py``).
         self.on_comm_reply: Callable[[str, pb.CommReply], None] | None = None
+        #: Take what replicas say: answers to calls, and that a replica is ready
+        #: (``deployments/manager.py``).
+        self.on_call_results: Callable[[str, pb.CallResults], None] | None = None
+        self.on_replica_ready: Callable[[str, pb.ReplicaReady], None] | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -172,6 +176,10 @@ class RunnerSessions:
                         self.listener.runner_event(runner.id, event)
                 elif message.HasField("comm_reply") and self.on_comm_reply is not None:
                     self.on_comm_reply(runner.id, message.comm_reply)
+                elif message.HasField("call_results") and self.on_call_results is not None:
+                    self.on_call_results(runner.id, message.call_results)
+                elif message.HasField("ready") and self.on_replica_ready is not None:
+                    self.on_replica_ready(runner.id, message.ready)
         except Exception as err:  # the stream broke: treated like a disconnect
             log.info("runner %s stream ended: %s", runner.id, err)
         finally:

@@ -9,6 +9,11 @@ If the connection drops (the control plane restarted), the link reconnects and s
 hello again with the current task and all of its events so far; the control plane
 stores those it lacks. With no control plane for ``orphan_timeout`` and no task
 running, the runner gives up and exits.
+
+A replica's calls (``_serve.py``) come in as ``calls`` instructions, handed straight to
+``on_calls`` on the link's thread (answered UNAVAILABLE while no replica serves); their
+answers go out as ``call_results`` messages, the pieces queued at the same time merged
+into one message.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from remotecell._proto import pb, pb_grpc
 from remotecell.client import transport
 from remotecell.client.config import Endpoint
 from remotecell.contract import wire
+from remotecell.contract.deployments import call_error
 from remotecell.contract.errors import ConnectionError
 from remotecell.contract.events import Body, job_event
 
@@ -48,14 +54,23 @@ class Link:
         self.on_cancel = on_cancel
         #: Answers to the running cell's input requests (``_stdin.py``).
         self.on_answer = on_answer
+        #: Where calls for the replica this runner serves go, on the link's thread; they
+        #: must be taken without blocking. None: no replica serves (they are refused).
+        self.on_calls: Callable[[pb.Calls], None] | None = None
         self.orphan_timeout = orphan_timeout
         #: Tasks and shutdowns for the main thread; None means "stop".
         self.instructions: queue.SimpleQueue[pb.RunnerInstruction | None] = queue.SimpleQueue()
         self.connected = threading.Event()
         self._thread = transport.LoopThread("remotecell-link")
         #: Tasks to begin and their events' bodies, in order.
-        self._pending: collections.deque[pb.Task | Body | pb.CommReply] = collections.deque()
+        self._pending: collections.deque[
+            pb.Task | Body | pb.CommReply | pb.CallResult | pb.ReplicaReady
+        ] = collections.deque()
         self._wake: asyncio.Event | None = None
+        #: A wake-up is on its way to the loop (so many answers queued cost one).
+        self._waking = False
+        #: The replica's ready message, said again on a new connection while it serves.
+        self._ready: pb.ReplicaReady | None = None
         self._job = ""
         self._seq = 0
         self._busy = False
@@ -83,9 +98,38 @@ class Link:
         self._pending.append(reply)
         self._wake_up()
 
+    def call_results(self, results: list[pb.CallResult]) -> None:
+        """Sends pieces of calls' answers (``_serve.py``); from any thread."""
+        self._pending.extend(results)
+        self._wake_up()
+
+    def ready(self, ready: pb.ReplicaReady) -> None:
+        """Says the replica of the current task takes calls now."""
+        self._pending.append(ready)
+        self._wake_up()
+
     def _wake_up(self) -> None:
+        if self._wake is not None and not self._waking:
+            self._waking = True
+            try:
+                self._thread.loop.call_soon_threadsafe(self._woken)
+            except RuntimeError:  # the loop is closed: the link is gone
+                self._waking = False
+
+    def _woken(self) -> None:
+        self._waking = False  # before the set: what is queued after this wakes it again
         if self._wake is not None:
-            self._thread.loop.call_soon_threadsafe(self._wake.set)
+            self._wake.set()
+
+    def _refuse_calls(self, calls: pb.Calls) -> None:
+        refused = []
+        for call in calls.calls:
+            result = call_error(
+                pb.CallError.UNAVAILABLE, "no replica serves on this runner (any more)"
+            )
+            result.call_id = call.call_id
+            refused.append(result)
+        self.call_results(refused)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Waits until everything queued so far was handed to the connection."""
@@ -132,6 +176,15 @@ class Link:
                     elif ins.HasField("answer"):
                         if self.on_answer is not None:
                             self.on_answer(ins.answer)
+                    elif ins.HasField("calls"):
+                        on_calls = self.on_calls
+                        try:
+                            if on_calls is None:
+                                self._refuse_calls(ins.calls)
+                            else:
+                                on_calls(ins.calls)
+                        except Exception:
+                            log.exception("calls could not be taken")
                     else:
                         self.instructions.put(ins)
                         if ins.HasField("shutdown"):
@@ -173,6 +226,8 @@ class Link:
         yield pb.RunnerMessage(hello=hello)
         for piece in pieces[1:]:
             yield pb.RunnerMessage(events=pb.JobEvents(events=piece))
+        if self._ready is not None and self._ready.job_id == self._job and self._busy:
+            yield pb.RunnerMessage(ready=self._ready)  # the new control plane learns it
         assert self._wake is not None
         while True:
             while not self._pending and generation == self._generation:
@@ -190,6 +245,16 @@ class Link:
                 if size > BATCH_BYTES:  # the rest goes in the next message
                     break
                 item = self._pending.popleft()
+                if isinstance(item, pb.CallResult | pb.ReplicaReady):  # messages of their own
+                    if batch:
+                        self._pending.appendleft(item)
+                        break
+                    if isinstance(item, pb.ReplicaReady):
+                        self._ready = item
+                        yield pb.RunnerMessage(ready=item)
+                    else:
+                        yield pb.RunnerMessage(call_results=self._results(item))
+                    continue
                 if isinstance(item, pb.CommReply):  # between tasks: a message of its own
                     if batch:
                         self._pending.appendleft(item)
@@ -216,8 +281,25 @@ class Link:
                     batch.append(event)
                     if isinstance(item, pb.Finished):
                         self._busy = False
+                        self._ready = None
             if batch:
                 yield pb.RunnerMessage(events=pb.JobEvents(events=batch))
+
+    def _results(self, first: pb.CallResult) -> pb.CallResults:
+        """``first`` with the answers' pieces queued right after it, up to a message's
+        worth (a busy replica's many small answers travel together)."""
+        results = [first]
+        size = first.ByteSize()
+        while self._pending and size < BATCH_BYTES:
+            nxt = self._pending[0]
+            if not isinstance(nxt, pb.CallResult):
+                break
+            size += nxt.ByteSize() + 8
+            if size > BATCH_BYTES:
+                break
+            results.append(nxt)
+            self._pending.popleft()
+        return pb.CallResults(results=results)
 
     def _merge(self, stream: pb.Stream) -> pb.Stream:
         """``stream`` with the text of the same stream's output queued right after it, at

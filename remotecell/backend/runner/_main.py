@@ -17,6 +17,7 @@ from remotecell.backend.runner._comms import RemoteComms, idle_output
 from remotecell.backend.runner._fdcapture import FdCapture
 from remotecell.backend.runner._link import Link
 from remotecell.backend.runner._sampler import Sampler
+from remotecell.backend.runner._serve import Replica
 from remotecell.backend.runner._stdin import RemoteStdin
 from remotecell.backend.runner._volumes import RunnerVolumes
 from remotecell.backend.runner._workdir import RunnerWorkdir
@@ -100,6 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     volumes.connect(blobs)
     sampler = Sampler(hello.gpu_uuids)
     signal.signal(signal.SIGTERM, lambda *_: link.instructions.put(None))
+
+    def handle_comm(ins: pb.RunnerInstruction) -> None:
+        if not ins.HasField("comm"):
+            return
+        try:
+            reply = comms.handle(ins.comm, functools.partial(idle_output, shell))
+        except Exception as err:  # the runner stays for its session's next cell
+            logging.getLogger("remotecell").exception("a widget message failed")
+            refused = f"the runner could not hand it to the widget: {type(err).__name__}"
+            reply = pb.CommReply(request_id=ins.comm.request_id, refused=refused)
+        link.reply(reply)
+
     try:
         while True:
             try:
@@ -109,13 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             if ins is None or ins.HasField("shutdown"):
                 break
             if ins.HasField("comm"):  # a front end's message to a widget, between cells
-                try:
-                    reply = comms.handle(ins.comm, functools.partial(idle_output, shell))
-                except Exception as err:  # the runner stays for its session's next cell
-                    logging.getLogger("remotecell").exception("a widget message failed")
-                    refused = f"the runner could not hand it to the widget: {type(err).__name__}"
-                    reply = pb.CommReply(request_id=ins.comm.request_id, refused=refused)
-                link.reply(reply)
+                handle_comm(ins)
+            # (a `cancel` here is a replica's stop that came as it ended: nothing to do)
             if ins.HasField("task"):
                 link.begin(ins.task)
                 emit: Emit = link.emit
@@ -123,12 +131,20 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     # Masked outside the volumes' sync too: its notes name the cell's files.
                     emit = shell.masked(ins.task, link.emit)
+                    # A deployment's replica: its cell is the setup, then it takes calls
+                    # (on the link's thread, see _serve.py) until the job is cancelled.
+                    replica = (
+                        Replica(ins.task, link, blobs.fetch, blobs.upload, handle_comm)
+                        if ins.task.spec.HasField("serve")
+                        else None
+                    )
                     run = functools.partial(
                         shell.run_task,
                         ins.task,
                         fetch=blobs.fetch,
                         upload=blobs.upload,
                         masked=True,
+                        serve=replica,
                     )
                     sampler.watch(link.emit)
                     with (

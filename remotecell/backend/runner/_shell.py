@@ -24,7 +24,7 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from remotecell._proto import pb
 from remotecell.backend.runner import _sendback, _settings
@@ -39,6 +39,14 @@ from remotecell.contract.errors import BlobCorruptError
 from remotecell.contract.events import Body
 
 Emit = Callable[[Body], None]
+
+
+class Serving(Protocol):
+    """What serves a replica once its setup cell succeeded (``_serve.Replica``)."""
+
+    def serve(self, ns: dict[str, Any], code: str, emit: Emit) -> pb.Finished: ...
+
+    def stop(self, cancel: pb.CancelTask) -> None: ...
 
 
 class CellShell:
@@ -58,6 +66,8 @@ class CellShell:
         self._job = ""
         self._in_cell = False
         self._cancel: pb.CancelTask | None = None
+        #: The replica being served (after its setup cell): a cancel drains it.
+        self._serving: Serving | None = None
         #: Cancels that came before their task started (it was on its way to this thread).
         self._early: dict[str, pb.CancelTask] = {}
         self._lock = threading.Lock()
@@ -73,12 +83,16 @@ class CellShell:
             if cancel.job_id != self._job:
                 self._early[cancel.job_id] = cancel
                 return
-            if self._cancel is not None:
-                return
-            self._cancel = cancel
-            self.shell.cancelling = True
+            serving = self._serving
+            if serving is None:
+                if self._cancel is not None:
+                    return
+                self._cancel = cancel
+                self.shell.cancelling = True
             in_cell = self._in_cell
-        if in_cell and self._main_thread is not None:
+        if serving is not None:  # a replica taking calls drains: nothing is interrupted
+            serving.stop(cancel)
+        elif in_cell and self._main_thread is not None:
             signal.pthread_kill(self._main_thread, signal.SIGINT)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
@@ -94,10 +108,15 @@ class CellShell:
         fetch: Callable[[str], Any],
         upload: Callable[[dict], int],
         masked: bool = False,
+        serve: Serving | None = None,
     ) -> pb.Finished:
         """Runs one task, sending its events through ``emit`` (with ``masked``, an
         ``emit`` that ``masked(task, ...)`` made already); returns how it ended, which
-        the caller emits last."""
+        the caller emits last.
+
+        A replica's task (``spec.serve`` set) sends no names back; once its cell
+        succeeded, ``serve`` serves calls until the replica is stopped, with the task's
+        output, environment and masking still in place."""
         spec = task.spec
         with self._lock:
             self._job = task.job_id
@@ -128,7 +147,7 @@ class CellShell:
             os.environ.update(task.secret_env)
             self.shell.display_pub.emit = emit
             self.shell.displayhook.quiet_cell = _quiet(self.shell, spec.code)
-            return self._run(spec, ns, emit, fetch, upload)
+            return self._run(spec, ns, emit, fetch, upload, serve)
         except Exception as err:  # a bug of ours, not the cell's: still end the task cleanly
             return runner_failure(emit, err)
         finally:
@@ -168,7 +187,9 @@ class CellShell:
         emit: Emit,
         fetch: Callable[[str], Any],
         upload: Callable[[dict], int],
+        serve: Serving | None = None,
     ) -> pb.Finished:
+        replica = spec.HasField("serve")
         try:
             ns.update(values.unpack(spec.closure, fetch, namespace=ns))
         except BlobCorruptError as err:
@@ -209,7 +230,9 @@ class CellShell:
         if failure is not None:
             bound = _sendback.pulled(spec.pull, ns, before)
             changed = {n: ns[n] for n in bound if n not in before or before[n] is not ns[n]}
-            if changed:  # as in a notebook, what the cell bound before it failed stays bound
+            if (
+                changed and not replica
+            ):  # as in a notebook, what the cell bound before it failed stays bound
                 settings = self._settings(spec)
                 emit(_sendback.result(changed, self._masker, upload, False, **settings))
             etype, evalue, stb = self.shell.captured or (type(failure), failure, [])
@@ -228,6 +251,10 @@ class CellShell:
                 )
             )
             return pb.Finished(state=pb.FAILED, message=f"{name}: {message}")
+        if replica:  # nothing goes back: a model must not be pickled
+            for display in after_out:
+                emit(display)
+            return self._serve(spec, ns, emit, serve)
         items = {n: ns[n] for n in _sendback.pulled(spec.pull, ns, before)}
         has_output = result.result is not None
         if has_output:
@@ -237,6 +264,28 @@ class CellShell:
         for display in after_out:
             emit(display)
         return pb.Finished(state=pb.SUCCEEDED)
+
+    def _serve(
+        self, spec: pb.JobSpec, ns: dict[str, Any], emit: Emit, serve: Serving | None
+    ) -> pb.Finished:
+        """Serves the replica whose setup cell just succeeded, until it is stopped."""
+        if serve is None:
+            return self._fail_setup(emit, "this runner cannot serve a deployment's calls")
+        with self._lock:
+            if self._cancel is None:
+                self._serving = serve
+        if self._serving is None:  # cancelled as the setup ended
+            return self._finish_cancelled(emit)
+        try:
+            code = self.shell.transform_cell(spec.code)  # `!cmd` and magics as Python
+        except Exception:
+            code = spec.code
+        try:
+            with self._captured_output(emit):  # what calls print is the replica's log
+                return serve.serve(ns, code, emit)
+        finally:
+            with self._lock:
+                self._serving = None
 
     def _streams(self) -> dict[str, Any]:
         return {"stdout": self._stdout, "stderr": self._stderr}

@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 
 #: The version ``_migrate`` brings a database to.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Every table, by name: what a database has once it is open.
 TABLES: dict[str, str] = {
@@ -116,6 +116,26 @@ CREATE TABLE IF NOT EXISTS credentials (
     volumes   TEXT NOT NULL DEFAULT '',
     created   REAL NOT NULL
 ) WITHOUT ROWID""",
+    # Deployments (version 3): one row per name, the version it serves and its settings
+    # (a pb.DeploymentSettings); each version's spec in `deployment_versions`.
+    "deployments": """
+CREATE TABLE IF NOT EXISTS deployments (
+    name      TEXT PRIMARY KEY,
+    owner     TEXT NOT NULL,
+    version   INTEGER NOT NULL,
+    settings  BLOB NOT NULL,
+    stopped   INTEGER NOT NULL DEFAULT 0,
+    ephemeral INTEGER NOT NULL DEFAULT 0,
+    created   REAL NOT NULL
+) WITHOUT ROWID""",
+    "deployment_versions": """
+CREATE TABLE IF NOT EXISTS deployment_versions (
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    spec     BLOB NOT NULL,
+    created  REAL NOT NULL,
+    PRIMARY KEY (name, version)
+) WITHOUT ROWID""",
 }
 
 _INDEXES = (
@@ -164,7 +184,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     try:
         version = _version(db)
         if version < SCHEMA_VERSION:
-            # Versions 1 and 2 only added tables, columns and indexes: whatever is missing
+            # Versions 1 to 3 only added tables, columns and indexes: whatever is missing
             # is made, whichever version the database is at.
             for statement in TABLES.values():
                 db.execute(statement)

@@ -2,7 +2,8 @@
 
 Read at scrape time from the controller (no background loop): the machine's GPUs and
 who holds them, each running job's newest telemetry reading, its GPUs, run time and
-estimated cost, and the queue. Served at ``/metrics`` by the HTTP gateway, behind the
+estimated cost, and the queue; and from the deployment manager, each endpoint's calls
+by status, their latency, and its replicas. Served at ``/metrics`` by the HTTP gateway, behind the
 control plane's token.
 
     # prometheus.yml
@@ -14,22 +15,31 @@ control plane's token.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
 from remotecell._proto import pb
+from remotecell.backend.deployments.manager import BUCKETS
 
 if TYPE_CHECKING:
     from remotecell.backend.controller import Controller
+    from remotecell.backend.deployments.manager import DeploymentManager
 
-__all__ = ["ControlPlaneCollector", "metrics_endpoint"]
+__all__ = ["ControlPlaneCollector", "DeploymentCollector", "metrics_endpoint"]
 
 _GPU_READINGS = (
     ("utilization", "remotecell_gpu_utilization_percent", "GPU utilisation, percent", 1.0),
@@ -139,10 +149,59 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def metrics_endpoint(controller: Controller) -> Callable[[Request], Awaitable[Response]]:
-    """The ``/metrics`` handler: Prometheus text exposition of ``controller``."""
+class DeploymentCollector:
+    """Per-endpoint request counts by status, a latency histogram, and replica, queue
+    and in-flight gauges, from a live :class:`DeploymentManager`."""
+
+    def __init__(self, manager: DeploymentManager) -> None:
+        self.manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "remotecell_endpoint_requests",
+            "Calls of a deployment answered, by HTTP status",
+            labels=["endpoint", "status"],
+        )
+        latency = HistogramMetricFamily(
+            "remotecell_endpoint_latency_seconds",
+            "Time from a call's arrival to its answer's end",
+            labels=["endpoint"],
+        )
+        replicas = GaugeMetricFamily(
+            "remotecell_endpoint_replicas",
+            "A deployment's replicas by state",
+            labels=["endpoint", "state"],
+        )
+        queued = GaugeMetricFamily(
+            "remotecell_endpoint_queued_calls", "Calls waiting for a replica", labels=["endpoint"]
+        )
+        in_flight = GaugeMetricFamily(
+            "remotecell_endpoint_in_flight_calls", "Calls a replica is running", labels=["endpoint"]
+        )
+        for name, stats, views, waiting, running in self.manager.metrics():
+            for status, count in sorted(stats.by_status.items()):
+                requests.add_metric([name, str(status)], count)
+            cumulative, buckets = 0, []
+            for bound, count in zip([*BUCKETS, math.inf], stats.buckets, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == math.inf else str(bound), cumulative))
+            latency.add_metric([name], buckets, stats.latency_sum)
+            for state in ("starting", "ready", "draining"):
+                replicas.add_metric([name, state], sum(v.state == state for v in views))
+            queued.add_metric([name], waiting)
+            in_flight.add_metric([name], running)
+        yield from (requests, latency, replicas, queued, in_flight)
+
+
+def metrics_endpoint(
+    controller: Controller, deployments: DeploymentManager | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """The ``/metrics`` handler: Prometheus text exposition of ``controller`` and the
+    deployed endpoints."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ControlPlaneCollector(controller))  # type: ignore[arg-type]
+    if deployments is not None:
+        registry.register(DeploymentCollector(deployments))  # type: ignore[arg-type]
 
     async def endpoint(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

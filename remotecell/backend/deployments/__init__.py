@@ -1,0 +1,1 @@
+"""Deployments: cells promoted to services, their replicas and their calls."""
