@@ -323,3 +323,51 @@ def test_metrics_count_calls_by_status(endpoints: Endpoints) -> None:
     assert 'remotecell_endpoint_requests_total{endpoint="counted",status="422"} 1.0' in text
     assert 'remotecell_endpoint_latency_seconds_count{endpoint="counted"} 2.0' in text
     assert 'remotecell_endpoint_replicas{endpoint="counted",state="ready"} 1.0' in text
+
+
+def test_deployments_survive_a_control_plane_restart(endpoints: Endpoints) -> None:
+    endpoints.deploy("kept", ECHO, min_containers=1)
+    endpoints.deploy("kept", ECHO.replace("text * times", "text * times + '!'"), min_containers=1)
+    spec = pb.JobSpec(code="def f(): return 1", serve=pb.Serve(deployment="gone"))
+    request = pb.DeployRequest(name="gone", spec=spec, ephemeral=True)
+    endpoints.stub.Deploy(request, metadata=endpoints.md)
+    # the old version answers until the new one is ready, then the new one does
+    wait_until(
+        lambda: json.loads(endpoints.request("/endpoints/kept", {"text": "a"})[2])
+        == {"echo": "a!"},
+        30,
+        what="version 2 to answer",
+    )
+
+    endpoints.cp.stop()
+    endpoints.cp.start()
+    endpoints.close()
+    again = Endpoints(endpoints.cp)
+    try:
+        names = [
+            d.name
+            for d in again.stub.ListDeployments(
+                pb.ListDeploymentsRequest(), metadata=again.md
+            ).deployments
+        ]
+        assert names == ["kept"]  # the ephemeral one is forgotten
+        info = again.info("kept")
+        assert (info.version, list(info.versions)) == (2, [1, 2])
+        # its replicas come back to min_containers, before any call
+        wait_until(
+            lambda: [r.state for r in again.info("kept").replicas] == ["ready"],
+            30,
+            what="the kept deployment's replica to come back",
+        )
+        status, _, body = again.request("/endpoints/kept", {"text": "b"})
+        assert (status, json.loads(body)) == (200, {"echo": "b!"})
+        # rollback goes to the version before
+        rolled = again.stub.RollbackDeployment(pb.DeploymentRequest(name="kept"), metadata=again.md)
+        assert rolled.version == 1
+        wait_until(
+            lambda: json.loads(again.request("/endpoints/kept", {"text": "c"})[2]) == {"echo": "c"},
+            30,
+            what="the rolled-back version to answer",
+        )
+    finally:
+        again.close()
