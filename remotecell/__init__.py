@@ -22,6 +22,8 @@ __all__ = [
     "BlobNotFoundError",
     "ClosureError",
     "ConnectionError",
+    "Deployment",
+    "FunctionCall",
     "Image",
     "JobNotFoundError",
     "RemoteCellError",
@@ -32,11 +34,14 @@ __all__ = [
     "VolumeFileNotFoundError",
     "VolumeNotFoundError",
     "__version__",
+    "deploy",
+    "function",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
 
 if TYPE_CHECKING:
+    from remotecell.client.deployment import Deployment, FunctionCall, deploy, function
     from remotecell.client.image import Image
     from remotecell.client.secret import Secret
     from remotecell.client.volume import Volume
@@ -60,6 +65,8 @@ _LAZY = {
     "BlobNotFoundError": "remotecell.contract.errors",
     "ClosureError": "remotecell.contract.errors",
     "ConnectionError": "remotecell.contract.errors",
+    "Deployment": "remotecell.client.deployment",
+    "FunctionCall": "remotecell.client.deployment",
     "Image": "remotecell.client.image",
     "JobNotFoundError": "remotecell.contract.errors",
     "RemoteCellError": "remotecell.contract.errors",
@@ -69,6 +76,8 @@ _LAZY = {
     "Volume": "remotecell.client.volume",
     "VolumeFileNotFoundError": "remotecell.contract.errors",
     "VolumeNotFoundError": "remotecell.contract.errors",
+    "deploy": "remotecell.client.deployment",
+    "function": "remotecell.client.deployment",
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +23,7 @@ from remotecell._proto import pb
 from remotecell.client import _blobs, transport
 from remotecell.client._calls import _AioCalls, _Calls, _Watch
 from remotecell.client.config import Endpoint
+from remotecell.client.invoke import WINDOW, AsyncCalls
 from remotecell.contract import comms, wire
 from remotecell.contract.blobs import blob_gone, blob_relpath, verify
 from remotecell.contract.errors import (
@@ -76,9 +77,13 @@ class AsyncClient:
         #: Blobs read from that directory and checked, so an unchanged file is not
         #: hashed again.
         self._verified = _blobs.Verified()
+        #: Calls of deployments, over one ``Invoke`` stream opened on first use.
+        self._invoker: AsyncCalls | None = None
 
     async def close(self) -> None:
         self._closed = True
+        if self._invoker is not None:
+            self._invoker.close()
         await self._calls.close()
 
     # -- calling ---------------------------------------------------------------
@@ -491,3 +496,108 @@ class AsyncClient:
         request = pb.PruneImagesRequest() if days is None else pb.PruneImagesRequest(days=days)
         reply: pb.PruneImagesReply = await self._unary("PruneImages", request, timeout=None)
         return reply
+
+    # -- deployments -----------------------------------------------------------
+
+    async def deploy(self, request: pb.DeployRequest) -> pb.DeploymentInfo:
+        """Stores a new version of ``request.name`` (a new deployment when there is none)
+        and rolls its replicas to it; the spec's ``serve`` gets its version there."""
+        wire.check_size(request, "the deployment's spec")
+        return await self._unary("Deploy", request, timeout=120)
+
+    async def list_deployments(self) -> list[pb.DeploymentInfo]:
+        reply = await self._unary("ListDeployments", pb.ListDeploymentsRequest())
+        return list(reply.deployments)
+
+    async def get_deployment(self, name: str) -> pb.DeploymentInfo:
+        return await self._unary("GetDeployment", pb.DeploymentRequest(name=name))
+
+    async def stop_deployment(self, name: str) -> pb.DeploymentInfo:
+        """Stops a deployment: no new calls; its replicas drain and stop."""
+        return await self._unary("StopDeployment", pb.DeploymentRequest(name=name), timeout=60)
+
+    async def scale_deployment(
+        self, name: str, min_containers: int | None = None, max_containers: int | None = None
+    ) -> pb.DeploymentInfo:
+        """Changes the current version's min and max containers (None: unchanged)."""
+        request = pb.ScaleRequest(name=name)
+        if min_containers is not None:
+            request.min_containers = min_containers
+        if max_containers is not None:
+            request.max_containers = max_containers
+        return await self._unary("ScaleDeployment", request)
+
+    async def rollback_deployment(self, name: str) -> pb.DeploymentInfo:
+        """Makes the version before the current one current again."""
+        return await self._unary("RollbackDeployment", pb.DeploymentRequest(name=name), timeout=60)
+
+    async def deployment_logs(
+        self, name: str, follow: bool = False, tail: int = 0
+    ) -> AsyncIterator[str]:
+        """The deployment's log lines (``tail``: the last so many; ``follow``: then new
+        ones as they come, until the caller stops)."""
+        self._check_open()
+        request = pb.DeploymentLogsRequest(name=name, follow=follow, tail=tail)
+        stream = self._calls.stream_out("DeploymentLogs", request, TRANSFER_TIMEOUT)
+        try:
+            async for message in stream:
+                for line in message.lines:
+                    yield line
+        except grpc.RpcError as err:
+            raise self._error(err) from None
+        finally:
+            stream.cancel()
+
+    def _deployment_calls(self) -> AsyncCalls:
+        self._check_open()
+        if self._invoker is None:
+            open_stream = getattr(self._calls, "stream_both", None)
+            if open_stream is None:
+                raise RemoteCellError(
+                    "this client cannot call deployments; use Client or AsyncClient"
+                )
+            self._invoker = AsyncCalls(
+                lambda: open_stream("Invoke"), self._error, self.upload, self.fetch
+            )
+        return self._invoker
+
+    async def call(
+        self, deployment: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
+        """Calls a deployment's handler with ``args`` and ``kwargs``; returns its value (a
+        generator's: its items as a list). Many calls share one stream.
+
+        Raises:
+            RemoteError: the handler raised (as the exception's own type where it loads).
+            CallArgumentsError: the arguments do not fit the handler.
+            EndpointUnavailableError: no replica could take the call.
+            CallTimeoutError: it was not answered within the call timeout.
+        """
+        return await self._deployment_calls().call(deployment, args, kwargs)
+
+    async def call_stream(
+        self, deployment: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Any]:
+        """Calls a generator handler; yields its items as they come (a plain handler's
+        value as the one item). Errors as for ``call``."""
+        async for item in self._deployment_calls().call_stream(deployment, args, kwargs):
+            yield item
+
+    async def call_many(
+        self,
+        deployment: str,
+        arguments: Iterable[tuple[Any, ...]],
+        kwargs: Mapping[str, Any] | None = None,
+        window: int = WINDOW,
+        return_exceptions: bool = False,
+        order_outputs: bool = True,
+    ) -> AsyncIterator[Any]:
+        """Calls a deployment once per tuple of positional ``arguments`` (each with
+        ``kwargs``), at most ``window`` calls outstanding; yields their values in order
+        (``order_outputs=False``: as they end). A failure raises and the calls still
+        outstanding are dropped, unless ``return_exceptions`` yields it in its place."""
+        calls = self._deployment_calls()
+        async for out in calls.call_many(
+            deployment, arguments, kwargs, window, return_exceptions, order_outputs
+        ):
+            yield out

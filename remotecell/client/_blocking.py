@@ -21,7 +21,15 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import IO, Any, TypeVar
 
 from remotecell._proto import pb
@@ -29,6 +37,7 @@ from remotecell.client import transport
 from remotecell.client._async import AsyncClient
 from remotecell.client._calls import _Stream
 from remotecell.client.config import Endpoint
+from remotecell.client.invoke import WINDOW, PendingCall, ThreadCalls
 from remotecell.contract.values import Buffer
 
 T = TypeVar("T")
@@ -99,6 +108,11 @@ class _BlockingCalls:
     def stream_out(self, method: str, request: Any, timeout: float | None = None) -> _Stream:
         call = getattr(self._stub, method)(request, metadata=self._md, timeout=timeout)
         return _BlockingStream(call)
+
+    def stream_both(self, method: str, requests: Iterator[Any]) -> Any:
+        """A bidirectional call: grpc sends ``requests`` from its own thread; the result
+        iterates the replies and has ``cancel()``."""
+        return getattr(self._stub, method)(requests, metadata=self._md)
 
     async def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
@@ -220,9 +234,16 @@ class Client:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
-        self._core = AsyncClient._over(endpoint, _BlockingCalls(endpoint))
+        self._blocking_calls = _BlockingCalls(endpoint)
+        self._core = AsyncClient._over(endpoint, self._blocking_calls)
+        self._invoker: ThreadCalls | None = None
+        self._invoker_lock = threading.Lock()
 
     def close(self) -> None:
+        with self._invoker_lock:
+            invoker, self._invoker = self._invoker, None
+        if invoker is not None:
+            invoker.close()
         _finish(self._core.close())
 
     # -- control plane and jobs ------------------------------------------------
@@ -378,3 +399,80 @@ class Client:
     def prune_images(self, days: float | None = None) -> pb.PruneImagesReply:
         """Removes images unused for ``days`` (None: 30), failed builds and leftovers."""
         return _finish(self._core.prune_images(days))
+
+    # -- deployments -----------------------------------------------------------
+
+    def deploy(self, request: pb.DeployRequest) -> pb.DeploymentInfo:
+        """Stores a new version of ``request.name`` and rolls its replicas to it."""
+        return _finish(self._core.deploy(request))
+
+    def list_deployments(self) -> list[pb.DeploymentInfo]:
+        return _finish(self._core.list_deployments())
+
+    def get_deployment(self, name: str) -> pb.DeploymentInfo:
+        return _finish(self._core.get_deployment(name))
+
+    def stop_deployment(self, name: str) -> pb.DeploymentInfo:
+        """Stops a deployment: no new calls; its replicas drain and stop."""
+        return _finish(self._core.stop_deployment(name))
+
+    def scale_deployment(
+        self, name: str, min_containers: int | None = None, max_containers: int | None = None
+    ) -> pb.DeploymentInfo:
+        """Changes the current version's min and max containers (None: unchanged)."""
+        return _finish(self._core.scale_deployment(name, min_containers, max_containers))
+
+    def rollback_deployment(self, name: str) -> pb.DeploymentInfo:
+        """Makes the version before the current one current again."""
+        return _finish(self._core.rollback_deployment(name))
+
+    def deployment_logs(self, name: str, follow: bool = False, tail: int = 0) -> Iterator[str]:
+        """The deployment's log lines (``tail``: the last so many; ``follow``: then new
+        ones as they come, until the caller stops)."""
+        return _iterate(self._core.deployment_logs(name, follow, tail))
+
+    def _deployment_calls(self) -> ThreadCalls:
+        self._core._check_open()
+        with self._invoker_lock:
+            if self._invoker is None:
+                self._invoker = ThreadCalls(
+                    lambda requests: self._blocking_calls.stream_both("Invoke", requests),
+                    self._core._error,
+                    self.upload,
+                    self.fetch,
+                )
+            return self._invoker
+
+    def call(
+        self, deployment: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
+        """Calls a deployment's handler; returns its value (see ``AsyncClient.call``).
+        Safe from many threads: their calls share one stream."""
+        return self._deployment_calls().call(deployment, args, kwargs)
+
+    def call_stream(
+        self, deployment: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Iterator[Any]:
+        """Calls a generator handler; its items as they come."""
+        return self._deployment_calls().call_stream(deployment, args, kwargs)
+
+    def call_many(
+        self,
+        deployment: str,
+        arguments: Iterable[tuple[Any, ...]],
+        kwargs: Mapping[str, Any] | None = None,
+        window: int = WINDOW,
+        return_exceptions: bool = False,
+        order_outputs: bool = True,
+    ) -> Iterator[Any]:
+        """Calls a deployment once per tuple of ``arguments``, at most ``window``
+        outstanding; their values in order (see ``AsyncClient.call_many``)."""
+        return self._deployment_calls().call_many(
+            deployment, arguments, kwargs, window, return_exceptions, order_outputs
+        )
+
+    def _spawn(
+        self, deployment: str, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> PendingCall:
+        """Sends one call and returns at once (``remotecell.Deployment.spawn``)."""
+        return self._deployment_calls().spawn(deployment, args, kwargs)

@@ -100,6 +100,11 @@ class _AioCalls:
     def stream_out(self, method: str, request: Any, timeout: float | None = None) -> _Stream:
         return _AioStream(self._method(method)(request, metadata=self._md, timeout=timeout))
 
+    def stream_both(self, method: str) -> Any:
+        """A bidirectional call, started at once: ``write``, ``read`` and ``cancel`` on
+        this loop."""
+        return self._method(method)(metadata=self._md)
+
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 

@@ -1,7 +1,7 @@
-"""Jobs, GPUs, volumes and images as words and plain-text tables.
+"""Jobs, GPUs, volumes, images and deployments as words and plain-text tables.
 
 One wording for every front end: the CLI, the magics, the widgets and the JupyterLab
-sidebar all show jobs, GPUs, volumes and images through these functions.
+sidebar all show jobs, GPUs, volumes, images and deployments through these functions.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from remotecell._proto import pb
 from remotecell.contract.resources import price_per_second
 
 __all__ = [
+    "deployment_status",
+    "endpoint_url",
+    "format_deployments",
     "format_files",
     "format_gpus",
     "format_images",
@@ -156,3 +159,92 @@ def format_images(images: Sequence[pb.ImageInfo]) -> str:
 def format_shares(name: str, users: list[str]) -> str:
     """Whom a secret or volume is shared with, as `remotecell secret|volume share` says."""
     return f"{name} is shared with: {', '.join(users) if users else 'no one'}"
+
+
+def endpoint_url(http_url: str, info: pb.DeploymentInfo) -> str:
+    """A deployment's URL: the control plane's HTTP side and its path ("" when the
+    control plane serves no HTTP)."""
+    if not http_url:
+        return ""
+    return http_url.rstrip("/") + (info.path or f"/endpoints/{info.name}")
+
+
+def _replica_counts(info: pb.DeploymentInfo) -> tuple[int, int, int, int]:
+    """Starting, ready, busy (ready with calls in flight) and draining replicas."""
+    starting = sum(r.state == "starting" for r in info.replicas)
+    ready = sum(r.state == "ready" for r in info.replicas)
+    busy = sum(r.state == "ready" and r.in_flight > 0 for r in info.replicas)
+    draining = sum(r.state == "draining" for r in info.replicas)
+    return starting, ready, busy, draining
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms" if value else "-"
+
+
+def deployment_status(info: pb.DeploymentInfo) -> str:
+    """One line saying how a deployment is doing: its replicas, calls and latency.
+
+    Example: ``embed v2: 1 starting, 2 ready (1 busy) · 3 in flight, 0 queued · p50 12 ms
+    · 4.2 req/s``
+    """
+    head = f"{info.name} v{info.version}"
+    if info.stopped:
+        return f"{head}: stopped"
+    starting, ready, busy, draining = _replica_counts(info)
+    replicas = [f"{starting} starting"] if starting else []
+    replicas.append(f"{ready} ready" + (f" ({busy} busy)" if ready else ""))
+    if draining:
+        replicas.append(f"{draining} draining")
+    return (
+        f"{head}: {', '.join(replicas)} · {info.in_flight} in flight, {info.queued} queued"
+        f" · p50 {_ms(info.p50_ms)} · {info.requests_per_s:.1f} req/s"
+    )
+
+
+def format_deployments(deployments: Sequence[pb.DeploymentInfo], http_url: str = "") -> str:
+    """A plain-text table of deployments: name, version, state, replicas (ready of all),
+    calls in flight and queued, p50 latency, request rate, calls and errors, and the URL
+    (its path when the control plane's HTTP address is not known)."""
+    if not deployments:
+        return (
+            "no deployments (`%%remote_deploy NAME` or `remotecell.deploy(fn, name=...)` makes one)"
+        )
+    rows: list[tuple[str, ...]] = [
+        (
+            "NAME",
+            "VERSION",
+            "STATE",
+            "REPLICAS",
+            "IN FLIGHT",
+            "QUEUED",
+            "P50",
+            "REQ/S",
+            "CALLS",
+            "ERRORS",
+            "URL",
+        )
+    ]
+    for d in deployments:
+        starting, ready, _, _ = _replica_counts(d)
+        state = (
+            "stopped" if d.stopped else ("ready" if ready else "starting" if starting else "idle")
+        )
+        if d.ephemeral:
+            state += " (ephemeral)"
+        rows.append(
+            (
+                d.name,
+                f"v{d.version}",
+                state,
+                f"{ready}/{len(d.replicas)}",
+                str(d.in_flight),
+                str(d.queued),
+                _ms(d.p50_ms),
+                f"{d.requests_per_s:.1f}",
+                str(d.calls),
+                str(d.errors),
+                endpoint_url(http_url, d) or d.path or f"/endpoints/{d.name}",
+            )
+        )
+    return _table(rows)

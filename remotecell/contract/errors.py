@@ -13,6 +13,9 @@ RemoteCellError
 ├── VolumeFileNotFoundError  no file at that path in a volume (also a FileNotFoundError)
 ├── BlobNotFoundError    a value's stored bytes are gone (deleted after --blob-ttl unused)
 ├── BlobCorruptError     a value's stored bytes no longer match their hash (also a ValueError)
+├── CallArgumentsError   a deployment's handler cannot take a call's arguments (also a TypeError)
+├── EndpointUnavailableError  no replica of a deployment could take a call
+├── CallTimeoutError     a deployment's call was not answered in its call timeout (also a TimeoutError)
 └── RemoteError          the cell ran and failed: raised, timed out, was cancelled,
                          or its runner died; carries the remote type name and traceback
 
@@ -131,6 +134,23 @@ class BlobCorruptError(RemoteCellError, ValueError):
         self.digest = digest
 
 
+class CallArgumentsError(RemoteCellError, TypeError):
+    """A deployment's call did not fit its handler: its arguments do not match the
+    handler's parameters, or (over HTTP) its body is not a JSON object. The handler did
+    not run; fix the call."""
+
+
+class EndpointUnavailableError(RemoteCellError):
+    """No replica of a deployment could take a call: its queue is full, its replicas'
+    setup failed, or it is stopped. The handler did not run; the call may be tried again
+    (after ``remotecell endpoint logs NAME`` says why)."""
+
+
+class CallTimeoutError(RemoteCellError, TimeoutError):
+    """A deployment's call was not answered within its ``call_timeout`` (or the caller's
+    own timeout, ``FunctionCall.get(timeout=)``). It may still have run."""
+
+
 class RemoteError(RemoteCellError):
     """The remote cell failed.
 
@@ -185,6 +205,7 @@ def remote_error(
     *,
     job_id: str = "",
     namespace: dict[str, Any] | None = None,
+    exception: BaseException | None = None,
 ) -> RemoteError:
     """The error to raise in the notebook for an exception the remote cell raised.
 
@@ -194,15 +215,35 @@ def remote_error(
     in ``namespace``), it is a subclass of it too, so the cell's ``except`` clauses match
     as locally. Its ``str()`` is the remote message, and IPython shows the remote
     traceback alone: the notebook saves the error a local run would.
+
+    With ``exception`` (the remote exception itself, unpickled here, as a deployment's
+    call sends it), its own class is the base and its attributes are copied over, so
+    ``err.code`` and the like read as on the remote side.
     """
     base = _notebook_type(type_name, namespace)
+    if isinstance(exception, Exception):
+        base = type(exception)
     short = type_name.rpartition(".")[2] or "RemoteError"
     if base is not None:
         try:
-            return _typed_class(short, base)(type_name, message, traceback, job_id=job_id)
+            error = _typed_class(short, base)(type_name, message, traceback, job_id=job_id)
         except TypeError:  # a type that cannot be mixed in (its layout, its __new__)
             pass
+        else:
+            if isinstance(exception, Exception):
+                _copy_attributes(exception, error)
+            return error
     return _typed_class(short, None)(type_name, message, traceback, job_id=job_id)
+
+
+def _copy_attributes(source: BaseException, error: RemoteError) -> None:
+    own = {"type_name", "message", "traceback", "kind", "job_id"}
+    for name, value in getattr(source, "__dict__", {}).items():
+        if name not in own:
+            try:
+                setattr(error, name, value)
+            except (AttributeError, TypeError):
+                pass
 
 
 _TYPED: dict[tuple[str, type | None], type[RemoteError]] = {}

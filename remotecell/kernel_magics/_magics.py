@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import threading
 import traceback
@@ -19,6 +17,7 @@ from remotecell._proto import pb
 from remotecell.client import Client, connect
 from remotecell.client.image_cell import parse_image_cell
 from remotecell.client.listing import state_name
+from remotecell.client.spec import build_spec
 from remotecell.contract import values
 from remotecell.contract.errors import CellSyntaxError, ConfigError, RemoteCellError
 from remotecell.contract.process_settings import ProcessSettings
@@ -35,7 +34,8 @@ from remotecell.kernel_magics._job import RemoteJob
 
 @magics_class
 class RemoteMagics(Magics):
-    """``%%remote``, ``%remote_jobs``, ``%remote_attach`` and ``%remote_cancel``."""
+    """``%%remote``, ``%%remote_deploy``, ``%remote_endpoints``, ``%remote_jobs``,
+    ``%remote_attach`` and ``%remote_cancel``."""
 
     url = Unicode(
         "",
@@ -83,6 +83,10 @@ class RemoteMagics(Magics):
         #: The logging and warning settings the notebook's last remote cell left, sent
         #: with every later job (``_settings.py``).
         self.process_settings = ProcessSettings()
+        from remotecell.kernel_magics._deploy import StatusLines
+
+        #: The live status lines of the endpoints deployed from this notebook.
+        self._status_lines = StatusLines()
 
     # -- the connection --------------------------------------------------------------
 
@@ -130,6 +134,7 @@ class RemoteMagics(Magics):
     def close(self) -> None:
         with self._lock:
             client, self._client, self._connecting = self._client, None, None
+        self._status_lines.stop_all()
         if client is not None:
             client.close()
 
@@ -175,13 +180,18 @@ class RemoteMagics(Magics):
             )
         return None if follower.output_shown else value
 
-    def _spec(self, cell: str, options: _options.RemoteOptions) -> tuple[pb.JobSpec, dict]:
+    def _spec(
+        self, cell: str, options: _options.RemoteOptions, extra: dict[str, Any] | None = None
+    ) -> tuple[pb.JobSpec, dict]:
+        """The job's spec for ``cell`` run with ``options`` (``%%remote`` and
+        ``%%remote_deploy``), and the blobs to upload first. ``extra``: names that travel
+        with the cell besides those it reads."""
         source = _closure.python_source(cell, self.shell)
         try:
             names = _closure.analyse(source)
         except SyntaxError as err:
             raise _cell_syntax_error(err) from None
-        captured = _closure.capture(names, self.shell.user_ns)
+        captured = {**_closure.capture(names, self.shell.user_ns), **(extra or {})}
         packed = values.pack(captured)
         pull = (
             options.pull
@@ -189,33 +199,71 @@ class RemoteMagics(Magics):
             else [n for n in names.assigned if not _closure.is_ipython_name(n)]
             + ([values.PULL_STAR] if names.star else [])
         )
-        blobs: dict[str, Any] = dict(packed.blobs)
-        image_spec = None
-        if options.image is not None:
-            image_spec, image_blobs = options.image.to_spec(force_build=options.force_build)
-            blobs.update(image_blobs)
-        spec = pb.JobSpec(
-            code=cell,
-            closure=packed.values,
-            pull=pull,
-            timeout_s=options.timeout,
+        return build_spec(
+            cell,
+            packed,
+            image=options.image,
+            force_build=options.force_build,
+            gpu=options.gpu,
+            cpu=options.cpu,
+            memory=options.memory,
+            secrets=options.secrets,
+            volumes=options.volumes,
+            env=options.env,
+            timeout=options.timeout,
             retries=options.retries,
             session=options.session,
-            env=options.env,
-            resources=pb.Resources(
-                cpu=options.cpu,
-                memory_mb=options.memory,
-                gpu=options.gpu.to_proto() if options.gpu else [],
-            ),
-            origin=f"kernel {os.getpid()}@{socket.gethostname()}",
-            secrets=[secret.to_proto() for secret in options.secrets],
-            volumes=[mount.to_proto() for mount in options.volumes],
+            pull=pull,
             process_settings=_settings.for_job(self.shell, self.process_settings),
         )
-        if image_spec is not None:
-            spec.image = image_spec.id
-            spec.image_spec.CopyFrom(image_spec)
-        return spec, blobs
+
+    @cell_magic
+    def remote_deploy(self, line: str, cell: str) -> None:
+        """Serve a function of this cell as an endpoint: ``%%remote_deploy NAME [key=value ...]``.
+
+        The cell is each replica's setup (load the model here); its one top-level def
+        (or ``handler=``) serves the calls; names it reads travel as with ``%%remote``.
+        Options: gpu=, image=, secrets=, volumes=, env=, cpu=, memory=, handler=, and the
+        deployment's settings (min_containers=, max_containers=, concurrency=, ...).
+        Deploying NAME again makes a new version and rolls the replicas to it.
+        """
+        from remotecell.contract.deployments import serve_for
+        from remotecell.kernel_magics import _deploy
+
+        options = _options.parse_deploy(line, self.shell.user_ns)
+        source = _closure.python_source(cell, self.shell)
+        try:
+            handler, params = _deploy.handler_of(source, options.handler)
+        except SyntaxError as err:
+            raise _cell_syntax_error(err) from None
+        extra = {}
+        if options.handler_function is not None and handler not in _deploy.defined(source):
+            extra[handler] = options.handler_function
+        replica = options.replica
+        replica.pull = []  # a replica sends nothing back
+        spec, blobs = self._spec(cell, replica, extra)
+        spec.serve.CopyFrom(serve_for(options.name, 0, options.handler or "", options.settings))
+        client = self.client
+        client.upload(blobs)
+        notice = _workdir.offer(spec, client, self._snapshots, self.cwd_snapshot)
+        if notice:
+            sys.stderr.write(notice)
+        request = pb.DeployRequest(
+            name=options.name, spec=spec, settings=options.settings.to_proto()
+        )
+        info = client.deploy(request)
+        self._status_lines.show(client, info, handler, params)
+
+    @line_magic
+    def remote_endpoints(self, line: str) -> None:
+        """The deployments of the control plane: ``%remote_endpoints``."""
+        from remotecell.client.listing import format_deployments
+
+        if line.strip():
+            raise ConfigError("usage: %remote_endpoints (it takes no arguments)")
+        client = self.client
+        http_url = client.health().http_url
+        print(format_deployments(client.list_deployments(), http_url))
 
     @cell_magic
     def remote_image(self, line: str, cell: str) -> None:

@@ -22,11 +22,11 @@ from typing import Any
 
 from remotecell.client.image import Image
 from remotecell.client.secret import Secret
-from remotecell.client.volume import Volume
+from remotecell.client.spec import secrets_option, volumes_option
 from remotecell.contract.errors import ConfigError
 from remotecell.contract.jobs import MAX_RETRIES, SESSION, env_problem, timeout_ok
 from remotecell.contract.resources import GPURequest, parse_gpu
-from remotecell.contract.volumes import Mount, check_mounts
+from remotecell.contract.volumes import Mount
 
 
 @dataclass
@@ -69,9 +69,10 @@ OPTIONS = {
 MONITOR_MODES = ("full", "compact", "off")
 
 
-def valid_options() -> str:
+def valid_options(options: dict[str, str] | None = None) -> str:
     """The options, one a line and long ones wrapped, to end an error message with."""
-    width = max(map(len, OPTIONS)) + 1
+    options = OPTIONS if options is None else options
+    width = max(map(len, options)) + 1
     return "\n".join(
         textwrap.fill(
             what,
@@ -79,14 +80,19 @@ def valid_options() -> str:
             initial_indent=f"  {key + '=':<{width}}  ",
             subsequent_indent=" " * (width + 4),
         )
-        for key, what in OPTIONS.items()
+        for key, what in options.items()
     )
 
 
-def _unknown(key: str) -> ConfigError:
-    near = difflib.get_close_matches(key, OPTIONS, n=1)
+def _unknown(
+    key: str, magic: str = "%%remote", options: dict[str, str] | None = None
+) -> ConfigError:
+    options = OPTIONS if options is None else options
+    near = difflib.get_close_matches(key, options, n=1)
     hint = f"; did you mean {near[0]}?" if near else "."
-    return ConfigError(f"unknown %%remote option {key!r}{hint} Valid options:\n{valid_options()}")
+    return ConfigError(
+        f"unknown {magic} option {key!r}{hint} Valid options:\n{valid_options(options)}"
+    )
 
 
 def parse(line: str, user_ns: dict[str, Any]) -> RemoteOptions:
@@ -95,42 +101,65 @@ def parse(line: str, user_ns: dict[str, Any]) -> RemoteOptions:
     Raises:
         ConfigError: one sentence naming the bad option and what is valid.
     """
-    line = line.strip()
     options = RemoteOptions()
+    for key, value, text in keywords(line, user_ns):
+        _set(options, key, value, text)
+    return options
+
+
+def keywords(
+    line: str,
+    user_ns: dict[str, Any],
+    magic: str = "%%remote",
+    valid: dict[str, str] | None = None,
+) -> list[tuple[str, Any, str]]:
+    """The ``key=value`` options of a magic's line: each key (one of ``valid``), its
+    value evaluated in ``user_ns``, and its source text.
+
+    Raises:
+        ConfigError: one sentence naming the bad option and what is valid.
+    """
+    valid = OPTIONS if valid is None else valid
+    line = line.strip()
+    found: list[tuple[str, Any, str]] = []
     if not line:
-        return options
+        return found
     try:
         source = f"_({_with_commas(line)})"
         call = ast.parse(source, mode="eval").body
     except (SyntaxError, tokenize.TokenError):
+        example = next(iter(valid))
         raise ConfigError(
-            f"cannot parse the %%remote options {line!r}: write them as key=value, "
+            f"cannot parse the {magic} options {line!r}: write them as key=value, "
+            f"for example `{magic} {example}=...`. Valid options:\n{valid_options(valid)}"
+            if magic != "%%remote"
+            else f"cannot parse the %%remote options {line!r}: write them as key=value, "
             f"for example `%%remote timeout=60 retries=1`. Valid options:\n{valid_options()}"
         ) from None
     assert isinstance(call, ast.Call)
     if call.args or any(k.arg is None for k in call.keywords):
         raise ConfigError(
-            f"%%remote takes only key=value options, got {line!r}. Valid options:\n"
-            + valid_options()
+            f"{magic} takes only key=value options, got {line!r}. Valid options:\n"
+            + valid_options(valid)
         )
     seen: set[str] = set()
     for kw in call.keywords:
         key = kw.arg
         assert key is not None
-        if key not in OPTIONS:
-            raise _unknown(key)
+        if key not in valid:
+            raise _unknown(key, magic, valid)
         if key in seen:
-            raise ConfigError(f"%%remote option {key}= is given twice; give it once")
+            raise ConfigError(f"{magic} option {key}= is given twice; give it once")
         seen.add(key)
         text = ast.get_source_segment(source, kw.value) or ""
         try:
-            value = eval(compile(ast.Expression(kw.value), "<%%remote options>", "eval"), user_ns)
+            value = eval(compile(ast.Expression(kw.value), f"<{magic} options>", "eval"), user_ns)
         except Exception as err:
             raise ConfigError(
-                f"%%remote option {key}={text} failed to evaluate: {type(err).__name__}: {err}"
+                f"{magic} option {key}={text} failed to evaluate: {type(err).__name__}: {err}"
             ) from None
-        _set(options, key, value, text)
-    return options
+        found.append((key, value, text))
+    return found
 
 
 def _with_commas(line: str) -> str:
@@ -162,9 +191,9 @@ def _with_commas(line: str) -> str:
     return line
 
 
-def _bad(key: str, source: str, value: Any) -> ConfigError:
+def _bad_value(key: str, source: str, value: Any, magic: str = "%%remote") -> ConfigError:
     return ConfigError(
-        f"bad value for %%remote option {key}={source} ({_shown(value)}): expected {OPTIONS[key]}"
+        f"bad value for {magic} option {key}={source} ({_shown(value)}): expected {OPTIONS[key]}"
     )
 
 
@@ -175,7 +204,14 @@ def _shown(value: Any) -> str:
         return f"<{type(value).__name__}>"
 
 
-def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
+def _set(
+    options: RemoteOptions, key: str, value: Any, source: str, magic: str = "%%remote"
+) -> None:
+    """Checks one option's value and sets it in ``options``."""
+
+    def _bad(key: str, source: str, value: Any) -> ConfigError:
+        return _bad_value(key, source, value, magic)
+
     if key == "timeout":
         # numbers.Real takes NumPy scalars too; float() of a huge int overflows
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -208,7 +244,7 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
     elif key == "session":
         if not isinstance(value, str) or not SESSION.match(value):
             raise ConfigError(
-                f"bad value for %%remote option session={source} ({_shown(value)}): expected a name of "
+                f"bad value for {magic} option session={source} ({_shown(value)}): expected a name of "
                 "letters, digits, '_', '.' or '-' (at most 64), for example session=\"train\""
             )
         options.session = value
@@ -243,9 +279,11 @@ def _set(options: RemoteOptions, key: str, value: Any, source: str) -> None:
     elif key == "gpu":
         options.gpu = parse_gpu(value)  # its ConfigError is one sentence naming what is valid
     elif key == "secrets":
-        options.secrets = _secrets(value, source)
+        options.secrets = secrets_option(value, f"{magic} option secrets={source}")
     elif key == "volumes":
-        options.volumes = _volumes(value, source)
+        options.volumes = volumes_option(
+            value, f"{magic} option volumes={source}", OPTIONS["volumes"]
+        )
     elif key == "monitor":
         if not isinstance(value, str) or value.lower() not in MONITOR_MODES:
             raise _bad(key, source, value)
@@ -256,33 +294,74 @@ def _is_name(value: Any) -> bool:
     return isinstance(value, str) and value.isidentifier() and not keyword.iskeyword(value)
 
 
-def _secrets(value: Any, source: str) -> list[Secret]:
-    """``secrets=``: a list (or tuple) of ``Secret``; a lone ``Secret`` is taken as one."""
-    if isinstance(value, Secret):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            if isinstance(item, str):
-                raise ConfigError(  # not shown: the string might be a secret's value
-                    f"bad value for %%remote option secrets={source}: it holds a string; "
-                    'name a stored secret with remotecell.Secret.from_name("NAME")'
+# -- %%remote_deploy ----------------------------------------------------------------------
+
+DEPLOY_MAGIC = "%%remote_deploy"
+#: What a replica runs with: %%remote's options that make sense for a service.
+_REPLICA_OPTIONS = ("gpu", "image", "force_build", "cpu", "memory", "secrets", "volumes", "env")
+DEPLOY_OPTIONS = {
+    **{key: OPTIONS[key] for key in _REPLICA_OPTIONS},
+    "handler": "the function that serves calls (its name, or the function); default: the "
+    "cell's one top-level def, else its ASGI `app`",
+    "min_containers": "replicas kept with no calls (an int; 0 scales to zero)",
+    "max_containers": "most replicas (an int from 1)",
+    "buffer_containers": "replicas started beyond what the calls need (an int)",
+    "concurrency": "calls a replica takes at once (an int from 1)",
+    "scaledown_window": "seconds a replica stays without calls (a number)",
+    "batch_size": "> 1: calls are gathered into lists of up to this many (an int)",
+    "batch_wait_ms": "how long a batch waits to fill, in ms (a number)",
+    "call_timeout": "seconds a call may take (a number)",
+    "max_queue": "calls that may wait for a replica before 503 (an int)",
+    "public": "HTTP calls need no token (True/False)",
+    "debug": "a failed HTTP call's response holds the traceback (True/False)",
+    "max_body_bytes": "largest HTTP request body (an int)",
+}
+
+
+@dataclass
+class DeployOptions:
+    name: str
+    replica: RemoteOptions
+    settings: Any  # contract.deployments.Settings
+    #: The handler's name; None: the cell's one top-level def, else its ASGI app.
+    handler: str | None = None
+    #: The handler when the line named a notebook function (it travels with the cell).
+    handler_function: Any = None
+
+
+def parse_deploy(line: str, user_ns: dict[str, Any]) -> DeployOptions:
+    """Parses and checks a ``%%remote_deploy NAME [key=value ...]`` line.
+
+    Raises:
+        ConfigError: one sentence: no or a bad NAME, an unknown option, a bad value,
+            or settings out of their bounds (``min_containers`` above ``max_containers``).
+    """
+    from remotecell.contract.deployments import Settings, check_name
+
+    name, _, rest = line.strip().partition(" ")
+    if not name or "=" in name:
+        raise ConfigError(
+            f"usage: {DEPLOY_MAGIC} NAME [key=value ...], NAME first, for example "
+            f'`{DEPLOY_MAGIC} embed gpu="any" max_containers=4`'
+        )
+    check_name(name)
+    replica = RemoteOptions()
+    settings: dict[str, Any] = {}
+    options = DeployOptions(name, replica, None)
+    for key, value, text in keywords(rest, user_ns, DEPLOY_MAGIC, DEPLOY_OPTIONS):
+        if key in _REPLICA_OPTIONS:
+            _set(replica, key, value, text, DEPLOY_MAGIC)
+        elif key == "handler":
+            if callable(value) and getattr(value, "__name__", "").isidentifier():
+                options.handler, options.handler_function = value.__name__, value
+            elif _is_name(value):
+                options.handler = value
+            else:
+                raise ConfigError(
+                    f"bad value for {DEPLOY_MAGIC} option handler={text} ({_shown(value)}): "
+                    'expected a function\'s name, such as handler="predict"'
                 )
-            if not isinstance(item, Secret):
-                break
         else:
-            return list(dict.fromkeys(value))
-    raise ConfigError(
-        f"bad value for %%remote option secrets={source} (a {type(value).__name__}): expected "
-        'a list of remotecell.Secret, for example secrets=[remotecell.Secret.from_name("hf")]'
-    )
-
-
-def _volumes(value: Any, source: str) -> tuple[Mount, ...]:
-    """``volumes=``: a dict of mount paths to ``Volume``, checked as the control plane
-    checks it (absolute, not a system directory, no two nesting, no volume twice)."""
-    if not isinstance(value, dict) or not all(isinstance(v, Volume) for v in value.values()):
-        raise _bad("volumes", source, value)
-    try:
-        return check_mounts(Mount(path, volume.name) for path, volume in value.items())
-    except ConfigError as err:
-        raise ConfigError(f"bad value for %%remote option volumes={source}: {err}") from None
+            settings[key] = value
+    options.settings = Settings.from_options(settings)
+    return options
