@@ -30,6 +30,7 @@ from remotecell.contract.errors import (
     BlobNotFoundError,
     ConfigError,
     ConnectionError,
+    DeploymentNotFoundError,
     RemoteCellError,
     VolumeFileNotFoundError,
     VolumeNotFoundError,
@@ -107,6 +108,17 @@ class AsyncClient:
             return RemoteCellError(details)
         return self._error(err)
 
+    def _deployment_error(self, err: grpc.RpcError) -> RemoteCellError:
+        code = err.code() if hasattr(err, "code") else None
+        details = (err.details() if hasattr(err, "details") else "") or ""
+        if code == grpc.StatusCode.NOT_FOUND:
+            return DeploymentNotFoundError(details)
+        if code == grpc.StatusCode.ALREADY_EXISTS:
+            return ConfigError(details)
+        if code == grpc.StatusCode.FAILED_PRECONDITION:
+            return RemoteCellError(details)
+        return self._error(err)
+
     def _check_open(self) -> None:
         if self._closed:
             # What grpc says here is "Cannot invoke RPC on closed channel!", a ValueError.
@@ -122,11 +134,14 @@ class AsyncClient:
         timeout: float | None = 30.0,
         wait_for_ready: bool = False,
         volume: bool = False,
+        deployment: bool = False,
     ) -> Any:
         self._check_open()
         try:
             return await self._calls.unary(method, request, timeout, wait_for_ready)
         except grpc.RpcError as err:
+            if deployment:
+                raise self._deployment_error(err) from None
             raise (self._volume_error(err) if volume else self._error(err)) from None
 
     async def _stream_in(
@@ -503,18 +518,20 @@ class AsyncClient:
         """Stores a new version of ``request.name`` (a new deployment when there is none)
         and rolls its replicas to it; the spec's ``serve`` gets its version there."""
         wire.check_size(request, "the deployment's spec")
-        return await self._unary("Deploy", request, timeout=120)
+        return await self._unary("Deploy", request, timeout=120, deployment=True)
 
     async def list_deployments(self) -> list[pb.DeploymentInfo]:
         reply = await self._unary("ListDeployments", pb.ListDeploymentsRequest())
         return list(reply.deployments)
 
     async def get_deployment(self, name: str) -> pb.DeploymentInfo:
-        return await self._unary("GetDeployment", pb.DeploymentRequest(name=name))
+        return await self._unary("GetDeployment", pb.DeploymentRequest(name=name), deployment=True)
 
     async def stop_deployment(self, name: str) -> pb.DeploymentInfo:
         """Stops a deployment: no new calls; its replicas drain and stop."""
-        return await self._unary("StopDeployment", pb.DeploymentRequest(name=name), timeout=60)
+        return await self._unary(
+            "StopDeployment", pb.DeploymentRequest(name=name), timeout=60, deployment=True
+        )
 
     async def scale_deployment(
         self, name: str, min_containers: int | None = None, max_containers: int | None = None
@@ -525,11 +542,13 @@ class AsyncClient:
             request.min_containers = min_containers
         if max_containers is not None:
             request.max_containers = max_containers
-        return await self._unary("ScaleDeployment", request)
+        return await self._unary("ScaleDeployment", request, deployment=True)
 
     async def rollback_deployment(self, name: str) -> pb.DeploymentInfo:
         """Makes the version before the current one current again."""
-        return await self._unary("RollbackDeployment", pb.DeploymentRequest(name=name), timeout=60)
+        return await self._unary(
+            "RollbackDeployment", pb.DeploymentRequest(name=name), timeout=60, deployment=True
+        )
 
     async def deployment_logs(
         self, name: str, follow: bool = False, tail: int = 0
@@ -544,7 +563,7 @@ class AsyncClient:
                 for line in message.lines:
                     yield line
         except grpc.RpcError as err:
-            raise self._error(err) from None
+            raise self._deployment_error(err) from None
         finally:
             stream.cancel()
 

@@ -30,6 +30,7 @@ from remotecell.contract.errors import (
     CallArgumentsError,
     CallTimeoutError,
     ConnectionError,
+    DeploymentNotFoundError,
     EndpointUnavailableError,
     RemoteCellError,
     RemoteError,
@@ -89,7 +90,8 @@ def failure(error: pb.CallError, deployment: str, fetch: Fetch) -> RemoteCellErr
     its name as ``contract.errors.remote_error`` finds it), also a ``RemoteError``, with
     the remote traceback; ``ARGUMENTS``/``BAD_REQUEST``: ``CallArgumentsError``;
     ``UNAVAILABLE``: ``EndpointUnavailableError``; ``TIMEOUT``: ``CallTimeoutError``;
-    ``RESULT``: a ``RemoteError`` of kind ``"result"``.
+    ``NOT_FOUND``: ``DeploymentNotFoundError``; ``RESULT``: a ``RemoteError`` of kind
+    ``"result"``.
     """
     where = f"deployment {deployment!r}"
     kind = error.kind
@@ -114,6 +116,8 @@ def failure(error: pb.CallError, deployment: str, fetch: Fetch) -> RemoteCellErr
             f"{where} could not take the call: {error.message} "
             f"(`remotecell endpoint logs {deployment}` says more)"
         )
+    if kind == pb.CallError.NOT_FOUND:
+        return DeploymentNotFoundError(error.message)
     if kind == pb.CallError.TIMEOUT:
         return CallTimeoutError(f"{where} did not answer in time: {error.message}")
     return RemoteError(

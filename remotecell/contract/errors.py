@@ -140,6 +140,11 @@ class CallArgumentsError(RemoteCellError, TypeError):
     not run; fix the call."""
 
 
+class DeploymentNotFoundError(RemoteCellError, LookupError):
+    """No deployment of the given name that the caller may use (``remotecell endpoint
+    ls`` lists one's own)."""
+
+
 class EndpointUnavailableError(RemoteCellError):
     """No replica of a deployment could take a call: its queue is full, its replicas'
     setup failed, or it is stopped. The handler did not run; the call may be tried again

@@ -333,8 +333,9 @@ def test_deployments_survive_a_control_plane_restart(endpoints: Endpoints) -> No
     endpoints.stub.Deploy(request, metadata=endpoints.md)
     # the old version answers until the new one is ready, then the new one does
     wait_until(
-        lambda: json.loads(endpoints.request("/endpoints/kept", {"text": "a"})[2])
-        == {"echo": "a!"},
+        lambda: (
+            json.loads(endpoints.request("/endpoints/kept", {"text": "a"})[2]) == {"echo": "a!"}
+        ),
         30,
         what="version 2 to answer",
     )
