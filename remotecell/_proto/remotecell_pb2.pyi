@@ -3640,9 +3640,14 @@ class CallRequest(_message.Message):
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     CALL_ID_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
+    CANCEL_FIELD_NUMBER: _builtins.int
     deployment: _builtins.str
     call_id: _builtins.str
     """the client's, unique on its stream"""
+    cancel: _builtins.bool
+    """The caller no longer wants `call_id`'s answer (a `.map` that failed): a call still
+    waiting for a replica is dropped; one running runs to its end, unanswered.
+    """
     @_builtins.property
     def args(self) -> Global___Value: ...
     def __init__(
@@ -3651,10 +3656,11 @@ class CallRequest(_message.Message):
         deployment: _builtins.str = ...,
         call_id: _builtins.str = ...,
         args: Global___Value | None = ...,
+        cancel: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "call_id", b"call_id", "deployment", b"deployment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "call_id", b"call_id", "cancel", b"cancel", "deployment", b"deployment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

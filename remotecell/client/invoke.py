@@ -202,6 +202,11 @@ class _AioLink:
         self.pending[request.call_id] = (sink, key)
         self._out.put_nowait(request)
 
+    def forget(self, call_id: str) -> None:
+        """Stops routing a call's pieces, and tells the control plane (``cancel``)."""
+        if self.pending.pop(call_id, None) is not None and self.broken is None:
+            self._out.put_nowait(pb.CallRequest(call_id=call_id, cancel=True))
+
     async def _write(self) -> None:
         try:
             while True:
@@ -288,9 +293,10 @@ class AsyncCalls:
         return call_id
 
     def forget(self, call_id: str) -> None:
-        """Stops routing a call's pieces (its caller went away)."""
+        """Stops routing a call's pieces (its caller went away), and tells the control
+        plane, which drops the call if it still waits for a replica."""
         if self._link is not None:
-            self._link.pending.pop(call_id, None)
+            self._link.forget(call_id)
 
     async def _local_fetch(self, piece: Any) -> Fetch:
         """A blob lookup for the piece's values, their blobs fetched beforehand."""
@@ -469,8 +475,11 @@ class _ThreadLink:
         self._out.put(request)
 
     def forget(self, call_id: str) -> None:
+        """Stops routing a call's pieces, and tells the control plane (see ``cancel``)."""
         with self._lock:
-            self.pending.pop(call_id, None)
+            if self.pending.pop(call_id, None) is None or self.broken is not None:
+                return
+        self._out.put(pb.CallRequest(call_id=call_id, cancel=True))
 
     def _read(self) -> None:
         error: BaseException | None = None

@@ -210,6 +210,7 @@ def _answer(request: pb.CallRequest) -> list[pb.CallResult]:
 class FakeControlPlane(pb_grpc.ControlPlaneServicer):
     def __init__(self) -> None:
         self.streams = 0
+        self.cancelled: list[str] = []
 
     def Health(self, request: Any, context: Any) -> pb.HealthReply:
         return pb.HealthReply(http_url="http://127.0.0.1:9")
@@ -218,6 +219,9 @@ class FakeControlPlane(pb_grpc.ControlPlaneServicer):
         self.streams += 1
         held: list[pb.CallResult] = []
         for request in requests:
+            if request.cancel:  # a failed map's calls still out
+                self.cancelled.append(request.call_id)
+                continue
             if request.deployment == "break":
                 context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
             held += _answer(request)

@@ -471,15 +471,18 @@ class DeploymentManager:
 
     def _handle(self, live: _Live, event: sc.Event) -> None:
         for ins in live.scaler.handle(event):
-            if isinstance(ins, sc.Dispatch):
-                self._dispatch(live, ins)
-            elif isinstance(ins, sc.FailCall):
-                self._fail(ins)
-            elif isinstance(ins, sc.StartReplica):
-                self._start_replica(live, ins)
-            elif isinstance(ins, sc.StopReplica):
-                self._stop_replica(live, ins)
-        self._wake.set()
+            self._carry(live, ins)
+        self._wake.set()  # the ticker looks at the deadlines again
+
+    def _carry(self, live: _Live, ins: sc.Instruction) -> None:
+        if isinstance(ins, sc.Dispatch):
+            self._dispatch(live, ins)
+        elif isinstance(ins, sc.FailCall):
+            self._fail(ins)
+        elif isinstance(ins, sc.StartReplica):
+            self._start_replica(live, ins)
+        elif isinstance(ins, sc.StopReplica):
+            self._stop_replica(live, ins)
 
     def _dispatch(self, live: _Live, ins: sc.Dispatch) -> None:
         call = self._calls.get(ins.call_id)
@@ -592,21 +595,12 @@ class DeploymentManager:
             self._answer(call, piece)
             if piece.done:
                 self._forget(call.id)
+                # One wake-up for the whole message, not one per answer.
                 for ins in live.scaler.handle(sc.CallDone(call.id, time.time())):
-                    self._carry_late(live, ins)
+                    self._carry(live, ins)
                 touched[live.row.name] = live
         if touched:
             self._wake.set()
-
-    def _carry_late(self, live: _Live, ins: sc.Instruction) -> None:
-        if isinstance(ins, sc.Dispatch):
-            self._dispatch(live, ins)
-        elif isinstance(ins, sc.FailCall):
-            self._fail(ins)
-        elif isinstance(ins, sc.StartReplica):
-            self._start_replica(live, ins)
-        elif isinstance(ins, sc.StopReplica):
-            self._stop_replica(live, ins)
 
     def job_ended(self, job_id: str, state: int, message: str) -> None:
         found = self._replica_of(job_id)

@@ -126,12 +126,14 @@ class DeploymentServicer:
         ready: list[pb.CallResult] = []
         wake = asyncio.Event()
         ours: dict[str, str] = {}  # the manager's call id -> the client's
+        theirs: dict[str, str] = {}  # and back
         ended: list[str] = []  # why the requests ended early, if they did
 
         def sink_for(client_id: str) -> Sink:
             def sink(piece: pb.CallResult) -> None:
                 if piece.done:
                     ours.pop(piece.call_id, None)
+                    theirs.pop(client_id, None)
                 piece.call_id = client_id
                 ready.append(piece)
                 wake.set()
@@ -148,6 +150,12 @@ class DeploymentServicer:
             try:
                 async for request in requests:
                     client_id = rules.check_call_id(request.call_id)
+                    if request.cancel:
+                        call_id = theirs.pop(client_id, "")
+                        if ours.pop(call_id, None) is not None:
+                            self.manager.abandon(call_id)
+                        wake.set()
+                        continue
                     if len(ours) >= MAX_STREAM_CALLS:
                         raise ConfigError(
                             f"over {MAX_STREAM_CALLS} calls are unanswered on this stream; "
@@ -171,6 +179,7 @@ class DeploymentServicer:
                     call_id = self.manager.call(request.deployment, call, sink_for(client_id))
                     if self.manager.is_open(call_id):
                         ours[call_id] = client_id
+                        theirs[client_id] = call_id
             except ConfigError as err:
                 ended.append(str(err))
             finally:

@@ -29,12 +29,13 @@ import queue
 import threading
 import time
 import traceback
-import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from remotecell._proto import pb
+from remotecell.backend.runner import _asgi
+from remotecell.backend.runner._asgi import AsgiCall, Lifespan, NoResponse, is_asgi
 from remotecell.contract import values, wire
 from remotecell.contract.deployments import call_error
 
@@ -48,14 +49,9 @@ Send = Callable[[list[pb.CallResult]], None]
 Fetch = Callable[[str], Any]
 Upload = Callable[[dict], int]
 
-#: The largest JSON result or body piece one answer carries.
-PIECE_BYTES = wire.CHUNK_BYTES
 MAX_JSON_BYTES = wire.MAX_MESSAGE_BYTES - wire.ENVELOPE_BYTES
 #: How long a drain waits for the calls in flight when the runner itself stops.
 SHUTDOWN_DRAIN_S = 30.0
-#: How long an ASGI app's lifespan shutdown may take.
-LIFESPAN_SHUTDOWN_S = 30.0
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
 _STOP = object()
 
 
@@ -121,7 +117,7 @@ def resolve_handler(ns: dict[str, Any], code: str, name: str = "") -> Handler:
             )
         return _handler(name, obj)
     app = ns.get("app")
-    if app is not None and _is_asgi(app):
+    if app is not None and is_asgi(app):
         return _handler("app", app)
     defined = [n for n in defined_functions(code) if callable(ns.get(n))]
     if len(defined) == 1:
@@ -138,7 +134,7 @@ def resolve_handler(ns: dict[str, Any], code: str, name: str = "") -> Handler:
 
 
 def _handler(name: str, obj: Any) -> Handler:
-    if _is_asgi(obj):
+    if is_asgi(obj):
         return Handler(name, obj, "asgi", True)
     # What says whether calls are coroutines or generators: a callable object's __call__.
     plain = inspect.isroutine(obj) or isinstance(obj, functools.partial | type)
@@ -155,26 +151,6 @@ def _handler(name: str, obj: Any) -> Handler:
         kind, is_async = "function", inspect.iscoroutinefunction(probe)
     params = list(signature.parameters) if signature is not None else []
     return Handler(name, obj, kind, is_async, params, signature)
-
-
-def _is_asgi(obj: Any) -> bool:
-    """Whether ``obj`` looks like an ASGI app: ``app(scope, receive, send)``, a function
-    with those parameters or an object (Starlette, FastAPI) called with three."""
-    if not callable(obj) or isinstance(obj, type):
-        return False
-    try:
-        params = list(inspect.signature(obj).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    if [p.name for p in params] == ["scope", "receive", "send"]:
-        return True
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return (
-        not inspect.isroutine(obj)
-        and len(params) == 3
-        and all(p.kind in positional for p in params)
-        and inspect.iscoroutinefunction(type(obj).__call__)
-    )
 
 
 # ----------------------------------------------------------------------- the server
@@ -237,7 +213,7 @@ class CallServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sem: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._lifespan: _Lifespan | None = None
+        self._lifespan: Lifespan | None = None
         self._state: dict[str, Any] = {}
 
     @property
@@ -282,7 +258,7 @@ class CallServer:
         if self.batch_size:
             self._thread(self._batcher, "remotecell-serve-batch")
         if self.handler.kind == "asgi":
-            lifespan = _Lifespan(self.handler.obj, self._state)
+            lifespan = Lifespan(self.handler.obj, self._state)
             problem = self._on_loop(lifespan.startup())
             if problem is not None:
                 self._stop_threads(wait=True)
@@ -331,7 +307,7 @@ class CallServer:
         lifespan, self._lifespan = self._lifespan, None
         if lifespan is not None and self._loop is not None:
             try:
-                self._on_loop(lifespan.shutdown(), LIFESPAN_SHUTDOWN_S + 1)
+                self._on_loop(lifespan.shutdown(), _asgi.LIFESPAN_SHUTDOWN_S + 1)
             except Exception as err:
                 self._log(f"the app's lifespan shutdown failed: {type(err).__name__}: {err}\n")
         self._stop_threads(wait=drained)
@@ -582,13 +558,24 @@ class CallServer:
         try:
             async with self._sem:
                 self._prepare(call)
-                await _AsgiCall(self, call).run()
+                await AsgiCall(
+                    self.handler.obj, call, self._state, self._send, self._late_failure(cid)
+                ).run()
+        except NoResponse as missing:
+            self._send([_error(cid, pb.CallError.RESULT, str(missing))])
         except _Failed as failed:
             self._send([failed.result])
         except BaseException as exc:
             self._send([await self._blocking(self._raised, cid, exc, True)])
         finally:
             self._ended(cid)
+
+    def _late_failure(self, call_id: str) -> Callable[[BaseException], None]:
+        def failed(exc: BaseException) -> None:
+            text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
+            self._log(f"call {call_id} failed after its response:\n{text}")
+
+        return failed
 
     # -- batches -------------------------------------------------------------------------
 
@@ -704,156 +691,6 @@ def log_fallback(text: str) -> None:
     log.warning("%s", text.rstrip())
 
 
-# ----------------------------------------------------------------------- ASGI
-
-
-class _AsgiCall:
-    """One HTTP request through an ASGI app; its response goes out piece by piece."""
-
-    def __init__(self, server: CallServer, call: pb.Call) -> None:
-        self.server = server
-        self.call = call
-        self.started = False
-        self.done = False
-        self._body_read = False
-        self._disconnect = asyncio.Event()
-
-    def scope(self) -> dict[str, Any]:
-        http = self.call.http
-        path = http.path or "/"
-        if not path.startswith("/"):
-            path = "/" + path
-        return {
-            "type": "http",
-            "asgi": dict(_ASGI),
-            "http_version": "1.1",
-            "method": (http.method or "GET").upper(),
-            "scheme": "http",
-            "path": urllib.parse.unquote(path),
-            "raw_path": path.encode("utf-8", "surrogateescape"),
-            "query_string": bytes(http.query),
-            "root_path": "",
-            "headers": [(bytes(h.name).lower(), bytes(h.value)) for h in http.headers],
-            "client": None,
-            "server": None,
-            "state": dict(self.server._state),
-        }
-
-    async def receive(self) -> dict[str, Any]:
-        if not self._body_read:
-            self._body_read = True
-            return {"type": "http.request", "body": bytes(self.call.http.body), "more_body": False}
-        await self._disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        cid = self.call.call_id
-        kind = message.get("type")
-        if kind == "http.response.start":
-            if self.started:
-                raise RuntimeError("the app started its response twice")
-            self.started = True
-            headers = [
-                pb.HttpHeader(name=bytes(name), value=bytes(value))
-                for name, value in message.get("headers", ())
-            ]
-            head = pb.HttpHead(status=int(message.get("status", 200)), headers=headers)
-            self.server._send([pb.CallResult(call_id=cid, head=head)])
-        elif kind == "http.response.body":
-            if not self.started:
-                raise RuntimeError("the app sent a response body before its start")
-            if self.done:
-                return
-            body = bytes(message.get("body", b""))
-            more = bool(message.get("more_body", False))
-            pieces = [body[i : i + PIECE_BYTES] for i in range(0, len(body), PIECE_BYTES)]
-            results = [pb.CallResult(call_id=cid, body=piece) for piece in pieces]
-            if not more:
-                self.done = True
-                if results:
-                    results[-1].done = True
-                else:
-                    results.append(pb.CallResult(call_id=cid, done=True))
-            if results:
-                self.server._send(results)
-            if self.done:
-                self._disconnect.set()
-
-    async def run(self) -> None:
-        try:
-            await self.server.handler.obj(self.scope(), self.receive, self.send)
-        except BaseException as exc:
-            if self.done:  # the answer is complete: the failure only goes to the log
-                text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc)))
-                self.server._log(f"call {self.call.call_id} failed after its response:\n{text}")
-                return
-            raise
-        finally:
-            self._disconnect.set()
-        if not self.started:
-            raise _Failed(
-                _error(
-                    self.call.call_id,
-                    pb.CallError.RESULT,
-                    "the app returned without sending a response",
-                )
-            )
-        if not self.done:
-            self.done = True
-            self.server._send([pb.CallResult(call_id=self.call.call_id, done=True)])
-
-
-class _Lifespan:
-    """An ASGI app's lifespan: startup before the replica is ready, shutdown as it ends.
-    An app that does not take lifespan messages (it raises) has none."""
-
-    def __init__(self, app: Any, state: dict[str, Any]) -> None:
-        self.app = app
-        self.state = state
-        self.supported = False
-        self._in: asyncio.Queue[dict[str, Any]] | None = None
-        self._out: asyncio.Queue[dict[str, Any]] | None = None
-        self._task: asyncio.Task[Any] | None = None
-
-    async def _next(self) -> dict[str, Any] | None:
-        """The app's next message, or None when it ended without one."""
-        assert self._out is not None and self._task is not None
-        getter = asyncio.ensure_future(self._out.get())
-        await asyncio.wait({getter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if getter.done():
-            return getter.result()
-        getter.cancel()
-        return None
-
-    async def startup(self) -> str | None:
-        """Runs the startup; returns why it failed, or None."""
-        self._in, self._out = asyncio.Queue(), asyncio.Queue()
-        scope = {"type": "lifespan", "asgi": dict(_ASGI), "state": self.state}
-        self._task = asyncio.ensure_future(self.app(scope, self._in.get, self._out.put))
-        await self._in.put({"type": "lifespan.startup"})
-        message = await self._next()
-        if message is None:  # it ended: no lifespan (its exception says it does not take one)
-            if not self._task.cancelled() and self._task.exception() is not None:
-                log.info("the ASGI app takes no lifespan: %r", self._task.exception())
-            return None
-        if message.get("type") == "lifespan.startup.failed":
-            return str(message.get("message") or "the app said so, without a message")
-        self.supported = message.get("type") == "lifespan.startup.complete"
-        return None
-
-    async def shutdown(self) -> None:
-        assert self._in is not None and self._task is not None
-        await self._in.put({"type": "lifespan.shutdown"})
-        try:
-            message = await asyncio.wait_for(self._next(), LIFESPAN_SHUTDOWN_S)
-        except asyncio.TimeoutError:
-            message = {"type": "lifespan.shutdown.failed", "message": "it took too long"}
-        if message is not None and message.get("type") == "lifespan.shutdown.failed":
-            raise RuntimeError(str(message.get("message") or "the app said so"))
-        if not self._task.done():
-            self._task.cancel()
-
-
 # ----------------------------------------------------------------------- helpers
 
 _NOT_OBJECT = "the request body is not a JSON object"
@@ -946,11 +783,15 @@ def _argument_problem(sig: inspect.Signature | None, args: tuple, kwargs: dict) 
 
 
 def _user_frames(exc: BaseException) -> Any:
-    """``exc``'s traceback from the first frame outside this module (the handler's)."""
+    """``exc``'s traceback from the first frame outside the replica's own modules (the
+    handler's)."""
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
         tb = tb.tb_next
     return tb
+
+
+_OWN_FILES = frozenset({__file__, _asgi.__file__})
 
 
 def _type_name(exc: BaseException) -> str:
