@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import textwrap
 import time
 import urllib.parse
@@ -372,3 +373,68 @@ def test_deployments_survive_a_control_plane_restart(endpoints: Endpoints) -> No
         )
     finally:
         again.close()
+
+
+def test_a_runner_cannot_answer_or_ready_another_users_replica(endpoints: Endpoints) -> None:
+    """Alice's cell takes its runner's credential and speaks on the runner channel for
+    Bob's replica: its answers and its "ready" are dropped; Bob's call gets his own."""
+    from test_credentials import raw, stolen, user_client
+
+    alice = endpoints.cp.client()
+    bob = user_client(endpoints.cp, "bob")
+    try:
+        runner, _ = stolen(alice)
+        own_id = next(j.runner_id for j in alice.list_jobs() if j.summary.startswith("import gc"))
+        bob_md = [("authorization", f"Bearer {bob.endpoint.token}")]
+        code = textwrap.dedent(
+            """
+            import time
+            def handler():
+                yield "first"
+                time.sleep(3)
+                yield "second"
+            """
+        )
+        s = Settings().checked()
+        spec = pb.JobSpec(code=code, serve=serve_for("bobs", 0, "", s))
+        endpoints.stub.Deploy(
+            pb.DeployRequest(name="bobs", spec=spec, settings=s.to_proto()), metadata=bob_md
+        )
+        conn = http.client.HTTPConnection(endpoints.host, endpoints.port, timeout=60)
+        conn.request("POST", "/endpoints/bobs", body=b"{}",
+                     headers={"Authorization": f"Bearer {bob.endpoint.token}"})  # fmt: skip
+        response = conn.getresponse()
+        request_id = response.getheader("x-request-id")
+        first = response.read1(100)
+        assert first == b"first" and request_id, first
+        replica_job = (
+            endpoints.stub.GetDeployment(pb.DeploymentRequest(name="bobs"), metadata=bob_md)
+            .replicas[0]
+            .job_id
+        )
+        channel, stub, metadata = raw(runner)
+        try:
+            forged = pb.CallResults(
+                results=[pb.CallResult(call_id=request_id, item=True, json=b'"forged"'),
+                         pb.CallResult(call_id=request_id, done=True)]
+            )  # fmt: skip
+            messages = iter(
+                [
+                    pb.RunnerMessage(hello=pb.RunnerHello(runner_id=own_id, pid=os.getpid())),
+                    pb.RunnerMessage(ready=pb.ReplicaReady(job_id=replica_job, kind="asgi")),
+                    pb.RunnerMessage(call_results=forged),
+                ]
+            )
+            replies = stub.RunnerSession(messages, metadata=metadata)
+            time.sleep(1.0)  # the forged messages have been read (not a timing assertion)
+            replies.cancel()
+        finally:
+            channel.close()
+        rest = response.read()
+        conn.close()
+        assert rest == b"second", rest
+        info = endpoints.stub.GetDeployment(pb.DeploymentRequest(name="bobs"), metadata=bob_md)
+        assert info.kind == "generator"  # the forged "ready" changed nothing
+    finally:
+        alice.close()
+        bob.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,12 @@ MAX_BYTES = 32 << 20
 FLUSH_S = 0.5
 #: Lines kept in memory for a follower that starts reading.
 TAIL = 1000
+
+
+@functools.lru_cache(maxsize=4)
+def _stamp(second: int) -> str:
+    """A line's time (formatted once a second: a busy endpoint logs a line per call)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
 
 
 class DeploymentLog:
@@ -31,7 +38,7 @@ class DeploymentLog:
         self._flush_at = 0.0
 
     def line(self, text: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+        stamp = _stamp(int(time.time()))
         lines = [f"{stamp} {part}" for part in text.rstrip("\n").split("\n")]
         if self._file is None:
             self._file = self.path.open("a", encoding="utf-8", errors="replace")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -104,8 +105,8 @@ class EndpointGateway:
             headers=[pb.HttpHeader(name=k, value=v) for k, v in headers if k not in _WITHHELD],
             body=body,
         )
-        pieces: asyncio.Queue[pb.CallResult] = asyncio.Queue()
-        call_id = self.manager.call(name, pb.Call(http=request), pieces.put_nowait)
+        pieces = _Pieces()
+        call_id = self.manager.call(name, pb.Call(http=request), pieces.put)
         sse = any(k == b"accept" and b"text/event-stream" in v for k, v in headers)
         try:
             await _respond(send, pieces, call_id, sse, settings.debug)
@@ -158,9 +159,32 @@ async def _read_body(receive: Receive, headers: list[tuple[bytes, bytes]], limit
     return b"".join(chunks)
 
 
-async def _respond(
-    send: Send, pieces: asyncio.Queue[pb.CallResult], call_id: str, sse: bool, debug: bool
-) -> None:
+class _Pieces:
+    """A call's answer pieces as they come: what an ``asyncio.Queue`` would do, for less
+    (one of these is made per request)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[pb.CallResult] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, piece: pb.CallResult) -> None:
+        self._items.append(piece)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> pb.CallResult:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
+async def _respond(send: Send, pieces: _Pieces, call_id: str, sse: bool, debug: bool) -> None:
     rid = (b"x-request-id", call_id.encode())
     first = await pieces.get()
     if first.HasField("error"):
@@ -184,7 +208,11 @@ async def _respond(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", b"application/json"), rid],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(first.json)).encode()),
+                    rid,
+                ],
             }
         )
         await send({"type": "http.response.body", "body": first.json})

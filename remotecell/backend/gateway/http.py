@@ -104,6 +104,8 @@ class HTTPServer:
             log_level="warning",
             lifespan="off",
             access_log=False,
+            proxy_headers=False,  # nothing proxies it: the client's address is its own
+            server_header=False,
             ssl_certfile=str(certificate.cert_path) if certificate is not None else None,
             ssl_keyfile=str(certificate.key_path) if certificate is not None else None,
         )
