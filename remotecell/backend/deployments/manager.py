@@ -134,6 +134,8 @@ class DeploymentManager:
         self._flush_scheduled = False
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        #: When the ticker wakes by itself next; an earlier deadline wakes it sooner.
+        self._sleep_until = 0.0
         self._tasks: set[asyncio.Task[object]] = set()
         controller.job_listeners.append(self.job_ended)
         controller.sessions.on_call_results = self.call_results
@@ -182,12 +184,15 @@ class DeploymentManager:
         return self.log_dir / f"{name}.log"
 
     async def _tick_forever(self) -> None:
+        """Ticks each deployment's autoscaler at its next deadline (and flushes the logs
+        and forgets finished deployments at least once a second)."""
         while True:
             deadlines = [d for live in self._live.values() if (d := live.scaler.next_deadline())]
-            delay = min([1.0, *(d - time.time() for d in deadlines)])
+            delay = max(0.0, min([1.0, *(d - time.time() for d in deadlines)]))
             self._wake.clear()
+            self._sleep_until = time.time() + delay
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, delay))
+                await asyncio.wait_for(self._wake.wait(), delay)
             now = time.time()
             for live in list(self._live.values()):
                 deadline = live.scaler.next_deadline()
@@ -472,7 +477,13 @@ class DeploymentManager:
     def _handle(self, live: _Live, event: sc.Event) -> None:
         for ins in live.scaler.handle(event):
             self._carry(live, ins)
-        self._wake.set()  # the ticker looks at the deadlines again
+        self._deadline_of(live)
+
+    def _deadline_of(self, live: _Live) -> None:
+        """Wakes the ticker early if ``live`` has a deadline before the ticker's."""
+        deadline = live.scaler.next_deadline()
+        if deadline is not None and deadline < self._sleep_until:
+            self._wake.set()
 
     def _carry(self, live: _Live, ins: sc.Instruction) -> None:
         if isinstance(ins, sc.Dispatch):
@@ -599,8 +610,8 @@ class DeploymentManager:
                 for ins in live.scaler.handle(sc.CallDone(call.id, time.time())):
                     self._carry(live, ins)
                 touched[live.row.name] = live
-        if touched:
-            self._wake.set()
+        for live in touched.values():
+            self._deadline_of(live)
 
     def job_ended(self, job_id: str, state: int, message: str) -> None:
         found = self._replica_of(job_id)

@@ -98,13 +98,12 @@ class EndpointGateway:
                 f"this endpoint takes POST {where} with a JSON object of the handler's arguments",
                 extra=[(b"allow", b"POST")],
             )
-        request = pb.HttpRequest(
-            method=scope["method"],
-            path="/" + below,
-            query=scope.get("query_string", b""),
-            headers=[pb.HttpHeader(name=k, value=v) for k, v in headers if k not in _WITHHELD],
-            body=body,
-        )
+        request = pb.HttpRequest(method=scope["method"], path="/" + below, body=body)
+        if kind not in ("function", "generator"):  # an app (or not known yet) gets it all
+            request.query = scope.get("query_string", b"")
+            request.headers.extend(
+                pb.HttpHeader(name=k, value=v) for k, v in headers if k not in _WITHHELD
+            )
         pieces = _Pieces()
         call_id = self.manager.call(name, pb.Call(http=request), pieces.put)
         sse = any(k == b"accept" and b"text/event-stream" in v for k, v in headers)
