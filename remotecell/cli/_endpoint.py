@@ -57,8 +57,12 @@ def endpoint_stop(name: str, url: str, token: str) -> None:
 
 @endpoint.command("scale")
 @click.argument("name")
-@click.option("--min", "min_containers", type=click.IntRange(min=0), default=None, help="Replicas kept idle.")
-@click.option("--max", "max_containers", type=click.IntRange(min=1), default=None, help="Most replicas.")
+@click.option(
+    "--min", "min_containers", type=click.IntRange(min=0), default=None, help="Replicas kept idle."
+)
+@click.option(
+    "--max", "max_containers", type=click.IntRange(min=1), default=None, help="Most replicas."
+)
 @url_option
 @token_option
 def endpoint_scale(

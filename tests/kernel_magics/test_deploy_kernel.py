@@ -15,7 +15,7 @@ from typing import Any
 
 from support import ControlPlane, Kernel, wait_until
 
-SETUP = '''
+SETUP = """
 %%remote_deploy embed max_containers=2 concurrency=4 scaledown_window=3
 import hashlib
 PREFIX = BASE + "-"                      # setup: runs once per replica; BASE travels
@@ -23,7 +23,7 @@ PREFIX = BASE + "-"                      # setup: runs once per replica; BASE tr
 def handler(text: str) -> list[float]:
     digest = hashlib.sha256((PREFIX + text).encode()).digest()
     return [round(b / 255, 3) for b in digest[:4]]
-'''
+"""
 
 
 class HTTP:
@@ -89,9 +89,12 @@ def test_deploy_call_map_scale_redeploy_and_roll_back(
         "        time.sleep(0.05)\n",
         timeout=120,
     )
-    assert kernel.value(
-        "list(remotecell.Deployment.from_name('tokens').remote_gen(n=4))"
-    ) == ["tok0", "tok1", "tok2", "tok3"]
+    assert kernel.value("list(remotecell.Deployment.from_name('tokens').remote_gen(n=4))") == [
+        "tok0",
+        "tok1",
+        "tok2",
+        "tok3",
+    ]
 
     # a notebook function mapped over 100 inputs across several runners
     kernel.ok(
