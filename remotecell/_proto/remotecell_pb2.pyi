@@ -409,6 +409,7 @@ class JobSpec(_message.Message):
     WORKDIR_FIELD_NUMBER: _builtins.int
     PROCESS_SETTINGS_FIELD_NUMBER: _builtins.int
     SERVE_FIELD_NUMBER: _builtins.int
+    NOTEBOOK_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """the cell body"""
     timeout_s: _builtins.float
@@ -463,6 +464,13 @@ class JobSpec(_message.Message):
         calls (`Calls`) until it is cancelled, which drains it.
         """
 
+    @_builtins.property
+    def notebook(self) -> Global___NotebookTask:
+        """Set: the job is a scheduled notebook's run. The runner executes this notebook in a
+        kernel of its own instead of `code`; the kernel has the task's environment (`env`,
+        `secret_env`), with which its `%%remote` cells reach the control plane.
+        """
+
     def __init__(
         self,
         *,
@@ -482,14 +490,80 @@ class JobSpec(_message.Message):
         workdir: Global___Workdir | None = ...,
         process_settings: _builtins.str = ...,
         serve: Global___Serve | None = ...,
+        notebook: Global___NotebookTask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["image_spec", b"image_spec", "resources", b"resources", "serve", b"serve", "workdir", b"workdir"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image_spec", b"image_spec", "notebook", b"notebook", "resources", b"resources", "serve", b"serve", "workdir", b"workdir"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "origin", b"origin", "process_settings", b"process_settings", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "serve", b"serve", "session", b"session", "timeout_s", b"timeout_s", "volumes", b"volumes", "workdir", b"workdir"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closure", b"closure", "code", b"code", "env", b"env", "image", b"image", "image_spec", b"image_spec", "notebook", b"notebook", "origin", b"origin", "process_settings", b"process_settings", "pull", b"pull", "resources", b"resources", "retries", b"retries", "secrets", b"secrets", "serve", b"serve", "session", b"session", "timeout_s", b"timeout_s", "volumes", b"volumes", "workdir", b"workdir"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
+
+@_typing.final
+class NotebookTask(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTEBOOK_BLOB_FIELD_NUMBER: _builtins.int
+    CELL_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    notebook_blob: _builtins.str
+    """the .ipynb, its parameters injected already"""
+    cell_timeout_s: _builtins.float
+    """0: none (the job's `timeout_s` bounds the whole run)"""
+    def __init__(
+        self,
+        *,
+        notebook_blob: _builtins.str = ...,
+        cell_timeout_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell_timeout_s", b"cell_timeout_s", "notebook_blob", b"notebook_blob"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotebookTask: _TypeAlias = NotebookTask  # noqa: Y015
+
+@_typing.final
+class NotebookResult(_message.Message):
+    """What a notebook run left (`Finished.notebook`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTEBOOK_BLOB_FIELD_NUMBER: _builtins.int
+    HTML_BLOB_FIELD_NUMBER: _builtins.int
+    FAILED_CELL_FIELD_NUMBER: _builtins.int
+    FAILED_LINE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DURATION_S_FIELD_NUMBER: _builtins.int
+    notebook_blob: _builtins.str
+    """the executed notebook (up to the failing cell)"""
+    html_blob: _builtins.str
+    """the same, as HTML (nbconvert)"""
+    failed_cell: _builtins.int
+    """the failing cell's index; -1: none failed"""
+    failed_line: _builtins.str
+    """its first line"""
+    error: _builtins.str
+    """"ename: evalue" """
+    duration_s: _builtins.float
+    def __init__(
+        self,
+        *,
+        notebook_blob: _builtins.str = ...,
+        html_blob: _builtins.str = ...,
+        failed_cell: _builtins.int = ...,
+        failed_line: _builtins.str = ...,
+        error: _builtins.str = ...,
+        duration_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_s", b"duration_s", "error", b"error", "failed_cell", b"failed_cell", "failed_line", b"failed_line", "html_blob", b"html_blob", "notebook_blob", b"notebook_blob"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotebookResult: _TypeAlias = NotebookResult  # noqa: Y015
 
 @_typing.final
 class Workdir(_message.Message):
@@ -1272,17 +1346,23 @@ class Finished(_message.Message):
 
     STATE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    NOTEBOOK_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     message: _builtins.str
+    @_builtins.property
+    def notebook(self) -> Global___NotebookResult:
+        """a notebook run's (`JobSpec.notebook`)"""
+
     def __init__(
         self,
         *,
         state: Global___JobState.ValueType = ...,
         message: _builtins.str = ...,
+        notebook: Global___NotebookResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notebook", b"notebook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "notebook", b"notebook", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

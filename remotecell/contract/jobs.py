@@ -188,6 +188,16 @@ def check_spec(spec: pb.JobSpec) -> None:
     check_secret_refs(spec.secrets)
     workdir.check(spec.workdir)
     process_settings.check(spec.process_settings)
+    if spec.HasField("notebook"):
+        if spec.HasField("serve"):
+            raise ConfigError("a job is a notebook run or a deployment's replica, not both")
+        check_blob_id(spec.notebook.notebook_blob, "a notebook run's notebook")
+        timeout = spec.notebook.cell_timeout_s
+        if timeout != 0 and not timeout_ok(timeout):
+            raise ConfigError(
+                f"a notebook run's cell timeout of {timeout} is not a number of seconds "
+                f"above 0, at most {MAX_TIMEOUT_S:.0f}"
+            )
 
 
 def check_values(values: Iterable[pb.Value], what: str) -> None:

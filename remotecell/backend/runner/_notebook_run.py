@@ -17,6 +17,7 @@ import contextlib
 import copy
 import html as html_escape
 import logging
+import math
 import os
 import shutil
 import signal
@@ -31,6 +32,10 @@ from typing import Any
 import nbformat
 
 from remotecell._notebook import TIMED_OUT, Failed, _first_line, _ipc_kernel_config, _output_text
+from remotecell._proto import pb
+from remotecell.contract.errors import ConfigError
+from remotecell.contract.schedules import check_notebook
+from remotecell.contract.values import content_hash
 
 log = logging.getLogger("remotecell")
 
@@ -315,3 +320,56 @@ def to_html(nb: nbformat.NotebookNode, cwd: Path | None = None) -> bytes:
             "<!DOCTYPE html><html><body><p>The executed notebook could not be shown as "
             f"HTML ({why}); download the .ipynb instead.</p></body></html>"
         ).encode()
+
+
+# ----------------------------------------------------------------------- as a task
+
+
+def run_task(
+    task: pb.NotebookTask,
+    emit: Callable[[Any], None],
+    fetch: Callable[[str], Any],
+    upload: Callable[[dict], int],
+    cwd: Path,
+) -> pb.Finished:
+    """Runs a job's notebook (``JobSpec.notebook``) in the runner's environment (the
+    task's ``env`` and secrets are in ``os.environ`` already): each cell's output is the
+    job's stdout as it ends; the executed notebook and its HTML go up as blobs, named in
+    the returned ``Finished``. A failing cell fails the job, keeping the notebook up to
+    it.
+
+    Raises:
+        KeyboardInterrupt: the task was cancelled; the kernel has been stopped.
+    """
+    try:
+        nb = check_notebook(bytes(fetch(task.notebook_blob)))
+    except ConfigError as err:
+        emit(pb.Error(kind=pb.Error.SETUP, type_name="ConfigError", message=str(err)))
+        return pb.Finished(state=pb.FAILED, message=str(err))
+
+    def on_output(text: str) -> None:
+        emit(pb.Stream(name=pb.Stream.STDOUT, text=text))
+
+    cell_timeout = max(1, math.ceil(task.cell_timeout_s)) if task.cell_timeout_s else None
+    outcome = run_notebook(
+        nb, cwd=cwd, env={}, timeout=None, cell_timeout=cell_timeout, on_output=on_output
+    )
+    executed = nbformat.writes(outcome.notebook).encode()
+    blobs = {content_hash(executed): memoryview(executed)}
+    html_id = content_hash(outcome.html)
+    blobs[html_id] = memoryview(outcome.html)
+    upload(blobs)
+    result = pb.NotebookResult(
+        notebook_blob=content_hash(executed),
+        html_blob=html_id,
+        failed_cell=-1 if outcome.failed_cell is None else outcome.failed_cell,
+        failed_line=outcome.failed_line,
+        error=outcome.error,
+        duration_s=outcome.duration,
+    )
+    if outcome.ok:
+        return pb.Finished(state=pb.SUCCEEDED, notebook=result)
+    where = f"cell [{outcome.failed_cell}] {outcome.failed_line}".rstrip()
+    name, _, message = outcome.error.partition(": ")
+    emit(pb.Error(kind=pb.Error.USER_CODE, type_name=name, message=f"{where}: {message}"))
+    return pb.Finished(state=pb.FAILED, message=f"{where}: {outcome.error}", notebook=result)

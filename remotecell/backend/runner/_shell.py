@@ -24,6 +24,7 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 from remotecell._proto import pb
@@ -190,6 +191,8 @@ class CellShell:
         serve: Serving | None = None,
     ) -> pb.Finished:
         replica = spec.HasField("serve")
+        if spec.HasField("notebook"):
+            return self._notebook(spec, emit, fetch, upload)
         try:
             ns.update(values.unpack(spec.closure, fetch, namespace=ns))
         except BlobCorruptError as err:
@@ -264,6 +267,33 @@ class CellShell:
         for display in after_out:
             emit(display)
         return pb.Finished(state=pb.SUCCEEDED)
+
+    def _notebook(
+        self,
+        spec: pb.JobSpec,
+        emit: Emit,
+        fetch: Callable[[str], Any],
+        upload: Callable[[dict], int],
+    ) -> pb.Finished:
+        """Runs a scheduled notebook's run (``spec.notebook``) in a kernel of its own,
+        interruptible by a cancel as a cell is."""
+        from remotecell.backend.runner import _notebook_run
+
+        finished: pb.Finished | None = None
+        with self._captured_output(emit):
+            try:
+                self._in_cell = True
+                if self._cancel is None:
+                    finished = _notebook_run.run_task(
+                        spec.notebook, emit, fetch, upload, Path.cwd()
+                    )
+            except KeyboardInterrupt:
+                pass
+            finally:
+                self._in_cell = False
+        if self._cancel is not None or finished is None:
+            return self._finish_cancelled(emit)
+        return finished
 
     def _serve(
         self, spec: pb.JobSpec, ns: dict[str, Any], emit: Emit, serve: Serving | None

@@ -46,10 +46,13 @@ log = logging.getLogger("remotecell.blobs")
 
 
 def spec_refs(spec: pb.JobSpec) -> list[str]:
-    """The blobs a job's spec names: its closure's and its image's local files."""
+    """The blobs a job's spec names: its closure's, its image's local files, its working
+    directory's, and a notebook run's notebook."""
     refs = value_refs(spec.closure)
     refs.extend(step.blob for step in spec.image_spec.steps if step.blob)
     refs.extend(workdir.blob_refs(spec.workdir))
+    if spec.notebook.notebook_blob:
+        refs.append(spec.notebook.notebook_blob)
     return refs
 
 
