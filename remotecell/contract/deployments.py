@@ -11,15 +11,14 @@ for an early error and again by the control plane.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from remotecell._proto import pb
 from remotecell.contract.errors import ConfigError
+from remotecell.contract.slugs import check_slug
 from remotecell.contract.wire import MAX_MESSAGE_BYTES
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 #: The HTTP path of a deployment's calls.
 PATH_PREFIX = "/endpoints/"
 #: Below the wire's bound, with room for the call's other fields.
@@ -44,13 +43,7 @@ def check_name(name: Any) -> str:
         ConfigError: not 1-63 lowercase letters, digits or '-', starting with a letter
             or digit.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
-        shown = repr(name)[:80] if isinstance(name, str) else f"a {type(name).__name__}"
-        raise ConfigError(
-            f"{shown} is not a valid deployment name: use 1-63 lowercase letters, digits "
-            "or '-', starting with a letter or digit (for example `embed` or `llm-v2`)"
-        )
-    return name
+    return check_slug(name, "deployment", "`embed` or `llm-v2`")
 
 
 @dataclass(frozen=True)

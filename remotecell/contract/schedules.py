@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import nbformat
 
 from remotecell.contract.errors import ConfigError
+from remotecell.contract.slugs import check_slug
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 #: Runs (their notebooks, HTML and logs) a schedule keeps unless told otherwise.
 KEEP_DEFAULT = 50
 MAX_KEEP = 1000
@@ -58,13 +58,7 @@ def check_name(name: Any) -> str:
         ConfigError: not 1-63 lowercase letters, digits or '-', starting with a letter
             or digit.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
-        shown = repr(name)[:80] if isinstance(name, str) else f"a {type(name).__name__}"
-        raise ConfigError(
-            f"{shown} is not a valid schedule name: use 1-63 lowercase letters, digits "
-            "or '-', starting with a letter or digit (for example `nightly` or `report-v2`)"
-        )
-    return name
+    return check_slug(name, "schedule", "`nightly` or `report-v2`")
 
 
 def check_keep(keep: Any) -> int:
