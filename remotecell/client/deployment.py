@@ -375,9 +375,9 @@ def ephemeral_name(fn: Callable[..., Any]) -> str:
     return f"fn-{base.strip('-') or 'fn'}-{_secrets.token_hex(3)}"
 
 
-def _stop_quietly(client: Client | None, name: str) -> None:
+def _stop_quietly(client: Client, name: str) -> None:
     try:
-        (client if client is not None else context.client()).stop_deployment(name)
+        client.stop_deployment(name)
     except Exception:  # the control plane or the connection went first: it forgets it
         pass
 
@@ -401,6 +401,8 @@ class Function:
         self._client: Client | None = options.pop("client", None)
         self._lock = threading.Lock()
         self._deployment: Deployment | None = None
+        #: The client the deployment was made through, which stops it.
+        self._stopper: Client | None = None
         # checked now, so a bad option fails at the decorator, not at the first call
         self._request, self._blobs = deployment_request(
             fn, name=ephemeral_name(fn), ephemeral=True, **options
@@ -427,7 +429,10 @@ class Function:
         with self._lock:
             if self._deployment is None:
                 deployment = _send(self._request, self._blobs, self._client)
-                weakref.finalize(self, _stop_quietly, self._client, self.name)
+                # Stopped through the client that made it: at exit, resolving the default
+                # client anew could connect elsewhere (or start a control plane).
+                weakref.finalize(self, _stop_quietly, deployment.client, self.name)
+                self._stopper = deployment.client
                 self._deployment = deployment
             return self._deployment
 
@@ -468,7 +473,7 @@ class Function:
         with self._lock:
             deployment, self._deployment = self._deployment, None
         if deployment is not None:
-            _stop_quietly(self._client, deployment.name)
+            _stop_quietly(self._stopper or deployment.client, deployment.name)
             self._request.name = ephemeral_name(self.fn)
             self._request.spec.serve.deployment = self._request.name
 

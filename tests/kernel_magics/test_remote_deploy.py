@@ -46,7 +46,13 @@ class RecordingClient:
 
 
 @pytest.fixture
-def ip(shell: Any) -> Iterator[tuple[Any, RecordingClient]]:
+def ip(
+    shell: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> Iterator[tuple[Any, RecordingClient]]:
+    # Loading the extension starts connecting at once: to nothing here, so that it does
+    # not start the user's embedded control plane (the recording client stands in).
+    monkeypatch.setenv("REMOTECELL_URL", f"unix:{tmp_path}/no-control-plane.sock")
+    monkeypatch.setenv("REMOTECELL_TOKEN", "unused")
     before = set(shell.user_ns)
     load_ipython_extension(shell)
     magics = shell.magics_manager.registry[RemoteMagics.__name__]
