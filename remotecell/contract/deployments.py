@@ -232,9 +232,12 @@ HTTP_STATUS = {
 }
 
 
-def call_error(kind: int, message: str, type_name: str = "", traceback: str = "") -> pb.CallResult:
-    """A failed call's last piece, with no call id yet."""
+def call_error(
+    kind: int, message: str, type_name: str = "", traceback: str = "", call_id: str = ""
+) -> pb.CallResult:
+    """A failed call's last piece (``call_id``: "" where the caller sets it later)."""
     return pb.CallResult(
+        call_id=call_id,
         done=True,
         error=pb.CallError(
             kind=kind,  # type: ignore[arg-type]

@@ -68,9 +68,11 @@ class DeploymentError(Exception):
 @dataclass
 class _Call:
     id: str
+    deployment: str
     sink: Sink
     started: float
-    http: bool
+    #: What goes to the replica, until the call is dispatched.
+    payload: pb.Call | None
     replica: str = ""
     answered: bool = False  # its last piece went to the caller
     streamed: bool = False
@@ -126,9 +128,6 @@ class DeploymentManager:
         self.log_dir = log_dir
         self._live: dict[str, _Live] = {}
         self._calls: dict[str, _Call] = {}
-        self._call_deployment: dict[str, str] = {}
-        #: What each waiting call sends its replica, until it is dispatched.
-        self._payloads: dict[str, pb.Call] = {}
         #: Calls to send to each runner at the end of this loop iteration, as one message.
         self._outgoing: dict[str, list[pb.Call]] = {}
         self._flush_scheduled = False
@@ -375,14 +374,11 @@ class DeploymentManager:
 
     # ------------------------------------------------------------------ calls
 
-    def lookup(self, name: str) -> DeploymentRow | None:
-        """A deployment that takes calls now, for the gateway's checks."""
-        live = self._live.get(name)
-        return live.row if live is not None and not live.scaler.stopped else None
-
     def settings_of(self, name: str) -> Settings | None:
+        """The settings of a deployment that takes calls now (None: none of that name
+        does), for the gateway's checks."""
         live = self._live.get(name)
-        return live.settings if live is not None else None
+        return live.settings if live is not None and not live.scaler.stopped else None
 
     def kind_of(self, name: str) -> str:
         """What the deployment's replicas serve ("" until one was ready)."""
@@ -405,15 +401,12 @@ class DeploymentManager:
         call's id (also its request id)."""
         call.call_id = "req-" + secrets.token_hex(6)
         live = self._live.get(name)
-        now = time.time()
-        record = _Call(call.call_id, sink, now, http=call.HasField("http"))
         if live is None or live.scaler.stopped:
             sink(rules.call_error(pb.CallError.NOT_FOUND, f"no deployment named {name!r}"))
             return call.call_id
+        now = time.time()
         live.last_used = now
-        self._calls[call.call_id] = record
-        self._call_deployment[call.call_id] = name
-        self._payloads[call.call_id] = call
+        self._calls[call.call_id] = _Call(call.call_id, name, sink, now, call)
         self._handle(live, sc.CallArrived(call.call_id, now))
         return call.call_id
 
@@ -425,11 +418,10 @@ class DeploymentManager:
     def abandon(self, call_id: str) -> None:
         """The caller went away: a waiting call is dropped; a running one runs on."""
         call = self._calls.get(call_id)
-        name = self._call_deployment.get(call_id)
-        if call is None or name is None or call.answered:
+        if call is None or call.answered:
             return
         call.answered = True
-        live = self._live.get(name)
+        live = self._live.get(call.deployment)
         if live is not None:
             self._handle(live, sc.CallCancelled(call_id, time.time()))
         if not call.replica:
@@ -437,8 +429,6 @@ class DeploymentManager:
 
     def _forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
-        self._call_deployment.pop(call_id, None)
-        self._payloads.pop(call_id, None)
 
     def _answer(self, call: _Call, piece: pb.CallResult) -> None:
         if call.answered:
@@ -446,8 +436,7 @@ class DeploymentManager:
         piece.call_id = call.id
         if piece.done:
             call.answered = True
-            name = self._call_deployment.get(call.id)
-            live = self._live.get(name) if name else None
+            live = self._live.get(call.deployment)
             if live is not None:
                 status = rules.HTTP_STATUS[piece.error.kind] if piece.HasField("error") else 200
                 if piece.HasField("head") and not call.streamed:
@@ -497,13 +486,13 @@ class DeploymentManager:
 
     def _dispatch(self, live: _Live, ins: sc.Dispatch) -> None:
         call = self._calls.get(ins.call_id)
-        payload = self._payloads.pop(ins.call_id, None)
+        payload = call.payload if call is not None else None
         job_id = live.replica_jobs.get(ins.replica_id, "")
         job = self.controller.jobs.get(job_id)
         if call is None or payload is None:
             self._handle(live, sc.CallDone(ins.call_id, time.time()))
             return
-        call.replica = ins.replica_id
+        call.payload, call.replica = None, ins.replica_id
         if job is None or not job.runner_id:
             self._answer(call, rules.call_error(pb.CallError.UNAVAILABLE, _REPLICA_GONE))
             self._handle(live, sc.CallDone(ins.call_id, time.time()))
@@ -526,12 +515,11 @@ class DeploymentManager:
 
     def _undelivered(self, call_id: str) -> None:
         call = self._calls.get(call_id)
-        name = self._call_deployment.get(call_id)
-        if call is None or name is None:
+        if call is None:
             return
         self._answer(call, rules.call_error(pb.CallError.UNAVAILABLE, _REPLICA_GONE))
         self._forget(call_id)
-        live = self._live.get(name)
+        live = self._live.get(call.deployment)
         if live is not None:
             self._handle(live, sc.CallDone(call_id, time.time()))
 
@@ -595,8 +583,7 @@ class DeploymentManager:
         touched: dict[str, _Live] = {}
         for piece in results.results:
             call = self._calls.get(piece.call_id)
-            name = self._call_deployment.get(piece.call_id)
-            live = self._live.get(name) if name else None
+            live = self._live.get(call.deployment) if call is not None else None
             if call is None or live is None or not call.replica:
                 continue
             job = self.controller.jobs.get(live.replica_jobs.get(call.replica, ""))

@@ -141,9 +141,7 @@ class DeploymentServicer:
             return sink
 
         def refuse(client_id: str, kind: int, message: str) -> None:
-            piece = rules.call_error(kind, message)
-            piece.call_id = client_id
-            ready.append(piece)
+            ready.append(rules.call_error(kind, message, call_id=client_id))
             wake.set()
 
         async def read() -> None:

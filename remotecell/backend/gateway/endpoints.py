@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from remotecell._proto import pb
-from remotecell.backend.auth import DENIED
+from remotecell.backend.auth import DENIED, bearer
 from remotecell.backend.deployments.manager import DeploymentManager
 from remotecell.backend.state.credentials import Principal
 from remotecell.contract import deployments as rules
@@ -63,9 +63,8 @@ class EndpointGateway:
             rules.check_name(name)
         except ConfigError:
             return await _error(send, 404, f"no endpoint at {scope['path'][:200]!r}")
-        row = self.manager.lookup(name)
         settings = self.manager.settings_of(name)
-        if row is None or settings is None:
+        if settings is None:
             return await _error(send, 404, _missing(name))
         headers = [(k.lower(), v) for k, v in scope.get("headers", [])]
         try:
@@ -116,16 +115,13 @@ class EndpointGateway:
             raise
 
     def _principal(self, headers: list[tuple[bytes, bytes]]) -> Principal | None:
-        for key, value in headers:
-            if key == b"authorization" and value.startswith(b"Bearer "):
-                token = value[len(b"Bearer ") :].decode("latin-1")
-                if not token or len(token) > 512:
-                    return None
-                principal = self.lookup(token)
-                if principal is None or principal.is_runner:
-                    return None
-                return principal
-        return None
+        """The user whose token the request carries, as gRPC calls carry it; None for no
+        one, or for a runner's credential."""
+        token = bearer(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k == b"authorization"
+        )
+        principal = self.lookup(token) if token else None
+        return None if principal is None or principal.is_runner else principal
 
 
 def _missing(name: str) -> str:

@@ -122,14 +122,10 @@ class Link:
             self._wake.set()
 
     def _refuse_calls(self, calls: pb.Calls) -> None:
-        refused = []
-        for call in calls.calls:
-            result = call_error(
-                pb.CallError.UNAVAILABLE, "no replica serves on this runner (any more)"
-            )
-            result.call_id = call.call_id
-            refused.append(result)
-        self.call_results(refused)
+        message = "no replica serves on this runner (any more)"
+        self.call_results(
+            [call_error(pb.CallError.UNAVAILABLE, message, call_id=c.call_id) for c in calls.calls]
+        )
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Waits until everything queued so far was handed to the connection."""

@@ -355,12 +355,10 @@ def run_task(
         nb, cwd=cwd, env={}, timeout=None, cell_timeout=cell_timeout, on_output=on_output
     )
     executed = nbformat.writes(outcome.notebook).encode()
-    blobs = {content_hash(executed): memoryview(executed)}
-    html_id = content_hash(outcome.html)
-    blobs[html_id] = memoryview(outcome.html)
-    upload(blobs)
+    notebook_id, html_id = content_hash(executed), content_hash(outcome.html)
+    upload({notebook_id: memoryview(executed), html_id: memoryview(outcome.html)})
     result = pb.NotebookResult(
-        notebook_blob=content_hash(executed),
+        notebook_blob=notebook_id,
         html_blob=html_id,
         failed_cell=-1 if outcome.failed_cell is None else outcome.failed_cell,
         failed_line=outcome.failed_line,

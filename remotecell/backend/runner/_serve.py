@@ -701,9 +701,7 @@ _STOPPED = "the replica stopped before the call ended"
 def _error(
     call_id: str, kind: int, message: str, type_name: str = "", tb: str = ""
 ) -> pb.CallResult:
-    result = call_error(kind, message, type_name, tb)
-    result.call_id = call_id
-    return result
+    return call_error(kind, message, type_name, tb, call_id)
 
 
 def _json(call_id: str, obj: Any) -> bytes:
