@@ -43,13 +43,14 @@ from remotecell.backend.scheduler.queue import (
 )
 from remotecell.backend.secrets import refs as secret_refs
 from remotecell.backend.secrets.store import SecretStore
-from remotecell.backend.state.blobs import spec_refs, value_refs
+from remotecell.backend.state.blobs import spec_refs
 from remotecell.backend.state.credentials import CredentialStore, Principal
 from remotecell.backend.state.store import Store
 from remotecell.backend.volumes.store import VolumeStore
 from remotecell.contract.errors import ConfigError, ImageBuildError
 from remotecell.contract.events import is_end, is_sample
 from remotecell.contract.resources import GPURequest, cost_usd
+from remotecell.contract.values import value_refs
 
 if TYPE_CHECKING:
     from remotecell.backend.images.cache import ImageCache

@@ -71,14 +71,6 @@ def call_request(
     return request, packed.blobs
 
 
-def blob_ids(value: pb.Value) -> list[str]:
-    """The blobs a value's bytes are in."""
-    ids = list(value.buffers)
-    if value.pickle_blob:
-        ids.append(value.pickle_blob)
-    return ids
-
-
 def decode(value: pb.Value, fetch: Fetch, name: str = "result") -> Any:
     return values.unpack([value], fetch)[name]
 
@@ -302,9 +294,9 @@ class AsyncCalls:
         """A blob lookup for the piece's values, their blobs fetched beforehand."""
         if isinstance(piece, BaseException):
             return _no_blobs
-        wanted = blob_ids(piece.value) if piece.HasField("value") else []
+        wanted = values.value_refs([piece.value]) if piece.HasField("value") else []
         if piece.HasField("error") and piece.error.HasField("exception"):
-            wanted += blob_ids(piece.error.exception)
+            wanted += values.value_refs([piece.error.exception])
         if not wanted:
             return _no_blobs
         got = {digest: await self._fetch(digest) for digest in wanted}

@@ -157,6 +157,16 @@ class ContentHasher:
 HASH_CHARS = 32
 
 
+def value_refs(values: Iterable[pb.Value]) -> list[str]:
+    """The blobs wire values name: large pickle streams and out-of-band buffers."""
+    refs: list[str] = []
+    for value in values:
+        refs.extend(value.buffers)
+        if value.pickle_blob:
+            refs.append(value.pickle_blob)
+    return refs
+
+
 def is_content_hash(text: object) -> bool:
     """Whether ``text`` has the form of a :func:`content_hash` (32 lowercase hex digits)."""
     return (

@@ -31,7 +31,7 @@ from remotecell._proto import pb
 from remotecell.backend.state.tempfile import TempFile
 from remotecell.contract import workdir
 from remotecell.contract.blobs import ID_FILE, blob_relpath, verify
-from remotecell.contract.values import ContentHasher
+from remotecell.contract.values import ContentHasher, value_refs
 
 CHUNK = 4 * 1024 * 1024
 #: Default ``--blob-ttl``: a blob unused for a week is deleted.
@@ -53,16 +53,6 @@ def spec_refs(spec: pb.JobSpec) -> list[str]:
     refs.extend(workdir.blob_refs(spec.workdir))
     if spec.notebook.notebook_blob:
         refs.append(spec.notebook.notebook_blob)
-    return refs
-
-
-def value_refs(values: Iterable[pb.Value]) -> list[str]:
-    """The blobs wire values name: large pickle streams and out-of-band buffers."""
-    refs: list[str] = []
-    for value in values:
-        refs.extend(value.buffers)
-        if value.pickle_blob:
-            refs.append(value.pickle_blob)
     return refs
 
 
