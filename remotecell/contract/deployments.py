@@ -10,6 +10,7 @@ for an early error and again by the control plane.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -172,6 +173,21 @@ def _seconds(name: str, value: Any, low: float, high: float) -> None:
         or not low <= float(value) <= high  # also refuses NaN
     ):
         raise ConfigError(f"{name}={value!r} is not a number from {low:g} to {high:g}")
+
+
+def defined_functions(source: str) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    """The functions a cell's ``source`` defines at its top level, by name, in order of
+    their first definition (the last one of a name wins, as it does when the cell runs):
+    which one a replica serves when no ``handler=`` names one.
+
+    Raises:
+        SyntaxError: the source is not Python.
+    """
+    return {
+        node.name: node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
 
 
 def check_serve(serve: pb.Serve) -> None:

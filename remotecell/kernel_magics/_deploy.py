@@ -3,7 +3,6 @@ status line that a daemon thread keeps current from ``GetDeployment``."""
 
 from __future__ import annotations
 
-import ast
 import json
 import shlex
 import threading
@@ -12,6 +11,7 @@ from typing import Any
 
 from remotecell._proto import pb
 from remotecell.client.listing import deployment_status, endpoint_url
+from remotecell.contract.deployments import defined_functions
 from remotecell.contract.errors import RemoteCellError
 
 #: How often the status line is refreshed, and for how long.
@@ -19,25 +19,11 @@ REFRESH_S = 1.0
 FOLLOW_FOR_S = 600.0
 
 
-def defined(source: str) -> list[str]:
-    """The functions the cell defines at top level, in order."""
-    return [
-        node.name
-        for node in ast.parse(source).body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-    ]
-
-
 def handler_of(source: str, handler: str | None) -> tuple[str, list[str]]:
     """The handler a cell serves, as far as its text tells, and its parameters: ``handler``
     or the cell's one top-level def ("" and none when it is neither, such as an ASGI app
     or a function from the notebook). Raises SyntaxError as Python would."""
-    tree = ast.parse(source)
-    defs = {
-        node.name: node
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-    }
+    defs = defined_functions(source)
     name = handler if handler is not None else (next(iter(defs)) if len(defs) == 1 else "")
     node = defs.get(name)
     if node is None:

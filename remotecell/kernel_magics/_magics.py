@@ -19,6 +19,7 @@ from remotecell.client.image_cell import parse_image_cell
 from remotecell.client.listing import state_name
 from remotecell.client.spec import build_spec
 from remotecell.contract import values
+from remotecell.contract.deployments import defined_functions
 from remotecell.contract.errors import CellSyntaxError, ConfigError, RemoteCellError
 from remotecell.contract.process_settings import ProcessSettings
 from remotecell.kernel_magics import (
@@ -237,7 +238,7 @@ class RemoteMagics(Magics):
         except SyntaxError as err:
             raise _cell_syntax_error(err) from None
         extra = {}
-        if options.handler_function is not None and handler not in _deploy.defined(source):
+        if options.handler_function is not None and handler not in defined_functions(source):
             extra[handler] = options.handler_function
         replica = options.replica
         replica.pull = []  # a replica sends nothing back

@@ -18,7 +18,6 @@ one handler call. Nothing a call does ends the replica: each failure is that cal
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import collections
 import functools
@@ -37,7 +36,7 @@ from remotecell._proto import pb
 from remotecell.backend.runner import _asgi
 from remotecell.backend.runner._asgi import AsgiCall, Lifespan, NoResponse, is_asgi
 from remotecell.contract import values, wire
-from remotecell.contract.deployments import call_error
+from remotecell.contract.deployments import call_error, defined_functions
 
 if TYPE_CHECKING:
     from remotecell.backend.runner._link import Link
@@ -83,19 +82,6 @@ class Handler:
         )
 
 
-def defined_functions(code: str) -> list[str]:
-    """The functions ``code`` defines at its top level, in order, each name once."""
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
-        return []
-    names: list[str] = []
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name not in names:
-            names.append(node.name)
-    return names
-
-
 def resolve_handler(ns: dict[str, Any], code: str, name: str = "") -> Handler:
     """The handler a setup cell (``code``, run into ``ns``) gives its replica: the object
     named ``name``; else an ASGI ``app``; else the one function the cell defines.
@@ -119,7 +105,11 @@ def resolve_handler(ns: dict[str, Any], code: str, name: str = "") -> Handler:
     app = ns.get("app")
     if app is not None and is_asgi(app):
         return _handler("app", app)
-    defined = [n for n in defined_functions(code) if callable(ns.get(n))]
+    try:
+        names = list(defined_functions(code))
+    except SyntaxError:  # the transformed cell ran, so this is not expected: no functions
+        names = []
+    defined = [n for n in names if callable(ns.get(n))]
     if len(defined) == 1:
         return _handler(defined[0], ns[defined[0]])
     if defined:
