@@ -207,9 +207,7 @@ class Controller:
                 "a deployment's secrets must be stored ones (`remotecell secret create`): "
                 "Secret.from_dict and Secret.from_dotenv values are never stored"
             )
-        never = self.lifecycle.queue.never_fits(GPURequest.from_proto(spec.resources.gpu))
-        if never:
-            raise ConfigError(never)
+        self._check_gpus(spec)
         probe = pb.JobSpec()
         probe.CopyFrom(spec)
         secret_refs.take_adhoc(probe, self.secret_store, owner)
@@ -226,9 +224,7 @@ class Controller:
                 machine can never serve, names a secret that is missing, lacks a required
                 key or cannot be read, or mounts volumes that cannot be mounted.
         """
-        never = self.lifecycle.queue.never_fits(GPURequest.from_proto(spec.resources.gpu))
-        if never:  # refused before a job exists: the client gets the one sentence
-            raise ConfigError(never)
+        self._check_gpus(spec)  # refused before a job exists: the client gets the sentence
         adhoc_secrets = secret_refs.take_adhoc(spec, self.secret_store, owner)  # not stored
         admission.name_image(spec, self.default_image)
         if self.images is not None and (spec.image_spec.id or spec.image):
@@ -246,6 +242,12 @@ class Controller:
         self._submitted(job, time.time())
         self._admit(job)
         return job_id
+
+    def _check_gpus(self, spec: pb.JobSpec) -> None:
+        """Raises ConfigError if no choice of the spec's GPU request could ever fit here."""
+        never = self.lifecycle.queue.never_fits(GPURequest.from_proto(spec.resources.gpu))
+        if never:
+            raise ConfigError(never)
 
     def _submitted(self, job: ActiveJob, now: float) -> None:
         spec = job.spec
